@@ -1,0 +1,22 @@
+"""The bundle: one model version on disk, the contract between every stage (DESIGN.md §2)."""
+
+from modelcycle.bundle.io import Bundle, BundleBuilder, Variant, atomic_directory, write_json_atomic
+from modelcycle.bundle.manifest import FORMAT_VERSION, Architecture, BundleManifest, Lineage, VariantManifest
+from modelcycle.schema import FeatureSpec, InputSchema, OutputSchema, TensorSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Architecture",
+    "Bundle",
+    "BundleBuilder",
+    "BundleManifest",
+    "FeatureSpec",
+    "InputSchema",
+    "Lineage",
+    "OutputSchema",
+    "TensorSpec",
+    "Variant",
+    "VariantManifest",
+    "atomic_directory",
+    "write_json_atomic",
+]

@@ -1,0 +1,273 @@
+"""Reading and writing bundles on disk: atomic (temp dir beside the target, fsync, rename), hashed (sha256 of
+every file, checked on load), and pickle-free (safetensors for tensors, JSON for the rest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors.torch import load_file, save_file
+
+from modelcycle.bundle.manifest import FORMAT_VERSION, BundleManifest, VariantManifest
+from modelcycle.errors import BundleError, NotFoundError
+
+MANIFEST = "bundle.json"
+VARIANT_MANIFEST = "variant.json"
+VARIANTS_DIR = "variants"
+WEIGHTS = "weights.safetensors"
+TEMP_PREFIX = ".tmp-"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            _fsync_path(Path(directory, name))
+        _fsync_path(Path(directory))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` so that readers see either the old file or the whole new one."""
+    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        with temp.open("w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+        _fsync_path(path.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _new_temp_directory(parent: Path) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    temp = parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+    temp.mkdir()
+    return temp
+
+
+def _publish(temp: Path, target: Path) -> None:
+    """Rename the written and fsynced ``temp`` to ``target`` (atomic on POSIX) and persist the rename."""
+    if target.exists():
+        raise BundleError(f"{target}: already exists; bundles are immutable")
+    os.rename(temp, target)
+    _fsync_path(target.parent)
+
+
+@contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty temp directory beside ``target``; on success it is published as ``target``.
+
+    On any exception (or a killed process) the target does not appear; a crashed process leaves only a
+    ``.tmp-*`` directory, which readers ignore.
+    """
+    if target.exists():
+        raise BundleError(f"{target}: already exists; bundles are immutable")
+    temp = _new_temp_directory(target.parent)
+    try:
+        yield temp
+        _fsync_tree(temp)
+        _publish(temp, target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Save a state dict as safetensors; tensors that share storage (tied weights) are stored separately."""
+    seen: set[tuple[int, int]] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        tensors[key] = tensor.clone() if identity in seen else tensor
+        seen.add(identity)
+    save_file(tensors, str(path))
+
+
+def hash_files(root: Path, *, exclude: tuple[str, ...]) -> dict[str, str]:
+    """sha256 of every file under ``root`` by POSIX relative path, leaving out the top-level names in
+    ``exclude``."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and relative.parts[0] not in exclude:
+            hashes[relative.as_posix()] = sha256_file(path)
+    return hashes
+
+
+def _read_manifest(path: Path, model: type[M]) -> M:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path.parent}: not a bundle ({path.name} is missing)") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: unreadable manifest ({error})") from None
+    found = raw.get("format_version") if isinstance(raw, dict) else None
+    if not isinstance(found, int):
+        raise BundleError(f"{path}: format_version is missing or not an integer")
+    if found > FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {found} is newer than this modelcycle understands ({FORMAT_VERSION})",
+            hint="upgrade modelcycle to read it",
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise BundleError(f"{path}: invalid manifest field '{field}': {first['msg']}") from None
+
+
+def _verify_files(root: Path, expected: dict[str, str], *, exclude: tuple[str, ...]) -> None:
+    for relative, digest in expected.items():
+        path = root / relative
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing")
+        if sha256_file(path) != digest:
+            raise BundleError(
+                f"{path}: sha256 mismatch, the file was modified after the bundle was written",
+                hint="restore the file or re-register the model",
+            )
+    unlisted = sorted(set(hash_files(root, exclude=exclude)) - set(expected))
+    if unlisted:
+        raise BundleError(f"{root / unlisted[0]}: file is not listed in the manifest (added after writing)")
+
+
+class Bundle:
+    """A verified bundle directory. Reading it checks the format version and every file's sha256."""
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise NotFoundError(f"{self.path}: bundle directory not found")
+        self.manifest = _read_manifest(self.path / MANIFEST, BundleManifest)
+        if verify:
+            _verify_files(self.path, self.manifest.files, exclude=(MANIFEST, VARIANTS_DIR))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+    def state_dict(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        return load_file(str(self.path / WEIGHTS), device=str(device))
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file of the bundle (e.g. preprocess.json); it was hash-checked on open."""
+        path = self.path / name
+        if name not in self.manifest.files:
+            raise BundleError(f"{path}: this bundle has no {name}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def variant_names(self) -> list[str]:
+        root = self.path / VARIANTS_DIR
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(TEMP_PREFIX))
+
+    def variant(self, name: str) -> Variant:
+        path = self.path / VARIANTS_DIR / name
+        if not path.is_dir():
+            known = ", ".join(self.variant_names()) or "none"
+            raise NotFoundError(f"{self.ref}: no variant '{name}'", hint=f"variants: {known}")
+        return Variant(path)
+
+    @contextmanager
+    def add_variant(self, manifest: VariantManifest) -> Iterator[Path]:
+        """Yield a temp directory for the variant's files; on exit ``variant.json`` (with their hashes and
+        total size) is written and the variant appears atomically under ``variants/<name>``."""
+        target = self.path / VARIANTS_DIR / manifest.name
+        if target.exists():
+            raise BundleError(f"{self.ref}: variant '{manifest.name}' already exists")
+        with atomic_directory(target) as temp:
+            yield temp
+            files = hash_files(temp, exclude=(VARIANT_MANIFEST,))
+            size = sum((temp / relative).stat().st_size for relative in files)
+            final = manifest.model_copy(update={"files": files, "size_bytes": size})
+            (temp / VARIANT_MANIFEST).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+class Variant:
+    """A verified variant directory under a bundle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.manifest = _read_manifest(path / VARIANT_MANIFEST, VariantManifest)
+        _verify_files(path, self.manifest.files, exclude=(VARIANT_MANIFEST,))
+
+
+class BundleBuilder:
+    """Collects a new bundle's files in a temp directory beside its destination; ``publish`` hashes them,
+    writes ``bundle.json`` and renames the directory into place. Used as a context manager, anything not
+    published is removed on exit, so a failed or killed build never leaves a bundle behind."""
+
+    def __init__(self, parent: Path) -> None:
+        self.path = _new_temp_directory(parent)
+        self._files: dict[str, str] | None = None
+
+    def __enter__(self) -> BundleBuilder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def write_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        save_weights(state_dict, self.path / WEIGHTS)
+
+    def write_json(self, name: str, payload: Any) -> None:
+        (self.path / name).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+    def copy_tree(self, name: str, source: Path) -> None:
+        shutil.copytree(source, self.path / name)
+
+    def seal(self) -> dict[str, str]:
+        """Hash and fsync every file written so far; slow for big weights, so callers do it before taking a
+        lock. Nothing may be written after sealing."""
+        if self._files is None:
+            self._files = hash_files(self.path, exclude=(MANIFEST, VARIANTS_DIR))
+            _fsync_tree(self.path)
+        return self._files
+
+    def publish(self, target: Path, manifest: BundleManifest) -> Bundle:
+        """Write ``bundle.json`` (with every file's sha256) and move the bundle to ``target``."""
+        files = self.seal()
+        if WEIGHTS not in files:
+            raise BundleError(f"{target}: a bundle needs {WEIGHTS}")
+        final = manifest.model_copy(update={"files": files})
+        manifest_path = self.path / MANIFEST
+        with manifest_path.open("w", encoding="utf-8") as stream:
+            stream.write(final.model_dump_json(indent=2) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        _fsync_path(self.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _publish(self.path, target)
+        return Bundle(target, verify=False)

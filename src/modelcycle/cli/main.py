@@ -1,0 +1,78 @@
+"""The ``modelcycle`` command: a typer root whose sub-commands each live in their own module. Errors are
+converted here, in one place: a ModelcycleError prints one line and exits with its code; ``--debug`` shows
+the traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcycle import __version__
+from modelcycle.cli import config_cmd, data_cmd, models_cmd, runs_cmd, train_cmd
+from modelcycle.cli.render import print_error
+from modelcycle.cli.state import STATE
+from modelcycle.errors import ModelcycleError
+
+app = typer.Typer(
+    name="modelcycle",
+    help="Carry a neural model through its whole life: data → train → evaluate → … → serve → update.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(runs_cmd.app, name="runs")
+app.command("train")(train_cmd.train)
+
+INTERNAL_ERROR_EXIT = 70
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"modelcycle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    home: Annotated[
+        Path | None, typer.Option("--home", envvar="MODELCYCLE_HOME", help="Registry folder.")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    STATE.debug = debug
+    STATE.home = home
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ModelcycleError as error:
+        if STATE.debug:
+            traceback.print_exc()
+        print_error(error.message, error.hint)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        sys.exit(130)
+    except Exception as error:  # the CLI boundary: a bug must still not dump a traceback on the user
+        if STATE.debug:
+            traceback.print_exc()
+        print_error(
+            f"internal error: {type(error).__name__}: {error}", "rerun with --debug for the traceback"
+        )
+        sys.exit(INTERNAL_ERROR_EXIT)

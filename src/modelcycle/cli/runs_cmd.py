@@ -1,0 +1,98 @@
+"""``modelcycle runs list|show|compare``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from modelcycle.cli.options import JsonFlag
+from modelcycle.cli.render import console, emit_json, table
+from modelcycle.cli.state import open_registry
+
+app = typer.Typer(help="Training runs and their metrics.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_runs(
+    name: Annotated[str | None, typer.Option("--name", help="Only runs of this config name.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    json_output: JsonFlag = False,
+) -> None:
+    """The newest runs first."""
+    runs = open_registry().runs.list(name, limit=limit)
+    if json_output:
+        emit_json(runs)
+        return
+    table(
+        "runs",
+        ["id", "name", "status", "started", "model", "test metrics"],
+        [
+            [
+                r.id[:8],
+                r.name,
+                r.status,
+                r.started_at[:19],
+                r.model_ref,
+                {k.removeprefix("test_"): v for k, v in r.final_metrics.items() if k.startswith("test_")},
+            ]
+            for r in runs
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix of it.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """One run: status, parameters, final metrics and the model it registered."""
+    registry = open_registry()
+    run = registry.runs.get(run_id)
+    if json_output:
+        emit_json(run)
+        return
+    console.print(
+        f"[bold]run {run.id}[/] ({run.name}): {run.status}, {run.started_at} → {run.ended_at or '…'}",
+        highlight=False,
+    )
+    if run.error:
+        console.print(f"[red]error:[/] {run.error}", highlight=False)
+    table("final metrics", ["metric", "value"], sorted(run.final_metrics.items()))
+    table("parameters", ["key", "value"], sorted(_flatten(run.params).items()))
+    console.print(f"model: {run.model_ref or '-'}", highlight=False)
+
+
+@app.command("compare")
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes).")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Side by side: the parameters that differ and every final metric."""
+    registry = open_registry()
+    runs = [registry.runs.get(run_id) for run_id in run_ids]
+    params = [_flatten(run.params) for run in runs]
+    keys = sorted({key for flat in params for key in flat})
+    differing = {
+        key: [flat.get(key) for flat in params]
+        for key in keys
+        if len({repr(flat.get(key)) for flat in params}) > 1
+    }
+    metric_keys = sorted({key for run in runs for key in run.final_metrics})
+    metrics = {key: [run.final_metrics.get(key) for run in runs] for key in metric_keys}
+    if json_output:
+        emit_json({"runs": [run.id for run in runs], "params": differing, "metrics": metrics})
+        return
+    headers = ["", *(run.id[:8] for run in runs)]
+    table("parameters that differ", headers, [[key, *values] for key, values in differing.items()])
+    table("metrics", headers, [[key, *values] for key, values in metrics.items()])
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

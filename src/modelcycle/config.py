@@ -1,0 +1,214 @@
+"""The pipeline config: pydantic models for the YAML file, dotted ``--set`` overrides, and loading.
+
+Every section refuses unknown keys (with the dotted path and a did-you-mean), and every problem in a file is
+reported at once, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from modelcycle.errors import ConfigError
+from modelcycle.plugins import did_you_mean
+
+TaskName = Literal["classification", "regression", "language_modeling"]
+ColumnType = Literal["numeric", "categorical", "text"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Section):
+    """Fractions of the rows held out for validation and test; the rest trains."""
+
+    valid: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, ge=0.0, lt=1.0)
+    stratify: bool = True
+
+    @field_validator("test")
+    @classmethod
+    def _leave_rows_to_train(cls, test: float, info: Any) -> float:
+        if test + info.data.get("valid", 0.0) >= 0.9:
+            raise ValueError("valid + test must leave at least 10% of the rows to train on")
+        return test
+
+
+class TextConfig(Section):
+    """How raw text becomes token ids: a word vocabulary fitted on the training split, characters, or the
+    tokenizer of a pretrained model (a local directory, or ``builtin:minilm``)."""
+
+    tokenizer: str = "word"
+    max_length: PositiveInt = 128
+    vocab_size: PositiveInt = 20_000
+    min_frequency: PositiveInt = 1
+    lowercase: bool = True
+
+
+class ImageConfig(Section):
+    """Image loading: every image is resized to ``size`` (height, width); ``grayscale`` keeps one channel."""
+
+    size: tuple[PositiveInt, PositiveInt] | None = None
+    grayscale: bool = False
+
+
+class PreprocessConfig(Section):
+    """Preprocessing fitted on the training split only; its state is saved in the bundle."""
+
+    impute_numeric: Literal["median", "mean"] = "median"
+    standardize: bool = True
+    categorical: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: PositiveInt = 50
+    text: TextConfig = Field(default_factory=TextConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+
+
+class DataConfig(Section):
+    """Where the data comes from and how it is split, typed and preprocessed."""
+
+    source: str
+    target: str | None = None
+    task: TaskName | None = None
+    features: list[str] | None = None
+    column_types: dict[str, ColumnType] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    imbalance: Literal["none", "class_weights", "oversample"] = "none"
+    max_rows: PositiveInt | None = None
+
+
+class ModelConfig(Section):
+    """An architecture by registered name, with its hyper-parameters (checked by the architecture)."""
+
+    arch: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(Section):
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    device: str = "auto"
+
+
+class PipelineConfig(Section):
+    """The whole pipeline YAML."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config (for lineage and resume checks)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``a.b.c=value`` overrides, validate; report every error at once."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+    raw = parse_yaml(text, str(path))
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, str(path))
+
+
+def parse_yaml(text: str, origin: str) -> dict[str, Any]:
+    """Parse YAML text whose top level must be a mapping; syntax errors name the line and column."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+        raise ConfigError(f"{where}: YAML syntax error: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: YAML error: {error}") from None
+    if raw is None:
+        raise ConfigError(f"{origin}: the config is empty", hint="see examples/digits-cnn.yaml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``dotted.key=value`` in ``raw`` in place; the value is parsed as YAML (numbers, lists, bools)."""
+    key, sep, value_text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{override}': expected KEY=VALUE, e.g. train.optimizer.lr=1e-3")
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set '{override}': '{'.'.join(parts[: depth + 1])}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = value_text
+
+
+def validate_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+    """Validate a parsed config; all problems go into one ConfigError, each with its dotted path."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors()]
+        count = f"{len(problems)} error{'s' if len(problems) > 1 else ''}"
+        raise ConfigError(f"{origin}: {count}: " + "; ".join(problems)) from None
+
+
+def _describe(item: Any) -> str:
+    location = tuple(part for part in item["loc"] if isinstance(part, (str, int)))
+    dotted = ".".join(str(part) for part in location) or "<root>"
+    if item["type"] == "extra_forbidden":
+        known = _field_names_at(location[:-1])
+        return f"{dotted}: unknown key{did_you_mean(str(location[-1]), known)}"
+    if item["type"] == "missing":
+        return f"{dotted}: required key is missing"
+    return f"{dotted}: {item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r})"
+
+
+def _field_names_at(location: tuple[str | int, ...]) -> list[str]:
+    """The keys the section at ``location`` accepts (for did-you-mean on unknown keys)."""
+    model: type[BaseModel] | None = PipelineConfig
+    for part in location:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        model = _section_type(model.model_fields[part].annotation)
+    return list(model.model_fields) if model else []
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    candidates = (
+        typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else ()
+    )
+    for candidate in (annotation, *candidates):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None

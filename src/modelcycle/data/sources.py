@@ -1,0 +1,223 @@
+"""Data sources by URI: ``csv:PATH``, ``parquet:PATH``, ``jsonl:PATH``, ``images:DIR`` and ``builtin:NAME``
+(a bare path with a known suffix, or a directory, works too). Every loader returns a checked ``Dataset``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modelcycle.config import DataConfig, ImageConfig, TaskName
+from modelcycle.data.builtin import BUILTINS
+from modelcycle.data.columns import class_names, infer_feature_types, to_numeric
+from modelcycle.data.dataset import Dataset
+from modelcycle.errors import DataError
+from modelcycle.plugins import PluginRegistry, did_you_mean
+from modelcycle.schema import FeatureType
+
+TableReader = Callable[[Path], pd.DataFrame]
+TABLE_READERS: PluginRegistry[TableReader] = PluginRegistry("data source scheme")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# An integer target with at most this many distinct values is taken for class labels.
+_MAX_INFERRED_CLASSES = 50
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """(scheme, location) of a source URI; bare paths get their scheme from the suffix."""
+    scheme, sep, location = source.partition(":")
+    if sep and (scheme in TABLE_READERS or scheme in ("images", "builtin")):
+        return scheme, location
+    path = Path(source)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in TABLE_READERS:
+        return suffix, source
+    if path.is_dir():
+        return "images", source
+    known = ", ".join([*TABLE_READERS.names(), "images", "builtin"])
+    raise DataError(f"data.source '{source}': unknown scheme '{scheme}'", hint=f"known schemes: {known}")
+
+
+@TABLE_READERS.register("csv")
+def read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from None
+
+
+@TABLE_READERS.register("parquet")
+def read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable Parquet file ({error})") from None
+
+
+@TABLE_READERS.register("jsonl")
+def read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with path.open(encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}:{number}: each line must be a JSON object, got {type(record).__name__}"
+                )
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """Load, type and check the data a config names (target present, rows present, more than one class)."""
+    scheme, location = split_source(config.source)
+    if scheme == "builtin":
+        dataset = _load_builtin(location, config)
+    elif scheme == "images":
+        dataset = _load_images(_existing(location, directory=True), config)
+    else:
+        path = _existing(location, directory=False)
+        dataset = _from_table(TABLE_READERS.get(scheme)(path), config, str(path))
+    if config.max_rows is not None and len(dataset) > config.max_rows:
+        dataset = dataset.take(np.arange(config.max_rows))
+    check_dataset(dataset)
+    return dataset
+
+
+def _existing(location: str, *, directory: bool) -> Path:
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such {'directory' if directory else 'file'}", hint="check data.source")
+    if directory != path.is_dir():
+        raise DataError(f"{path}: expected a {'directory' if directory else 'file'}")
+    return path
+
+
+def _load_builtin(name: str, config: DataConfig) -> Dataset:
+    dataset = BUILTINS.get(name, field="data.source")()
+    if config.target is not None and config.target != dataset.target:
+        raise DataError(
+            f"data.target: {dataset.source} has target '{dataset.target}', not '{config.target}'",
+            hint=f"set data.target: {dataset.target} or leave it out",
+        )
+    if config.task is not None and config.task != dataset.task:
+        raise DataError(f"data.task: {dataset.source} is a {dataset.task} dataset, not {config.task}")
+    return dataset
+
+
+def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset:
+    if frame.empty or len(frame.columns) == 0:
+        raise DataError(f"{origin}: the dataset is empty (no rows)")
+    columns = [str(column) for column in frame.columns]
+    frame.columns = columns
+    target = config.target
+    if target is not None and target not in columns:
+        raise DataError(
+            f"{origin}: target column '{target}' not found{did_you_mean(target, columns)}",
+            hint=f"columns: {', '.join(columns[:20])}",
+        )
+    features = config.features or [column for column in columns if column != target]
+    for name in [*features, *config.column_types]:
+        if name not in columns:
+            raise DataError(f"{origin}: feature column '{name}' not found{did_you_mean(name, columns)}")
+    if target is not None:
+        missing = frame[target].isna()
+        frame = frame.loc[~missing].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{origin}: the dataset is empty (every row lacks the target '{target}')")
+    feature_types = infer_feature_types(frame, features, config.column_types, origin)
+    kind = _table_kind(feature_types, target, origin)
+    task = config.task or _infer_task(frame, target, kind)
+    label_names = None
+    if task == "regression" and target is not None:
+        frame[target] = to_numeric(frame[target], target, origin)
+    elif task == "classification" and target is not None:
+        label_names = class_names(frame[target])
+    columns = [*features, *([target] if target else [])]
+    return Dataset(origin, kind, task, frame[columns], target, feature_types, label_names=label_names)
+
+
+def _table_kind(feature_types: dict[str, FeatureType], target: str | None, origin: str) -> str:
+    text_columns = [name for name, kind in feature_types.items() if kind == "text"]
+    if not text_columns:
+        return "tabular"
+    if len(feature_types) > 1:
+        raise DataError(
+            f"{origin}: text column '{text_columns[0]}' is mixed with other features",
+            hint="choose the text column alone with data.features, or declare it categorical",
+        )
+    return "text" if target is not None else "corpus"
+
+
+def _infer_task(frame: pd.DataFrame, target: str | None, kind: str) -> TaskName | None:
+    """The task a target implies; None for a table without a target (fine to inspect, not to train)."""
+    if target is None:
+        return "language_modeling" if kind == "corpus" else None
+    column = frame[target]
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return "classification"
+    whole = bool((column == column.round()).all())
+    return "classification" if whole and column.nunique() <= _MAX_INFERRED_CLASSES else "regression"
+
+
+def _load_images(root: Path, config: DataConfig) -> Dataset:
+    """One sub-directory per class, each holding PNG / JPEG files; all images resized to one size."""
+    from PIL import Image, UnidentifiedImageError
+
+    image_config: ImageConfig = config.preprocess.image
+    classes = sorted(
+        child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
+    files = [
+        (path, label)
+        for label in classes
+        for path in sorted((root / label).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DataError(f"{root}: the dataset is empty (no PNG/JPEG files in class sub-directories)")
+    mode = "L" if image_config.grayscale else "RGB"
+    arrays, size = [], image_config.size
+    for path, _ in files:
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                size = size or (image.height, image.width)
+                arrays.append(np.asarray(image.resize((size[1], size[0])), dtype=np.float32))
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(f"{path}: not a readable image ({error})") from None
+    pixels = np.stack(arrays)
+    images = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
+    frame = pd.DataFrame({"label": [label for _, label in files]})
+    return Dataset(
+        str(root),
+        "image",
+        "classification",
+        frame,
+        "label",
+        {"image": "image"},
+        np.ascontiguousarray(images),
+        label_names=classes,
+    )
+
+
+def check_dataset(dataset: Dataset) -> None:
+    """Refuse data no model can learn from: no rows, or a classification target with a single class."""
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.source}: the dataset is empty (no rows)")
+    if dataset.task == "classification":
+        classes = pd.unique(dataset.frame[dataset.target].astype(str))
+        if len(classes) < 2:
+            raise DataError(
+                f"{dataset.source}: target '{dataset.target}' has a single class ({classes[0]!r}); "
+                "classification needs at least two",
+            )

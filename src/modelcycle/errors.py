@@ -1,0 +1,71 @@
+"""The ModelcycleError family: every failure a user can cause or fix.
+
+Each class carries the process exit code the CLI uses and the HTTP status the server uses, so both boundaries
+convert errors in one place. Messages read "what, where, expected, got"; the ``hint`` says how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class ModelcycleError(Exception):
+    """Base of every error modelcycle raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(ModelcycleError):
+    """The pipeline config or a command-line option is invalid."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class DataError(ModelcycleError):
+    """A data source is missing, unreadable or unfit for the task."""
+
+    exit_code = 3
+    http_status = 422
+
+
+class BundleError(ModelcycleError):
+    """A bundle on disk is corrupt, tampered with, or of a format this code does not understand."""
+
+    exit_code = 4
+    http_status = 500
+
+
+class NotFoundError(ModelcycleError):
+    """A model, version, alias or run that does not exist."""
+
+    exit_code = 5
+    http_status = 404
+
+
+class RegistryError(ModelcycleError):
+    """A registry operation that is refused (e.g. removing a version an alias points at)."""
+
+    exit_code = 6
+    http_status = 409
+
+
+class TrainingError(ModelcycleError):
+    """Training could not proceed (diverged, or the model does not fit the data)."""
+
+    exit_code = 7
+    http_status = 500
+
+
+class MissingDependencyError(ModelcycleError):
+    """An optional package needed for this feature is not installed."""
+
+    exit_code = 8
+    http_status = 501

@@ -1,0 +1,65 @@
+"""Architectures by name. Each declares the kinds of input it accepts and a pydantic model of its
+hyper-parameters, so a config that names the wrong architecture or parameter fails before any work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from modelcycle.errors import ConfigError
+from modelcycle.plugins import PluginRegistry
+from modelcycle.schema import DataKind, InputSchema
+
+
+class Params(BaseModel):
+    """Base of every architecture's hyper-parameters: unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ArchitectureEntry:
+    """``build(inputs, output_dim, params)`` returns an ``nn.Module`` whose ``forward`` takes the input
+    tensors in ``inputs.tensors`` order and returns (batch, output_dim)."""
+
+    name: str
+    input_kinds: tuple[DataKind, ...]
+    params: type[Params]
+    build: Callable[[InputSchema, int, Any], nn.Module]
+
+    def check_params(self, raw: dict[str, Any]) -> Params:
+        try:
+            return self.params.model_validate(raw)
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                dotted = "model.params." + ".".join(str(part) for part in item["loc"])
+                message = "unknown parameter" if item["type"] == "extra_forbidden" else item["msg"]
+                problems.append(f"{dotted}: {message}")
+            known = ", ".join(self.params.model_fields)
+            raise ConfigError(
+                f"architecture '{self.name}': " + "; ".join(problems), hint=f"parameters: {known}"
+            ) from None
+
+    def check_input(self, kind: DataKind, source: str) -> None:
+        if kind not in self.input_kinds:
+            raise ConfigError(
+                f"model.arch: '{self.name}' takes {' or '.join(self.input_kinds)} data, "
+                f"but {source} is {kind} data",
+                hint="choose an architecture for this kind of data (see `modelcycle config schema`)",
+            )
+
+
+ARCHITECTURES: PluginRegistry[ArchitectureEntry] = PluginRegistry("architecture")
+
+
+def register_architecture(entry: ArchitectureEntry) -> ArchitectureEntry:
+    return ARCHITECTURES.register(entry.name)(entry)
+
+
+def activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh()}[name]

@@ -1,0 +1,194 @@
+"""The only place that knows the order of the stages: validate a config, then load → split → fit
+preprocessing → train → evaluate → profile → bundle → register."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from modelcycle.bundle import Architecture, BundleManifest, Lineage, OutputSchema
+from modelcycle.config import PipelineConfig
+from modelcycle.data import fingerprint, load_dataset, make_preprocessor, profile_dataset, split_dataset
+from modelcycle.data.builtin import BUILTINS
+from modelcycle.data.dataset import Dataset
+from modelcycle.data.imbalance import balanced_class_weights, oversample
+from modelcycle.data.preprocess import Preprocessor, TargetEncoder
+from modelcycle.data.sources import split_source
+from modelcycle.devices import pick_device
+from modelcycle.errors import ConfigError
+from modelcycle.models import ARCHITECTURES, ArchitectureEntry
+from modelcycle.registry import Registry
+from modelcycle.seeding import seed_everything
+from modelcycle.tasks import TASKS, Task
+from modelcycle.train import OPTIMIZERS, TensorSet, fit, predict
+from modelcycle.train.loop import EpochCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``modelcycle train`` produced: the registered reference, its metrics per split, and the run."""
+
+    ref: str
+    run_id: str
+    path: Path
+    metrics: dict[str, dict[str, float]]
+    best_epoch: int
+    samples_per_second: float
+
+
+def code_version() -> str:
+    try:
+        return f"modelcycle {version('modelcycle')}"
+    except PackageNotFoundError:
+        return "modelcycle (not installed)"
+
+
+def validate(config: PipelineConfig) -> ArchitectureEntry:
+    """Resolve every name in the config (architecture and its parameters, optimizer, data source, device)
+    so that mistakes surface before any data is read or any weight is trained."""
+    entry = ARCHITECTURES.get(config.model.arch, field="model.arch")
+    entry.check_params(config.model.params)
+    OPTIMIZERS.get(config.train.optimizer.name, field="train.optimizer.name")
+    scheme, location = split_source(config.data.source)
+    if scheme == "builtin":
+        BUILTINS.get(location, field="data.source")
+    pick_device(config.train.device)
+    return entry
+
+
+def train(
+    config: PipelineConfig, registry: Registry, *, on_epoch: EpochCallback | None = None
+) -> TrainResult:
+    """Train the configured model on its data and register the result as a new version."""
+    entry = validate(config)
+    dataset = load_dataset(config.data)
+    if dataset.task is None:
+        raise ConfigError(
+            f"data.target: {dataset.source} needs a target column to train on",
+            hint="set data.target to the column to predict",
+        )
+    entry.check_input(dataset.kind, dataset.source)
+    data_fingerprint = fingerprint(dataset)
+    run_id = registry.runs.start(
+        config.name,
+        config.model_dump(mode="json"),
+        config_hash=config.config_hash(),
+        data_fingerprint=data_fingerprint,
+    )
+    try:
+        result = _train_and_register(config, entry, dataset, registry, run_id, data_fingerprint, on_epoch)
+    except BaseException as error:
+        registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
+        raise
+    registry.runs.finish(run_id, "finished", model_ref=result.ref)
+    return result
+
+
+def _train_and_register(
+    config: PipelineConfig,
+    entry: ArchitectureEntry,
+    dataset: Dataset,
+    registry: Registry,
+    run_id: str,
+    data_fingerprint: str,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    generator = seed_everything(config.seed)
+    device = pick_device(config.train.device)
+    split = split_dataset(dataset, config.data.split, config.seed)
+    parts = {name: dataset.take(rows) for name, rows in split.parts().items()}
+    preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
+    encoder = TargetEncoder(dataset.task).fit(parts["train"])
+    tensors = {name: _tensors(part, preprocessor, encoder) for name, part in parts.items() if len(part)}
+    num_classes = len(encoder.classes_)
+    task, train_set = _imbalance(config, dataset.task, tensors["train"], num_classes)
+
+    inputs = preprocessor.input_schema()
+    params = entry.check_params(config.model.params)
+    model = entry.build(inputs, task.output_dim(num_classes), params)
+
+    def log_epoch(epoch: int, record: dict[str, float]) -> None:
+        registry.runs.log_metrics(run_id, record, step=epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+
+    outcome = fit(
+        model,
+        task,
+        train_set,
+        tensors.get("valid"),
+        config.train,
+        generator=generator,
+        device=device,
+        on_epoch=log_epoch,
+    )
+    metrics = {
+        name: task.metrics(_raw_targets(part, encoder), encoder.inverse(predict(model, tensors[name].inputs)))
+        for name, part in parts.items()
+        if name in tensors
+    }
+    registry.runs.log_metrics(
+        run_id,
+        {
+            f"{split_name}_{key}": value
+            for split_name, values in metrics.items()
+            for key, value in values.items()
+        },
+        step=config.train.epochs + 1,
+    )
+
+    manifest = BundleManifest(
+        name=config.name,
+        task=dataset.task,
+        architecture=Architecture(name=entry.name, params=params.model_dump(mode="json")),
+        inputs=inputs,
+        outputs=OutputSchema(tensors=task.output_tensors(num_classes), labels=encoder.classes_ or None),
+        metrics=metrics,
+        lineage=Lineage(
+            run_id=run_id,
+            data_source=dataset.source,
+            data_fingerprint=data_fingerprint,
+            config_hash=config.config_hash(),
+            code_version=code_version(),
+        ),
+    )
+    with registry.builder(config.name) as builder:
+        builder.write_weights(model.state_dict())
+        builder.write_json("preprocess.json", {"features": preprocessor.state(), "target": encoder.state()})
+        builder.write_json("reference.json", profile_dataset(parts["train"]))
+        builder.write_json("config.json", config.model_dump(mode="json"))
+        builder.write_json("history.json", {"best_epoch": outcome.best_epoch, "epochs": outcome.history})
+        bundle = registry.register(builder, manifest, reason=f"trained by run {run_id}")
+    logger.info("registered %s (%s)", bundle.ref, metrics.get("test"))
+    return TrainResult(
+        bundle.ref, run_id, bundle.path, metrics, outcome.best_epoch, outcome.samples_per_second
+    )
+
+
+def _tensors(part: Dataset, preprocessor: Preprocessor, encoder: TargetEncoder) -> TensorSet:
+    return TensorSet(preprocessor.transform(part), encoder.transform(part))
+
+
+def _raw_targets(part: Dataset, encoder: TargetEncoder) -> np.ndarray:
+    return encoder.transform(part) if encoder.task == "classification" else part.y.astype(np.float64)
+
+
+def _imbalance(
+    config: PipelineConfig, task_name: str, train_set: TensorSet, num_classes: int
+) -> tuple[Task, TensorSet]:
+    """The task (with class weights if asked) and the training tensors (oversampled if asked)."""
+    strategy = config.data.imbalance if task_name == "classification" else "none"
+    weights = balanced_class_weights(train_set.targets, num_classes) if strategy == "class_weights" else None
+    task = TASKS.get(task_name)(class_weights=weights)
+    if strategy == "oversample":
+        rows = oversample(np.arange(len(train_set)), train_set.targets, config.seed)
+        train_set = TensorSet(
+            {key: value[rows] for key, value in train_set.inputs.items()}, train_set.targets[rows]
+        )
+    return task, train_set

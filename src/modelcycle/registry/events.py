@@ -1,0 +1,66 @@
+"""The append-only audit log: registered, aliased, promoted, removed, … with who, why and when."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from modelcycle.registry import db
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    at: str
+    name: str
+    version: int | None
+    kind: str
+    actor: str
+    reason: str | None
+    details: dict[str, Any]
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def record_event(
+    connection: Connection,
+    *,
+    name: str,
+    kind: str,
+    version: int | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one event inside the caller's transaction, so the event and the change commit together."""
+    connection.execute(
+        insert(db.events).values(
+            at=db.utc_now(),
+            name=name,
+            version=version,
+            kind=kind,
+            actor=actor or default_actor(),
+            reason=reason,
+            details=json.dumps(details or {}, sort_keys=True),
+        )
+    )
+
+
+def list_events(engine: Engine, name: str, *, limit: int | None = None) -> list[EventRecord]:
+    """Events of one model, oldest first."""
+    query = select(db.events).where(db.events.c.name == name).order_by(db.events.c.id)
+    if limit is not None:
+        query = query.order_by(None).order_by(db.events.c.id.desc()).limit(limit)
+    with engine.connect() as connection:
+        rows = connection.execute(query).mappings().all()
+    records = [EventRecord(**{**row, "details": json.loads(row["details"])}) for row in rows]
+    return sorted(records, key=lambda record: record.id)

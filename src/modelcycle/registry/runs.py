@@ -1,0 +1,131 @@
+"""Training runs and their per-step metrics, so that runs can be listed, inspected and compared."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Engine, insert, select, update
+
+from modelcycle.errors import NotFoundError
+from modelcycle.plugins import did_you_mean
+from modelcycle.registry import db
+
+RunStatus = Literal["running", "finished", "failed"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    status: str
+    params: dict[str, Any]
+    config_hash: str | None
+    data_fingerprint: str | None
+    model_ref: str | None
+    error: str | None
+    started_at: str
+    ended_at: str | None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RunStore:
+    """Writes and reads runs; each method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start(
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        config_hash: str | None = None,
+        data_fingerprint: str | None = None,
+    ) -> str:
+        run_id = uuid.uuid4().hex
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(db.runs).values(
+                    id=run_id,
+                    name=name,
+                    status="running",
+                    params=json.dumps(params, sort_keys=True),
+                    config_hash=config_hash,
+                    data_fingerprint=data_fingerprint,
+                    started_at=db.utc_now(),
+                )
+            )
+        return run_id
+
+    def log_metrics(self, run_id: str, values: dict[str, float], *, step: int) -> None:
+        if not values:
+            return
+        rows = [{"run_id": run_id, "step": step, "key": k, "value": float(v)} for k, v in values.items()]
+        with self.engine.begin() as connection:
+            connection.execute(insert(db.metrics), rows)
+
+    def finish(
+        self, run_id: str, status: RunStatus, *, model_ref: str | None = None, error: str | None = None
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(db.runs)
+                .where(db.runs.c.id == run_id)
+                .values(status=status, model_ref=model_ref, error=error, ended_at=db.utc_now())
+            )
+
+    def get(self, run_id_or_prefix: str) -> RunRecord:
+        """A run by id or by a unique prefix of its id (as shown by ``runs list``)."""
+        with self.engine.connect() as connection:
+            rows = (
+                connection.execute(select(db.runs).where(db.runs.c.id.startswith(run_id_or_prefix)).limit(2))
+                .mappings()
+                .all()
+            )
+        if len(rows) != 1:
+            problem = "is ambiguous" if rows else "matches no run"
+            raise NotFoundError(f"run '{run_id_or_prefix}' {problem}", hint="see `modelcycle runs list`")
+        return self._records(rows)[0]
+
+    def list(self, name: str | None = None, *, limit: int = 50) -> list[RunRecord]:
+        query = select(db.runs).order_by(db.runs.c.started_at.desc()).limit(limit)
+        if name is not None:
+            query = query.where(db.runs.c.name == name)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        if name is not None and not rows:
+            raise NotFoundError(f"no runs named '{name}'{did_you_mean(name, self.names())}")
+        return self._records(rows)
+
+    def names(self) -> list[str]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(db.runs.c.name).distinct()).scalars())
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric, in step order."""
+        query = (
+            select(db.metrics.c.step, db.metrics.c.value)
+            .where(db.metrics.c.run_id == run_id, db.metrics.c.key == key)
+            .order_by(db.metrics.c.step, db.metrics.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [(int(step), float(value)) for step, value in connection.execute(query)]
+
+    def _records(self, rows: Any) -> list[RunRecord]:
+        ids = [row["id"] for row in rows]
+        final: dict[str, dict[str, float]] = {run_id: {} for run_id in ids}
+        query = (
+            select(db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.value)
+            .where(db.metrics.c.run_id.in_(ids))
+            .order_by(db.metrics.c.step, db.metrics.c.id)
+        )
+        with self.engine.connect() as connection:
+            for run_id, key, value in connection.execute(query):
+                final[run_id][key] = float(value)  # later steps overwrite earlier ones
+        return [
+            RunRecord(**{**row, "params": json.loads(row["params"]), "final_metrics": final[row["id"]]})
+            for row in rows
+        ]

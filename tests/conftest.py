@@ -1,0 +1,60 @@
+"""Shared fixtures: an isolated registry home per test, and an in-process CLI runner that goes through the
+real entry point (so error conversion and exit codes are what a user gets)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelcycle.cli.main import main
+from modelcycle.cli.state import STATE
+from modelcycle.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("MODELCYCLE_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def registry(home: Path) -> Registry:
+    opened = Registry(home)
+    yield opened
+    opened.close()
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
+    """Run ``modelcycle ARGS`` in process through ``main()``; returns the exit code and captured output."""
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["modelcycle", *args])
+        monkeypatch.setattr(STATE, "debug", False)
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

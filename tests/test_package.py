@@ -1,0 +1,57 @@
+"""The package surface: exported names resolve, the real entry points behave, and nothing heavy or
+side-effecting happens at import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import modelcycle
+from tests.conftest import ROOT
+
+
+def test_all_exports_resolve() -> None:
+    for name in modelcycle.__all__:
+        assert getattr(modelcycle, name) is not None, name
+
+
+def test_import_is_light() -> None:
+    code = "import sys, modelcycle; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELCYCLE_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "modelcycle", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_module_entry_point_errors_and_debug(tmp_path: Path) -> None:
+    assert run("--version", home=tmp_path).stdout.strip() == f"modelcycle {modelcycle.__version__}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [\n")
+    plain = run("config", "validate", str(bad), home=tmp_path)
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("error: ")
+    assert "YAML syntax error" in plain.stderr
+    assert "Traceback" not in plain.stderr
+    debug = run("--debug", "config", "validate", str(bad), home=tmp_path)
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("modelcycle")
+    assert script.exists()
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "models" in result.stdout

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from modelcycle.config import DataConfig, SplitConfig
+from modelcycle.data import load_dataset, preprocessor_from_state, split_dataset
+from modelcycle.data.imbalance import balanced_class_weights, oversample
+from modelcycle.data.preprocess import (
+    ImagePreprocessor,
+    TabularPreprocessor,
+    TargetEncoder,
+    TextPreprocessor,
+    target_encoder_from_state,
+)
+from modelcycle.data.profile import profile_dataset
+from modelcycle.testing import tiny_dataset
+
+
+def test_tabular_matches_scikit_learn() -> None:
+    data = tiny_dataset(rows=80)
+    train, other = data.take(np.arange(60)), data.take(np.arange(60, 80))
+    ours = TabularPreprocessor().fit(train)
+    theirs = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["x1", "x2"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["colour"]),
+        ]
+    ).fit(train.frame)
+    expected = theirs.transform(other.frame)
+    got = ours.transform(other)["features"]
+    # sklearn orders categories alphabetically, we by frequency; compare the one-hot block as a set of columns
+    np.testing.assert_allclose(got[:, :2], expected[:, :2], atol=1e-6)
+    names = ours.output_names()
+    for position, colour in enumerate(sorted(["red", "green", "blue"])):
+        np.testing.assert_array_equal(got[:, names.index(f"colour={colour}")], expected[:, 2 + position])
+    assert names[-1] == "colour=<unknown>"
+
+
+def test_unknown_and_missing_categories_go_to_buckets() -> None:
+    data = tiny_dataset()
+    preprocessor = TabularPreprocessor(max_categories=2).fit(data)
+    unseen = data.take(np.arange(3))
+    unseen.frame.loc[:, "colour"] = ["purple", None, preprocessor.categories_["colour"][0]]
+    one_hot = preprocessor.transform(unseen)["features"][:, 2:]
+    assert one_hot.tolist() == [[0, 0, 1], [0, 0, 1], [1, 0, 0]]
+    ordinal = (
+        TabularPreprocessor(categorical="ordinal", max_categories=2).fit(data).transform(unseen)["features"]
+    )
+    assert ordinal[:, 2].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_statistics_come_from_the_rows_it_was_fitted_on() -> None:
+    data = tiny_dataset(rows=60)
+    data.frame.loc[30:, "x1"] += 100.0
+    fitted = TabularPreprocessor().fit(data.take(np.arange(30)))
+    assert fitted.numeric_["x1"]["mean"] == pytest.approx(data.frame["x1"][:30].mean())
+    assert fitted.numeric_["x1"]["std"] == pytest.approx(data.frame["x1"][:30].std(ddof=0))
+
+
+@pytest.mark.parametrize("factory", [TabularPreprocessor, lambda: TabularPreprocessor(categorical="ordinal")])
+def test_state_round_trips_through_json(factory) -> None:
+    data = tiny_dataset()
+    fitted = factory().fit(data)
+    restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())))
+    np.testing.assert_array_equal(restored.transform(data)["features"], fitted.transform(data)["features"])
+    assert restored.input_schema() == fitted.input_schema()
+
+
+def test_image_standardisation_per_channel() -> None:
+    digits = load_dataset(DataConfig(source="builtin:digits"))
+    fitted = ImagePreprocessor().fit(digits)
+    images = fitted.transform(digits)["image"]
+    assert images.shape == (1797, 1, 8, 8)
+    assert abs(float(images.mean())) < 1e-4
+    assert abs(float(images.std()) - 1.0) < 1e-3
+    restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())))
+    np.testing.assert_array_equal(restored.transform(digits)["image"], images)
+    assert fitted.input_schema().tensors[0].shape == [-1, 1, 8, 8]
+
+
+def test_text_vocabulary_and_ids() -> None:
+    frame = pd.DataFrame({"text": ["The film was great!", "the film was dull", "GREAT cast"], "y": [1, 0, 1]})
+    from modelcycle.data import Dataset
+
+    data = Dataset("t", "text", "classification", frame, "y", {"text": "text"}, label_names=["0", "1"])
+    fitted = TextPreprocessor(max_length=4, min_frequency=2).fit(data)
+    assert fitted.vocabulary_[:2] == ["[PAD]", "[UNK]"]
+    assert set(fitted.vocabulary_[2:]) == {"the", "film", "was", "great"}
+    ids = fitted.encode(["great film, unseen words here", "the"])
+    index = {token: i for i, token in enumerate(fitted.vocabulary_)}
+    assert ids.tolist() == [[index["great"], index["film"], 1, 1], [index["the"], 0, 0, 0]]
+    chars = TextPreprocessor(tokenizer="char").fit(data)
+    assert chars.tokenize("ab") == ["a", "b"]
+    restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())))
+    np.testing.assert_array_equal(restored.transform(data)["input_ids"], fitted.transform(data)["input_ids"])
+
+
+def test_target_encoder_classes_and_regression_scaling() -> None:
+    data = tiny_dataset()
+    encoder = TargetEncoder("classification").fit(data)
+    assert encoder.classes_ == ["no", "yes"]
+    assert set(encoder.transform(data).tolist()) == {0, 1}
+    diabetes = load_dataset(DataConfig(source="builtin:diabetes"))
+    scaler = TargetEncoder("regression").fit(diabetes)
+    scaled = scaler.transform(diabetes)
+    assert abs(float(scaled.mean())) < 1e-5
+    restored = target_encoder_from_state(json.loads(json.dumps(scaler.state())))
+    np.testing.assert_allclose(restored.inverse(scaled), diabetes.y, rtol=1e-5)
+
+
+def test_unseen_label_is_named() -> None:
+    data = tiny_dataset()
+    encoder = TargetEncoder("classification").fit(data)
+    data.frame.loc[0, "label"] = "maybe"
+    with pytest.raises(Exception, match=r"labels \['maybe'\] were not seen in training"):
+        encoder.transform(data)
+
+
+def test_stratified_split_is_deterministic_disjoint_and_balanced() -> None:
+    digits = load_dataset(DataConfig(source="builtin:digits"))
+    first = split_dataset(digits, SplitConfig(valid=0.15, test=0.15), seed=0)
+    again = split_dataset(digits, SplitConfig(valid=0.15, test=0.15), seed=0)
+    other = split_dataset(digits, SplitConfig(valid=0.15, test=0.15), seed=1)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(first.parts().values(), again.parts().values(), strict=True)
+    )
+    assert not np.array_equal(first.test, other.test)
+    everything = np.concatenate(list(first.parts().values()))
+    assert sorted(everything.tolist()) == list(range(1797))
+    assert len(first.test) == pytest.approx(0.15 * 1797, abs=2)
+    shares = np.bincount(digits.y[first.test], minlength=10) / len(first.test)
+    assert np.all(np.abs(shares - 0.1) < 0.02)
+
+
+def test_corpus_split_is_contiguous() -> None:
+    hamlet = load_dataset(DataConfig(source="builtin:hamlet"))
+    split = split_dataset(hamlet, SplitConfig(valid=0.1, test=0.1), seed=3)
+    assert split.train[-1] + 1 == split.valid[0]
+    assert split.valid[-1] + 1 == split.test[0]
+    assert split.test[-1] == len(hamlet) - 1
+
+
+def test_imbalance_helpers() -> None:
+    labels = np.array([0] * 8 + [1] * 2)
+    weights = balanced_class_weights(labels, num_classes=3)
+    assert weights == pytest.approx([10 / (2 * 8), 10 / (2 * 2), 1.0])
+    rows = oversample(np.arange(10), labels, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [8, 8]
+    assert np.array_equal(rows, oversample(np.arange(10), labels, seed=0))
+
+
+def test_reference_profile_is_small_and_exact() -> None:
+    cancer = load_dataset(DataConfig(source="builtin:breast_cancer"))
+    profile = profile_dataset(cancer)
+    assert len(json.dumps(profile)) < 100_000
+    radius = profile["features"]["mean radius"]
+    values = cancer.frame["mean radius"].to_numpy()
+    assert radius["percentiles"][50] == pytest.approx(np.median(values), rel=1e-5)
+    assert sum(radius["histogram"]["counts"]) == 569
+    assert profile["target"]["frequencies"] == {"benign": 357, "malignant": 212}
+    text = profile_dataset(load_dataset(DataConfig(source="builtin:rotten_tomatoes")))
+    assert text["features"]["text"]["type"] == "text"
+    assert len(text["features"]["text"]["top_tokens"]) == 50
+    image = profile_dataset(load_dataset(DataConfig(source="builtin:digits")))
+    assert image["features"]["image"]["shape"] == [1, 8, 8]

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from modelcycle.errors import ConfigError, NotFoundError, RegistryError
+from modelcycle.registry import ModelRef, Registry, parse_ref
+from modelcycle.testing import tiny_bundle
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("digits", ModelRef("digits")),
+        ("digits@3", ModelRef("digits", version=3)),
+        ("digits@production", ModelRef("digits", alias="production")),
+        ("digits@latest", ModelRef("digits", alias="latest")),
+    ],
+)
+def test_parse_ref(text: str, expected: ModelRef) -> None:
+    assert parse_ref(text) == expected
+    assert str(parse_ref(text)) == text
+
+
+@pytest.mark.parametrize("text", ["", "@3", "a@b@c", "bad name", "x@"])
+def test_bad_refs_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a model reference"):
+        parse_ref(text)
+
+
+def test_versions_count_up_and_resolve(registry: Registry) -> None:
+    first, second = tiny_bundle(registry), tiny_bundle(registry, seed=1)
+    assert (first.manifest.version, second.manifest.version) == (1, 2)
+    assert registry.resolve("tiny").version == 2  # no production alias: latest
+    assert registry.resolve("tiny@latest").version == 2
+    assert registry.resolve("tiny@1").path == str(first.path.resolve())
+    registry.set_alias("tiny@1", "production")
+    assert registry.resolve("tiny").version == 1  # a bare name means production once set
+    assert registry.open("tiny@production").manifest.version == 1
+    assert registry.resolve("tiny@1").aliases == ("production",)
+
+
+def test_moving_production_keeps_previous_and_logs_events(registry: Registry) -> None:
+    tiny_bundle(registry)
+    tiny_bundle(registry)
+    registry.set_alias("tiny@1", "production", reason="first release")
+    registry.set_alias("tiny@2", "production", actor="ci", reason="better")
+    assert registry.resolve("tiny@production").version == 2
+    assert registry.resolve("tiny@previous").version == 1
+    events = registry.history("tiny")
+    assert [event.kind for event in events] == ["registered", "registered", "promoted", "promoted"]
+    assert events[-1].actor == "ci"
+    assert events[-1].reason == "better"
+    assert events[-1].details == {"alias": "production", "from_version": 1}
+
+
+def test_removing_an_aliased_version_is_refused(registry: Registry) -> None:
+    bundle = tiny_bundle(registry)
+    registry.set_alias("tiny@1", "candidate")
+    with pytest.raises(
+        RegistryError, match=r"tiny@1: refusing to remove a version that aliases point at \(candidate\)"
+    ):
+        registry.remove_version("tiny@1")
+    assert bundle.path.exists()
+    registry.remove_alias("tiny", "candidate")
+    registry.remove_version("tiny@1", reason="obsolete")
+    assert not bundle.path.exists()
+    with pytest.raises(NotFoundError, match="no versions left"):
+        registry.resolve("tiny")
+    assert [event.kind for event in registry.history("tiny")][-2:] == ["unaliased", "removed"]
+
+
+def test_missing_things_are_named(registry: Registry) -> None:
+    tiny_bundle(registry)
+    with pytest.raises(NotFoundError, match=r"tiny@7: no such version"):
+        registry.resolve("tiny@7")
+    with pytest.raises(NotFoundError, match=r"tiny@prod: no alias 'prod'"):
+        registry.resolve("tiny@prod")
+    with pytest.raises(NotFoundError, match=r"model 'tinny' is not registered \(did you mean 'tiny'\?\)"):
+        registry.resolve("tinny@1")
+
+
+def test_reserved_alias_is_refused(registry: Registry) -> None:
+    tiny_bundle(registry)
+    with pytest.raises(ConfigError, match="cannot be an alias"):
+        registry.set_alias("tiny@1", "latest")
+
+
+def test_events_are_append_only(registry: Registry) -> None:
+    tiny_bundle(registry)
+    with (
+        pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"),
+        registry.engine.begin() as connection,
+    ):
+        connection.exec_driver_sql("DELETE FROM events")
+    assert len(registry.history("tiny")) == 1
+
+
+def test_database_is_in_wal_mode(registry: Registry) -> None:
+    with registry.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_list_models_summarises(registry: Registry) -> None:
+    tiny_bundle(registry, "a")
+    tiny_bundle(registry, "a")
+    tiny_bundle(registry, "b")
+    registry.set_alias("a@2", "production")
+    summary = {model.name: model for model in registry.list_models()}
+    assert summary["a"].latest_version == 2
+    assert summary["a"].version_count == 2
+    assert summary["a"].aliases == {"production": 2}
+    assert summary["b"].task == "classification"
+    assert [v.version for v in registry.list_versions("a")] == [1, 2]
+
+
+def _register_many(home: str, count: int) -> list[int]:
+    registry = Registry(home)
+    versions = [tiny_bundle(registry, "shared").manifest.version for _ in range(count)]
+    registry.close()
+    return versions
+
+
+@pytest.mark.slow
+def test_concurrent_registrations_never_collide(home: Path) -> None:
+    Registry(home).close()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_register_many, [(str(home), 25)] * 4)
+    versions = sorted(v for batch in results for v in batch)
+    assert versions == list(range(1, 101))
+    registry = Registry(home)
+    assert [v.version for v in registry.list_versions("shared")] == list(range(1, 101))
+    assert len({v.path for v in registry.list_versions("shared")}) == 100
+    assert all(Path(v.path, "bundle.json").is_file() for v in registry.list_versions("shared"))
+
+
+KILLED_WRITER = """
+import sys, time
+from modelcycle.registry import Registry, catalog
+from modelcycle.testing import tiny_manifest, tiny_state_dict
+
+registry = Registry(sys.argv[1])
+stage = sys.argv[2]
+def pause(*args, **kwargs):
+    print("paused", flush=True)
+    time.sleep(60)
+if stage == "writing":
+    with registry.builder("victim") as builder:
+        builder.write_weights(tiny_state_dict())
+        pause()
+else:  # the bundle is renamed into place, the row is not committed yet
+    catalog.record_event = pause
+    with registry.builder("victim") as builder:
+        builder.write_weights(tiny_state_dict())
+        registry.register(builder, tiny_manifest("victim"))
+"""
+
+
+@pytest.mark.parametrize("stage", ["writing", "committing"])
+def test_killed_process_leaves_no_version(home: Path, tmp_path: Path, stage: str) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(KILLED_WRITER))
+    Registry(home).close()
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(home), stage], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "paused"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    registry = Registry(home)
+    with pytest.raises(NotFoundError):
+        registry.resolve("victim")
+    assert registry.list_models() == []
+    bundle = tiny_bundle(registry, "victim")  # the number is free and the leftovers are cleaned up
+    assert bundle.manifest.version == 1
+    assert sorted(p.name for p in (home / "artifacts" / "victim").iterdir()) == ["1"]
