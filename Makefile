@@ -25,9 +25,10 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports --no-logo
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .modelcycle .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .modelcycle .pytest_cache .ruff_cache .import_linter_cache .mypy_cache

@@ -144,7 +144,8 @@ def test_concurrent_registrations_never_collide(home: Path) -> None:
 
 KILLED_WRITER = """
 import sys, time
-from modelcycle.registry import Registry, catalog
+from modelcycle.bundle import io
+from modelcycle.registry import Registry
 from modelcycle.testing import tiny_manifest, tiny_state_dict
 
 registry = Registry(sys.argv[1])
@@ -157,7 +158,12 @@ if stage == "writing":
         builder.write_weights(tiny_state_dict())
         pause()
 else:  # the bundle is renamed into place, the row is not committed yet
-    catalog.record_event = pause
+    publish = io.BundleBuilder.publish
+    def publish_then_pause(self, target, manifest):
+        bundle = publish(self, target, manifest)
+        pause()
+        return bundle
+    io.BundleBuilder.publish = publish_then_pause
     with registry.builder("victim") as builder:
         builder.write_weights(tiny_state_dict())
         registry.register(builder, tiny_manifest("victim"))
@@ -184,3 +190,4 @@ def test_killed_process_leaves_no_version(home: Path, tmp_path: Path, stage: str
     bundle = tiny_bundle(registry, "victim")  # the number is free and the leftovers are cleaned up
     assert bundle.manifest.version == 1
     assert sorted(p.name for p in (home / "artifacts" / "victim").iterdir()) == ["1"]
+    assert registry.open("victim@1").manifest.version == 1

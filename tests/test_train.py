@@ -98,14 +98,14 @@ def test_bad_configs_are_refused_before_work(override: str, message: str, regist
     with pytest.raises(ConfigError) as caught:
         train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", [override]), registry)
     assert message in str(caught.value)
-    assert registry.runs.list() == []
+    assert registry.runs.recent() == []
 
 
 def test_cnn_on_tabular_data_is_refused(registry: Registry) -> None:
     config = load_config(EXAMPLES / "digits-cnn.yaml", ["data.source=builtin:iris", "data.target=target"])
     with pytest.raises(ConfigError, match="'cnn' takes image data, but builtin:iris is tabular data"):
         train(config, registry)
-    assert registry.runs.list() == []
+    assert registry.runs.recent() == []
 
 
 def test_validate_resolves_names_without_loading_data() -> None:
@@ -178,7 +178,7 @@ def test_failed_run_is_recorded(registry: Registry, tmp_path: Path) -> None:
     config = load_config(EXAMPLES / "breast-cancer-mlp.yaml", [f"data.source=csv:{csv}", "data.target=label"])
     with pytest.raises(Exception, match="cannot split"):
         train(config, registry)
-    (run,) = registry.runs.list()
+    (run,) = registry.runs.recent()
     assert run.status == "failed"
     assert "cannot split" in run.error
     assert registry.list_models() == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from modelcycle.bundle import Architecture, BundleManifest, Lineage, OutputSchema
-from modelcycle.config import PipelineConfig
+from modelcycle.config import PipelineConfig, TaskName
 from modelcycle.data import fingerprint, load_dataset, make_preprocessor, profile_dataset, split_dataset
 from modelcycle.data.builtin import BUILTINS
 from modelcycle.data.dataset import Dataset
@@ -68,7 +68,8 @@ def train(
     """Train the configured model on its data and register the result as a new version."""
     entry = validate(config)
     dataset = load_dataset(config.data)
-    if dataset.task is None:
+    task_name = dataset.task
+    if task_name is None:
         raise ConfigError(
             f"data.target: {dataset.source} needs a target column to train on",
             hint="set data.target to the column to predict",
@@ -82,7 +83,9 @@ def train(
         data_fingerprint=data_fingerprint,
     )
     try:
-        result = _train_and_register(config, entry, dataset, registry, run_id, data_fingerprint, on_epoch)
+        result = _train_and_register(
+            config, entry, dataset, task_name, registry, run_id, data_fingerprint, on_epoch
+        )
     except BaseException as error:
         registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
         raise
@@ -90,26 +93,41 @@ def train(
     return result
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """The split dataset, the preprocessing fitted on its training part, and every part as tensors."""
+
+    parts: dict[str, Dataset]
+    preprocessor: Preprocessor
+    encoder: TargetEncoder
+    tensors: dict[str, TensorSet]
+
+
+def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
+    """Split, fit preprocessing and label encoding on the training part only, and transform every part."""
+    split = split_dataset(dataset, config.data.split, config.seed)
+    parts = {name: dataset.take(rows) for name, rows in split.parts().items()}
+    preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
+    encoder = TargetEncoder(task_name).fit(parts["train"])
+    tensors = {name: _tensors(part, preprocessor, encoder) for name, part in parts.items() if len(part)}
+    return PreparedData(parts, preprocessor, encoder, tensors)
+
+
 def _train_and_register(
     config: PipelineConfig,
     entry: ArchitectureEntry,
     dataset: Dataset,
+    task_name: TaskName,
     registry: Registry,
     run_id: str,
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
 ) -> TrainResult:
     generator = seed_everything(config.seed)
-    device = pick_device(config.train.device)
-    split = split_dataset(dataset, config.data.split, config.seed)
-    parts = {name: dataset.take(rows) for name, rows in split.parts().items()}
-    preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
-    encoder = TargetEncoder(dataset.task).fit(parts["train"])
-    tensors = {name: _tensors(part, preprocessor, encoder) for name, part in parts.items() if len(part)}
-    num_classes = len(encoder.classes_)
-    task, train_set = _imbalance(config, dataset.task, tensors["train"], num_classes)
-
-    inputs = preprocessor.input_schema()
+    data = prepare_data(config, dataset, task_name)
+    num_classes = len(data.encoder.classes_)
+    task, train_set = _imbalance(config, task_name, data.tensors["train"], num_classes)
+    inputs = data.preprocessor.input_schema()
     params = entry.check_params(config.model.params)
     model = entry.build(inputs, task.output_dim(num_classes), params)
 
@@ -118,37 +136,32 @@ def _train_and_register(
         if on_epoch is not None:
             on_epoch(epoch, record)
 
+    device = pick_device(config.train.device)
     outcome = fit(
         model,
         task,
         train_set,
-        tensors.get("valid"),
+        data.tensors.get("valid"),
         config.train,
         generator=generator,
         device=device,
         on_epoch=log_epoch,
     )
     metrics = {
-        name: task.metrics(_raw_targets(part, encoder), encoder.inverse(predict(model, tensors[name].inputs)))
-        for name, part in parts.items()
-        if name in tensors
+        name: task.metrics(
+            _raw_targets(data.parts[name], data.encoder), data.encoder.inverse(predict(model, tensors.inputs))
+        )
+        for name, tensors in data.tensors.items()
     }
-    registry.runs.log_metrics(
-        run_id,
-        {
-            f"{split_name}_{key}": value
-            for split_name, values in metrics.items()
-            for key, value in values.items()
-        },
-        step=config.train.epochs + 1,
-    )
+    final = {f"{part}_{key}": value for part, values in metrics.items() for key, value in values.items()}
+    registry.runs.log_metrics(run_id, final, step=config.train.epochs + 1)
 
     manifest = BundleManifest(
         name=config.name,
-        task=dataset.task,
+        task=task_name,
         architecture=Architecture(name=entry.name, params=params.model_dump(mode="json")),
         inputs=inputs,
-        outputs=OutputSchema(tensors=task.output_tensors(num_classes), labels=encoder.classes_ or None),
+        outputs=OutputSchema(tensors=task.output_tensors(num_classes), labels=data.encoder.classes_ or None),
         metrics=metrics,
         lineage=Lineage(
             run_id=run_id,
@@ -160,8 +173,10 @@ def _train_and_register(
     )
     with registry.builder(config.name) as builder:
         builder.write_weights(model.state_dict())
-        builder.write_json("preprocess.json", {"features": preprocessor.state(), "target": encoder.state()})
-        builder.write_json("reference.json", profile_dataset(parts["train"]))
+        builder.write_json(
+            "preprocess.json", {"features": data.preprocessor.state(), "target": data.encoder.state()}
+        )
+        builder.write_json("reference.json", profile_dataset(data.parts["train"]))
         builder.write_json("config.json", config.model_dump(mode="json"))
         builder.write_json("history.json", {"best_epoch": outcome.best_epoch, "epochs": outcome.history})
         bundle = registry.register(builder, manifest, reason=f"trained by run {run_id}")
@@ -180,7 +195,7 @@ def _raw_targets(part: Dataset, encoder: TargetEncoder) -> np.ndarray:
 
 
 def _imbalance(
-    config: PipelineConfig, task_name: str, train_set: TensorSet, num_classes: int
+    config: PipelineConfig, task_name: TaskName, train_set: TensorSet, num_classes: int
 ) -> tuple[Task, TensorSet]:
     """The task (with class weights if asked) and the training tensors (oversampled if asked)."""
     strategy = config.data.imbalance if task_name == "classification" else "none"

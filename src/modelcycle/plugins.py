@@ -6,7 +6,7 @@ Lookups of unknown names fail with the known names and a did-you-mean, before an
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from modelcycle.errors import ConfigError
@@ -14,7 +14,7 @@ from modelcycle.errors import ConfigError
 T = TypeVar("T")
 
 
-def did_you_mean(name: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -107,10 +107,15 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach().to("cpu").contiguous()
-        identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        identity = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         tensors[key] = tensor.clone() if identity in seen else tensor
         seen.add(identity)
     save_file(tensors, str(path))
+
+
+def manifest_text(manifest: BaseModel) -> str:
+    """The exact text of a manifest file (deterministic, so its sha256 can be known before it is written)."""
+    return manifest.model_dump_json(indent=2) + "\n"
 
 
 def hash_files(root: Path, *, exclude: tuple[str, ...]) -> dict[str, str]:
@@ -212,7 +217,7 @@ class Bundle:
             files = hash_files(temp, exclude=(VARIANT_MANIFEST,))
             size = sum((temp / relative).stat().st_size for relative in files)
             final = manifest.model_copy(update={"files": files, "size_bytes": size})
-            (temp / VARIANT_MANIFEST).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            (temp / VARIANT_MANIFEST).write_text(manifest_text(final), encoding="utf-8")
 
 
 class Variant:
@@ -264,7 +269,7 @@ class BundleBuilder:
         final = manifest.model_copy(update={"files": files})
         manifest_path = self.path / MANIFEST
         with manifest_path.open("w", encoding="utf-8") as stream:
-            stream.write(final.model_dump_json(indent=2) + "\n")
+            stream.write(manifest_text(final))
             stream.flush()
             os.fsync(stream.fileno())
         _fsync_path(self.path)

@@ -70,7 +70,7 @@ def show(
         highlight=False,
     )
     console.print(
-        f"variants: {', '.join(payload['variants']) or 'none'}\npath: {record.path}", highlight=False
+        f"variants: {', '.join(bundle.variant_names()) or 'none'}\npath: {record.path}", highlight=False
     )
 
 

@@ -20,7 +20,7 @@ def list_runs(
     json_output: JsonFlag = False,
 ) -> None:
     """The newest runs first."""
-    runs = open_registry().runs.list(name, limit=limit)
+    runs = open_registry().runs.recent(name, limit=limit)
     if json_output:
         emit_json(runs)
         return

@@ -43,7 +43,7 @@ def _sklearn_table(loader_name: str, source: str, *, classification: bool) -> Da
     label_names = None
     if classification:
         label_names = [str(name) for name in bunch.target_names]
-        frame["target"] = pd.Categorical.from_codes(bunch.target, categories=label_names).astype(str)
+        frame["target"] = [label_names[code] for code in bunch.target]
     return Dataset(
         source=source,
         kind="tabular",

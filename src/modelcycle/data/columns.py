@@ -3,6 +3,8 @@ values that do not fit (e.g. text in a numeric column)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from modelcycle.errors import DataError
@@ -14,7 +16,7 @@ _TEXT_MIN_DISTINCT_RATIO = 0.5
 
 
 def infer_feature_types(
-    frame: pd.DataFrame, features: list[str], declared: dict[str, FeatureType], origin: str
+    frame: pd.DataFrame, features: list[str], declared: Mapping[str, FeatureType], origin: str
 ) -> dict[str, FeatureType]:
     """The type of each feature; declared types win, and numeric ones are checked value by value."""
     types: dict[str, FeatureType] = {}
@@ -39,7 +41,7 @@ def _infer(column: pd.Series, name: str, origin: str) -> FeatureType:
     if as_numbers.notna().mean() >= 0.5:
         return "numeric"  # mostly numbers: to_numeric names the first value that is not one
     text = present.astype(str)
-    mean_words = text.str.split().str.len().mean()
+    mean_words = text.map(lambda value: len(value.split())).mean()
     if mean_words >= _TEXT_MIN_MEAN_WORDS and text.nunique() / len(text) >= _TEXT_MIN_DISTINCT_RATIO:
         return "text"
     return "categorical"

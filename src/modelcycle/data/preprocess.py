@@ -74,7 +74,7 @@ class TabularPreprocessor:
             else:
                 counts = _category_strings(column).value_counts(sort=False)
                 ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-                self.categories_[name] = [value for value, _ in ranked[: self.max_categories]]
+                self.categories_[name] = [str(value) for value, _ in ranked[: self.max_categories]]
         return self
 
     def output_names(self) -> list[str]:

@@ -93,13 +93,13 @@ def _categorical_profile(column: pd.Series, top: int = TOP_VALUES) -> dict[str, 
 
 
 def _text_profile(texts: pd.Series) -> dict[str, Any]:
-    words = texts.str.split()
+    words = texts.map(str.split)
     tokens = Counter(token.lower() for row in words for token in row)
     return {
         "type": "text",
         "count": len(texts),
         "characters": _numeric_profile(texts.str.len().to_numpy(dtype=np.float64)),
-        "words": _numeric_profile(words.str.len().to_numpy(dtype=np.float64)),
+        "words": _numeric_profile(words.map(len).to_numpy(dtype=np.float64)),
         "top_tokens": dict(tokens.most_common(TOP_VALUES)),
     }
 

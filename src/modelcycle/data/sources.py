@@ -16,7 +16,7 @@ from modelcycle.data.columns import class_names, infer_feature_types, to_numeric
 from modelcycle.data.dataset import Dataset
 from modelcycle.errors import DataError
 from modelcycle.plugins import PluginRegistry, did_you_mean
-from modelcycle.schema import FeatureType
+from modelcycle.schema import DataKind, FeatureType
 
 TableReader = Callable[[Path], pd.DataFrame]
 TABLE_READERS: PluginRegistry[TableReader] = PluginRegistry("data source scheme")
@@ -146,7 +146,7 @@ def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset
     return Dataset(origin, kind, task, frame[columns], target, feature_types, label_names=label_names)
 
 
-def _table_kind(feature_types: dict[str, FeatureType], target: str | None, origin: str) -> str:
+def _table_kind(feature_types: dict[str, FeatureType], target: str | None, origin: str) -> DataKind:
     text_columns = [name for name, kind in feature_types.items() if kind == "text"]
     if not text_columns:
         return "tabular"
@@ -189,10 +189,10 @@ def _load_images(root: Path, config: DataConfig) -> Dataset:
     arrays, size = [], image_config.size
     for path, _ in files:
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                size = size or (image.height, image.width)
-                arrays.append(np.asarray(image.resize((size[1], size[0])), dtype=np.float32))
+            with Image.open(path) as opened:
+                image = opened.convert(mode)
+            size = size or (image.height, image.width)
+            arrays.append(np.asarray(image.resize((size[1], size[0])), dtype=np.float32))
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(f"{path}: not a readable image ({error})") from None
     pixels = np.stack(arrays)

@@ -7,6 +7,7 @@ transaction: a crash at any point leaves either a whole version or none.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from modelcycle.bundle import Bundle, BundleBuilder, BundleManifest
-from modelcycle.bundle.io import MANIFEST, TEMP_PREFIX, sha256_file
+from modelcycle.bundle.io import TEMP_PREFIX, manifest_text
 from modelcycle.errors import NotFoundError, RegistryError
 from modelcycle.plugins import did_you_mean
 from modelcycle.registry import db
@@ -25,6 +27,7 @@ from modelcycle.registry.refs import ModelRef, check_alias, parse_ref
 from modelcycle.registry.runs import RunStore
 
 PRODUCTION, PREVIOUS = "production", "previous"
+_ALLOCATION_ATTEMPTS = 5
 
 
 def default_home() -> Path:
@@ -87,32 +90,55 @@ class Registry:
     ) -> Bundle:
         """Give the built bundle the next version number of ``manifest.name`` and publish it."""
         name = parse_ref(manifest.name).name
-        builder.seal()
+        builder.seal()  # hashing and fsync happen before the write lock is taken
         _sweep_stale_temporaries(self.artifacts / name, keep=builder.path)
-        with self.engine.begin() as connection:
-            if connection.execute(select(db.models.c.name).where(db.models.c.name == name)).first() is None:
-                connection.execute(insert(db.models).values(name=name, created_at=db.utc_now()))
-            latest = connection.execute(
-                select(func.max(db.versions.c.version)).where(db.versions.c.name == name).with_for_update()
-            ).scalar()
-            version = (latest or 0) + 1
-            target = self.artifacts / name / str(version)
-            _discard_orphan(target)
-            bundle = builder.publish(target, manifest.model_copy(update={"name": name, "version": version}))
+        attempt = 0
+        while True:
+            attempt += 1
             try:
+                return self._publish_next_version(builder, manifest, name, actor=actor, reason=reason)
+            except IntegrityError:
+                # SQLite's BEGIN IMMEDIATE serialises writers, so only a server database (where the first
+                # registration of a new name can race) gets here; the loser simply takes the next number.
+                if attempt == _ALLOCATION_ATTEMPTS:
+                    raise RegistryError(f"{name}: no free version number after {attempt} tries") from None
+
+    def _publish_next_version(
+        self,
+        builder: BundleBuilder,
+        manifest: BundleManifest,
+        name: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+    ) -> Bundle:
+        """In one transaction: lock the model, take max(version) + 1, insert the row and the event, and rename
+        the bundle into place last, so that a failed commit can remove it again."""
+        published: Bundle | None = None
+        try:
+            with self.engine.begin() as connection:
+                self._lock_model(connection, name)
+                latest = connection.execute(
+                    select(func.max(db.versions.c.version)).where(db.versions.c.name == name)
+                ).scalar()
+                version = (latest or 0) + 1
+                target = self.artifacts / name / str(version)
+                final = manifest.model_copy(
+                    update={"name": name, "version": version, "files": builder.seal()}
+                )
                 connection.execute(
                     insert(db.versions).values(
                         name=name,
                         version=version,
                         path=str(target.resolve()),
-                        sha256=sha256_file(target / MANIFEST),
-                        task=manifest.task,
-                        parent=manifest.lineage.parent,
-                        run_id=manifest.lineage.run_id,
+                        sha256=hashlib.sha256(manifest_text(final).encode()).hexdigest(),
+                        task=final.task,
+                        parent=final.lineage.parent,
+                        run_id=final.lineage.run_id,
                         created_at=db.utc_now(),
                     )
                 )
-                details = {"run_id": manifest.lineage.run_id, "metrics": manifest.metrics}
+                details = {"run_id": final.lineage.run_id, "metrics": final.metrics}
                 record_event(
                     connection,
                     name=name,
@@ -122,10 +148,19 @@ class Registry:
                     reason=reason,
                     details=details,
                 )
-            except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
-        return bundle
+                _discard_orphan(target)
+                published = builder.publish(target, final)
+                return published  # the transaction commits on the way out of the block
+        except BaseException:
+            if published is not None:
+                shutil.rmtree(published.path, ignore_errors=True)
+            raise
+
+    def _lock_model(self, connection: Connection, name: str) -> None:
+        """Create the model row if needed and lock it (FOR UPDATE on server databases) until commit."""
+        query = select(db.models.c.name).where(db.models.c.name == name).with_for_update()
+        if connection.execute(query).first() is None:
+            connection.execute(insert(db.models).values(name=name, created_at=db.utc_now()))
 
     # -- lookup --------------------------------------------------------------------------------------
 

@@ -90,7 +90,8 @@ class RunStore:
             raise NotFoundError(f"run '{run_id_or_prefix}' {problem}", hint="see `modelcycle runs list`")
         return self._records(rows)[0]
 
-    def list(self, name: str | None = None, *, limit: int = 50) -> list[RunRecord]:
+    def recent(self, name: str | None = None, *, limit: int = 50) -> list[RunRecord]:
+        """The newest runs first, optionally only those of one config name."""
         query = select(db.runs).order_by(db.runs.c.started_at.desc()).limit(limit)
         if name is not None:
             query = query.where(db.runs.c.name == name)

@@ -10,7 +10,7 @@ import torch
 from modelcycle.bundle import Architecture, Bundle, BundleManifest, InputSchema, OutputSchema, TensorSpec
 from modelcycle.data import Dataset
 from modelcycle.registry import Registry
-from modelcycle.schema import FeatureSpec
+from modelcycle.schema import FeatureSpec, FeatureType
 
 
 def tiny_dataset(rows: int = 60, seed: int = 0) -> Dataset:
@@ -28,7 +28,7 @@ def tiny_dataset(rows: int = 60, seed: int = 0) -> Dataset:
             "label": np.where(x1 > 0, "yes", "no"),
         }
     )
-    types = {"x1": "numeric", "x2": "numeric", "colour": "categorical"}
+    types: dict[str, FeatureType] = {"x1": "numeric", "x2": "numeric", "colour": "categorical"}
     return Dataset("tiny", "tabular", "classification", frame, "label", types, label_names=["no", "yes"])
 
 
