@@ -94,9 +94,10 @@ def test_text_vocabulary_and_ids() -> None:
     fitted = TextPreprocessor(max_length=4, min_frequency=2).fit(data)
     assert fitted.vocabulary_[:2] == ["[PAD]", "[UNK]"]
     assert set(fitted.vocabulary_[2:]) == {"the", "film", "was", "great"}
-    ids = fitted.encode(["great film, unseen words here", "the"])
+    encoded = fitted.encode(["great film, unseen words here", "the"])
     index = {token: i for i, token in enumerate(fitted.vocabulary_)}
-    assert ids.tolist() == [[index["great"], index["film"], 1, 1], [index["the"], 0, 0, 0]]
+    assert encoded["input_ids"].tolist() == [[index["great"], index["film"], 1, 1], [index["the"], 0, 0, 0]]
+    assert encoded["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 0, 0, 0]]
     chars = TextPreprocessor(tokenizer="char").fit(data)
     assert chars.tokenize("ab") == ["a", "b"]
     restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())))
@@ -171,3 +172,41 @@ def test_reference_profile_is_small_and_exact() -> None:
     assert len(text["features"]["text"]["top_tokens"]) == 50
     image = profile_dataset(load_dataset(DataConfig(source="builtin:digits")))
     assert image["features"]["image"]["shape"] == [1, 8, 8]
+
+
+def test_pretrained_tokenizer_is_copied_into_the_bundle(tmp_path) -> None:
+    from modelcycle.bundle import BundleBuilder
+    from modelcycle.config import PreprocessConfig, TextConfig
+    from modelcycle.data import make_preprocessor
+    from modelcycle.testing import tiny_manifest, tiny_state_dict
+
+    reviews = load_dataset(DataConfig(source="builtin:rotten_tomatoes")).take(np.arange(50))
+    config = PreprocessConfig(text=TextConfig(tokenizer="builtin:minilm", max_length=6))
+    fitted = make_preprocessor("text", config).fit(reviews)
+    encoded = fitted.encode(["Hello world", "a film that was far too long to watch"])
+    # all-MiniLM-L6-v2's WordPiece ids: [CLS]=101, hello=7592, world=2088, [SEP]=102, [PAD]=0
+    assert encoded["input_ids"][0].tolist() == [101, 7592, 2088, 102, 0, 0]
+    assert encoded["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
+    assert encoded["input_ids"].shape == (2, 6)
+    with BundleBuilder(tmp_path) as builder:
+        builder.write_weights(tiny_state_dict())
+        fitted.copy_files(builder.path)
+        bundle = builder.publish(tmp_path / "b", tiny_manifest())
+    assert "tokenizer/tokenizer.json" in bundle.manifest.files
+    restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())), base_dir=bundle.path)
+    np.testing.assert_array_equal(
+        restored.transform(reviews)["input_ids"], fitted.transform(reviews)["input_ids"]
+    )
+
+
+def test_unknown_tokenizer_is_named(tmp_path) -> None:
+    from modelcycle.config import PreprocessConfig, TextConfig
+    from modelcycle.data import make_preprocessor
+    from modelcycle.errors import DataError
+
+    reviews = load_dataset(DataConfig(source="builtin:rotten_tomatoes")).take(np.arange(10))
+    config = PreprocessConfig(text=TextConfig(tokenizer=str(tmp_path / "nowhere")))
+    with pytest.raises(
+        DataError, match=r"tokenizer: '.*nowhere' is neither a known tokenizer nor a directory"
+    ):
+        make_preprocessor("text", config).fit(reviews)

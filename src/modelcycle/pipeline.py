@@ -16,7 +16,7 @@ from modelcycle.data import fingerprint, load_dataset, make_preprocessor, profil
 from modelcycle.data.builtin import BUILTINS
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.imbalance import balanced_class_weights, oversample
-from modelcycle.data.preprocess import Preprocessor, TargetEncoder
+from modelcycle.data.preprocess import CarriesFiles, Preprocessor, TargetEncoder
 from modelcycle.data.sources import split_source
 from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError
@@ -173,6 +173,8 @@ def _train_and_register(
     )
     with registry.builder(config.name) as builder:
         builder.write_weights(model.state_dict())
+        if isinstance(data.preprocessor, CarriesFiles):
+            data.preprocessor.copy_files(builder.path)
         builder.write_json(
             "preprocess.json", {"features": data.preprocessor.state(), "target": data.encoder.state()}
         )

@@ -6,9 +6,8 @@ Learned attributes end in ``_``; ``state()`` / ``from_state()`` round-trip them 
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -16,16 +15,19 @@ import pandas as pd
 from modelcycle.config import PreprocessConfig
 from modelcycle.data.columns import label_text
 from modelcycle.data.dataset import Dataset
+from modelcycle.data.estimator import vars_of
+from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor
 from modelcycle.errors import BundleError, DataError
 from modelcycle.schema import DataKind, FeatureSpec, InputSchema, TensorSpec
 
 MISSING_CATEGORY = "__missing__"
-PAD, UNKNOWN = "[PAD]", "[UNK]"
-_WORD = re.compile(r"\w+|[^\w\s]")
 
 
 class Preprocessor(Protocol):
-    """Turns a dataset's features into the named float / int arrays a network takes."""
+    """Turns a dataset's features into the named float / int arrays a network takes. ``kind`` names the
+    class in the saved state."""
+
+    kind: str
 
     def fit(self, dataset: Dataset) -> Preprocessor: ...
     def transform(self, dataset: Dataset) -> dict[str, np.ndarray]: ...
@@ -37,7 +39,7 @@ class TabularPreprocessor:
     """Numeric columns: impute (median / mean) then standardize. Categorical columns: the most frequent
     ``max_categories`` values become one-hot columns (or ordinal ids), everything else one unknown bucket."""
 
-    kind: DataKind = "tabular"
+    kind = "tabular"
 
     def __init__(
         self,
@@ -138,7 +140,7 @@ class TabularPreprocessor:
 class ImagePreprocessor:
     """Per-channel standardisation with the training split's mean and std."""
 
-    kind: DataKind = "image"
+    kind = "image"
 
     def fit(self, dataset: Dataset) -> ImagePreprocessor:
         images = _images_of(dataset)
@@ -169,71 +171,6 @@ class ImagePreprocessor:
             "kind": self.kind,
             "params": {},
             "learned": {"shape_": self.shape_, "mean_": self.mean_, "std_": self.std_},
-        }
-
-
-class TextPreprocessor:
-    """Text to token ids with a vocabulary fitted on the training split: words (``\\w+`` and punctuation) or
-    characters. Id 0 pads, id 1 is unknown; sequences are cut at ``max_length``."""
-
-    kind: DataKind = "text"
-
-    def __init__(
-        self,
-        tokenizer: str = "word",
-        max_length: int = 128,
-        vocab_size: int = 20_000,
-        min_frequency: int = 1,
-        lowercase: bool = True,
-    ) -> None:
-        if tokenizer not in ("word", "char"):
-            raise DataError(
-                f"data.preprocess.text.tokenizer: unknown tokenizer '{tokenizer}'",
-                hint="use 'word' or 'char'",
-            )
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.vocab_size = vocab_size
-        self.min_frequency = min_frequency
-        self.lowercase = lowercase
-
-    def tokenize(self, text: str) -> list[str]:
-        text = text.lower() if self.lowercase else text
-        return _WORD.findall(text) if self.tokenizer == "word" else list(text)
-
-    def fit(self, dataset: Dataset) -> TextPreprocessor:
-        counts = Counter(token for text in _texts_of(dataset) for token in self.tokenize(text))
-        ranked = sorted(
-            (item for item in counts.items() if item[1] >= self.min_frequency),
-            key=lambda item: (-item[1], item[0]),
-        )
-        self.vocabulary_ = [PAD, UNKNOWN] + [token for token, _ in ranked[: self.vocab_size - 2]]
-        return self
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Token ids, shape (len(texts), longest ≤ max_length), int64, right-padded with 0."""
-        index = {token: position for position, token in enumerate(self.vocabulary_)}
-        rows = [[index.get(token, 1) for token in self.tokenize(text)][: self.max_length] for text in texts]
-        ids = np.zeros((len(rows), max(1, max(map(len, rows), default=1))), dtype=np.int64)
-        for position, row in enumerate(rows):
-            ids[position, : len(row)] = row
-        return ids
-
-    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        return {"input_ids": self.encode(_texts_of(dataset))}
-
-    def input_schema(self) -> InputSchema:
-        return InputSchema(
-            kind="text",
-            features=[FeatureSpec(name="text", type="text")],
-            tensors=[TensorSpec(name="input_ids", dtype="int64", shape=[-1, -1])],
-        )
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": vars_of(self, learned=False),
-            "learned": {"vocabulary_": self.vocabulary_},
         }
 
 
@@ -273,11 +210,6 @@ class TargetEncoder:
         return {"task": self.task, "classes_": self.classes_, "mean_": self.mean_, "std_": self.std_}
 
 
-def vars_of(instance: object, *, learned: bool) -> dict[str, Any]:
-    """Constructor arguments (``learned=False``) or fitted attributes (``learned=True``) of an estimator."""
-    return {key: value for key, value in vars(instance).items() if key.endswith("_") == learned}
-
-
 def _category_strings(column: pd.Series) -> pd.Series:
     return column.map(lambda value: MISSING_CATEGORY if pd.isna(value) else label_text(value))
 
@@ -288,17 +220,19 @@ def _images_of(dataset: Dataset) -> np.ndarray:
     return dataset.images
 
 
-def _texts_of(dataset: Dataset) -> list[str]:
-    column = dataset.features[0]
-    return dataset.frame[column].fillna("").astype(str).tolist()
-
-
 _KINDS: dict[str, type] = {
     "tabular": TabularPreprocessor,
     "image": ImagePreprocessor,
     "text": TextPreprocessor,
-    "corpus": TextPreprocessor,
+    "pretrained_text": PretrainedTextPreprocessor,
 }
+
+
+@runtime_checkable
+class CarriesFiles(Protocol):
+    """A preprocessor whose state includes files (a pretrained tokenizer) that the bundle must carry."""
+
+    def copy_files(self, bundle_dir: Path) -> None: ...
 
 
 def make_preprocessor(kind: DataKind, config: PreprocessConfig) -> Preprocessor:
@@ -310,19 +244,24 @@ def make_preprocessor(kind: DataKind, config: PreprocessConfig) -> Preprocessor:
     if kind == "image":
         return ImagePreprocessor()
     text = config.text
-    return TextPreprocessor(
-        text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
-    )
+    if text.tokenizer in WORD_TOKENIZERS:
+        return TextPreprocessor(
+            text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
+        )
+    return PretrainedTextPreprocessor(text.tokenizer, text.max_length)
 
 
-def preprocessor_from_state(state: dict[str, Any]) -> Preprocessor:
-    """Rebuild a fitted preprocessor from its ``state()`` (as read from a bundle's preprocess.json)."""
+def preprocessor_from_state(state: dict[str, Any], base_dir: Path | None = None) -> Preprocessor:
+    """Rebuild a fitted preprocessor from its ``state()`` (as read from a bundle's preprocess.json);
+    ``base_dir`` is the bundle, against which files the state names (a tokenizer) are resolved."""
     try:
         instance = _KINDS[state["kind"]](**state["params"])
         for key, value in state["learned"].items():
             setattr(instance, key, value)
     except (KeyError, TypeError) as error:
         raise BundleError(f"preprocess.json: unreadable preprocessing state ({error})") from None
+    if isinstance(instance, PretrainedTextPreprocessor):
+        instance.load_from(base_dir)
     return instance
 
 

