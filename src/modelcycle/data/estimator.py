@@ -14,3 +14,17 @@ def vars_of(instance: object, *, learned: bool) -> dict[str, Any]:
         for key, value in vars(instance).items()
         if not key.startswith("_") and key.endswith("_") == learned
     }
+
+
+class Estimator:
+    """Base of every fitted preprocessor: ``state()`` is its kind, constructor arguments and learned
+    attributes, which ``preprocessor_from_state`` turns back into an equal object."""
+
+    kind: str
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": vars_of(self, learned=False),
+            "learned": vars_of(self, learned=True),
+        }

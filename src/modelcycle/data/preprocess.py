@@ -15,7 +15,7 @@ import pandas as pd
 from modelcycle.config import PreprocessConfig
 from modelcycle.data.columns import label_text
 from modelcycle.data.dataset import Dataset
-from modelcycle.data.estimator import vars_of
+from modelcycle.data.estimator import Estimator
 from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor
 from modelcycle.errors import BundleError, DataError
 from modelcycle.schema import DataKind, FeatureSpec, InputSchema, TensorSpec
@@ -35,7 +35,7 @@ class Preprocessor(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
-class TabularPreprocessor:
+class TabularPreprocessor(Estimator):
     """Numeric columns: impute (median / mean) then standardize. Categorical columns: the most frequent
     ``max_categories`` values become one-hot columns (or ordinal ids), everything else one unknown bucket."""
 
@@ -129,15 +129,8 @@ class TabularPreprocessor:
             tensors=[TensorSpec(name="features", dtype="float32", shape=[-1, width])],
         )
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": vars_of(self, learned=False),
-            "learned": {"numeric_": self.numeric_, "categories_": self.categories_},
-        }
 
-
-class ImagePreprocessor:
+class ImagePreprocessor(Estimator):
     """Per-channel standardisation with the training split's mean and std."""
 
     kind = "image"
@@ -165,13 +158,6 @@ class ImagePreprocessor:
             features=[FeatureSpec(name="image", type="image")],
             tensors=[TensorSpec(name="image", dtype="float32", shape=[-1, *self.shape_])],
         )
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": {},
-            "learned": {"shape_": self.shape_, "mean_": self.mean_, "std_": self.std_},
-        }
 
 
 class TargetEncoder:

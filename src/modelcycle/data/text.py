@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import re
 import shutil
+from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from modelcycle.data.builtin import package_file
 from modelcycle.data.dataset import Dataset
-from modelcycle.data.estimator import vars_of
+from modelcycle.data.estimator import Estimator
 from modelcycle.errors import BundleError, DataError
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 
@@ -37,7 +37,21 @@ TEXT_INPUTS = InputSchema(
 )
 
 
-class TextPreprocessor:
+class TextEncoder(Estimator, ABC):
+    """Shared by both tokenizers: the dataset's single text column in, ``TEXT_INPUTS`` out."""
+
+    @abstractmethod
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """``input_ids`` and ``attention_mask``, int64 (len(texts), sequence)."""
+
+    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return self.encode(_texts_of(dataset))
+
+    def input_schema(self) -> InputSchema:
+        return TEXT_INPUTS
+
+
+class TextPreprocessor(TextEncoder):
     """Text to token ids with a vocabulary fitted on the training split: words (``\\w+`` and punctuation) or
     characters. Id 0 pads, id 1 is unknown; sequences are cut at ``max_length``."""
 
@@ -85,19 +99,6 @@ class TextPreprocessor:
             ids[position, : len(row)] = row
         return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
 
-    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        return self.encode(_texts_of(dataset))
-
-    def input_schema(self) -> InputSchema:
-        return TEXT_INPUTS
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": vars_of(self, learned=False),
-            "learned": {"vocabulary_": self.vocabulary_},
-        }
-
 
 def _texts_of(dataset: Dataset) -> list[str]:
     column = dataset.features[0]
@@ -121,7 +122,7 @@ def resolve_tokenizer_dir(name: str) -> Path:
     return directory
 
 
-class PretrainedTextPreprocessor:
+class PretrainedTextPreprocessor(TextEncoder):
     """A pretrained model's own tokenizer (Hugging Face ``tokenizers``), cut at ``max_length`` and padded to
     the longest text of each call; outputs ``input_ids`` and ``attention_mask``."""
 
@@ -165,17 +166,4 @@ class PretrainedTextPreprocessor:
         return {
             "input_ids": np.asarray([encoding.ids for encoding in encodings], dtype=np.int64),
             "attention_mask": np.asarray([encoding.attention_mask for encoding in encodings], dtype=np.int64),
-        }
-
-    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        return self.encode(_texts_of(dataset))
-
-    def input_schema(self) -> InputSchema:
-        return TEXT_INPUTS
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "params": vars_of(self, learned=False),
-            "learned": {"source_dir_": self.source_dir_},
         }
