@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from modelcycle.bundle import Bundle, BundleBuilder, VariantManifest
-from modelcycle.bundle.io import MANIFEST, WEIGHTS, atomic_directory, write_json_atomic
+from modelcycle.bundle.files import atomic_directory
+from modelcycle.bundle.io import MANIFEST, WEIGHTS
 from modelcycle.errors import BundleError, NotFoundError
 from modelcycle.testing import tiny_manifest, tiny_state_dict
 
@@ -153,9 +154,9 @@ def test_atomic_directory_refuses_existing(tmp_path: Path) -> None:
         pass
 
 
-def test_write_json_atomic_replaces_whole_file(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    write_json_atomic(path, {"a": 1})
-    write_json_atomic(path, {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", ""])
+def test_variant_names_cannot_escape_the_variants_folder(tmp_path: Path, name: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        VariantManifest(name=name, method="x")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from modelcycle.errors import ConfigError, NotFoundError, RegistryError
-from modelcycle.registry import ModelRef, Registry, parse_ref
+from modelcycle.errors import ConfigError, MissingDependencyError, NotFoundError, RegistryError
+from modelcycle.registry import ModelRef, Registry, db, parse_ref
 from modelcycle.testing import tiny_bundle
 
 
@@ -191,3 +191,63 @@ def test_killed_process_leaves_no_version(home: Path, tmp_path: Path, stage: str
     assert bundle.manifest.version == 1
     assert sorted(p.name for p in (home / "artifacts" / "victim").iterdir()) == ["1"]
     assert registry.open("victim@1").manifest.version == 1
+
+
+def test_numbers_are_never_reused(registry: Registry) -> None:
+    tiny_bundle(registry)
+    tiny_bundle(registry)
+    registry.remove_version("tiny@2")
+    assert tiny_bundle(registry).manifest.version == 3
+    assert [event.version for event in registry.history("tiny")] == [1, 2, 2, 3]
+
+
+def test_removal_needs_an_explicit_number(registry: Registry) -> None:
+    tiny_bundle(registry)
+    for ref in ("tiny", "tiny@latest"):
+        with pytest.raises(ConfigError, match="name the version to remove by number"):
+            registry.remove_version(ref)
+    assert registry.resolve("tiny@1").version == 1
+
+
+def test_database_refuses_an_alias_without_its_version(registry: Registry) -> None:
+    tiny_bundle(registry)
+    registry.set_alias("tiny@1", "production")
+    with pytest.raises(sqlalchemy.exc.IntegrityError), registry.engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM versions")
+
+
+def test_readers_do_not_wait_for_a_writer(registry: Registry, home: Path) -> None:
+    tiny_bundle(registry)
+    other = Registry(home)
+    with db.write(registry.engine) as connection:  # holds the write lock
+        connection.exec_driver_sql("UPDATE models SET created_at = created_at")
+        assert other.resolve("tiny").version == 1
+        assert other.list_models()[0].name == "tiny"
+    other.close()
+
+
+def test_run_prefix_is_not_a_pattern(registry: Registry) -> None:
+    registry.runs.start("x", {})
+    with pytest.raises(NotFoundError, match="matches no run"):
+        registry.runs.get("%")
+
+
+def test_huge_version_number_is_refused() -> None:
+    with pytest.raises(ConfigError, match="version numbers run from 1 to"):
+        parse_ref("tiny@99999999999999999999999")
+
+
+def test_unusable_registry_locations_are_clear_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RegistryError, match="cannot use as the registry folder"):
+        Registry(blocker)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "registry.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RegistryError, match="registry database"):
+        Registry(corrupt)
+    with pytest.raises(ConfigError, match="registry database URL"):
+        Registry(tmp_path / "h", database_url="::not a url::")
+    with pytest.raises(MissingDependencyError, match="no driver"):
+        Registry(tmp_path / "h", database_url="postgresql+nosuchdriver://u:secret@localhost/db")

@@ -1,6 +1,7 @@
 """The bundle: one model version on disk, the contract between every stage (DESIGN.md §2)."""
 
-from modelcycle.bundle.io import Bundle, BundleBuilder, Variant, atomic_directory, write_json_atomic
+from modelcycle.bundle.files import atomic_directory
+from modelcycle.bundle.io import Bundle, BundleBuilder, Variant
 from modelcycle.bundle.manifest import FORMAT_VERSION, Architecture, BundleManifest, Lineage, VariantManifest
 from modelcycle.schema import FeatureSpec, InputSchema, OutputSchema, TensorSpec
 
@@ -18,5 +19,4 @@ __all__ = [
     "Variant",
     "VariantManifest",
     "atomic_directory",
-    "write_json_atomic",
 ]

@@ -3,11 +3,9 @@ every file, checked on load), and pickle-free (safetensors for tensors, JSON for
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +15,16 @@ import torch
 from pydantic import BaseModel, ValidationError
 from safetensors.torch import load_file, save_file
 
+from modelcycle.bundle.files import (
+    TEMP_PREFIX,
+    atomic_directory,
+    fsync_path,
+    fsync_tree,
+    hash_files,
+    new_temp_directory,
+    publish,
+    sha256_file,
+)
 from modelcycle.bundle.manifest import FORMAT_VERSION, BundleManifest, VariantManifest
 from modelcycle.errors import BundleError, NotFoundError
 
@@ -24,81 +32,8 @@ MANIFEST = "bundle.json"
 VARIANT_MANIFEST = "variant.json"
 VARIANTS_DIR = "variants"
 WEIGHTS = "weights.safetensors"
-TEMP_PREFIX = ".tmp-"
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_tree(root: Path) -> None:
-    for directory, _, files in os.walk(root):
-        for name in files:
-            _fsync_path(Path(directory, name))
-        _fsync_path(Path(directory))
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` so that readers see either the old file or the whole new one."""
-    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        with temp.open("w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-        _fsync_path(path.parent)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _new_temp_directory(parent: Path) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
-    temp = parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-    temp.mkdir()
-    return temp
-
-
-def _publish(temp: Path, target: Path) -> None:
-    """Rename the written and fsynced ``temp`` to ``target`` (atomic on POSIX) and persist the rename."""
-    if target.exists():
-        raise BundleError(f"{target}: already exists; bundles are immutable")
-    os.rename(temp, target)
-    _fsync_path(target.parent)
-
-
-@contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield an empty temp directory beside ``target``; on success it is published as ``target``.
-
-    On any exception (or a killed process) the target does not appear; a crashed process leaves only a
-    ``.tmp-*`` directory, which readers ignore.
-    """
-    if target.exists():
-        raise BundleError(f"{target}: already exists; bundles are immutable")
-    temp = _new_temp_directory(target.parent)
-    try:
-        yield temp
-        _fsync_tree(temp)
-        _publish(temp, target)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -116,17 +51,6 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
 def manifest_text(manifest: BaseModel) -> str:
     """The exact text of a manifest file (deterministic, so its sha256 can be known before it is written)."""
     return manifest.model_dump_json(indent=2) + "\n"
-
-
-def hash_files(root: Path, *, exclude: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of every file under ``root`` by POSIX relative path, leaving out the top-level names in
-    ``exclude``."""
-    hashes = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if path.is_file() and relative.parts[0] not in exclude:
-            hashes[relative.as_posix()] = sha256_file(path)
-    return hashes
 
 
 def _read_manifest(path: Path, model: type[M]) -> M:
@@ -235,7 +159,7 @@ class BundleBuilder:
     published is removed on exit, so a failed or killed build never leaves a bundle behind."""
 
     def __init__(self, parent: Path) -> None:
-        self.path = _new_temp_directory(parent)
+        self.path = new_temp_directory(parent)
         self._files: dict[str, str] | None = None
 
     def __enter__(self) -> BundleBuilder:
@@ -258,7 +182,7 @@ class BundleBuilder:
         lock. Nothing may be written after sealing."""
         if self._files is None:
             self._files = hash_files(self.path, exclude=(MANIFEST, VARIANTS_DIR))
-            _fsync_tree(self.path)
+            fsync_tree(self.path)
         return self._files
 
     def publish(self, target: Path, manifest: BundleManifest) -> Bundle:
@@ -272,7 +196,7 @@ class BundleBuilder:
             stream.write(manifest_text(final))
             stream.flush()
             os.fsync(stream.fileno())
-        _fsync_path(self.path)
+        fsync_path(self.path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _publish(self.path, target)
+        publish(self.path, target)
         return Bundle(target, verify=False)

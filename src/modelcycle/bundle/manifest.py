@@ -13,6 +13,8 @@ from modelcycle.schema import InputSchema, OutputSchema, Strict
 FORMAT_VERSION = 1
 
 Verdict = Literal["passed", "rejected", "unchecked"]
+# Model and variant names become directory names: no separators, no leading dot.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 def utc_now() -> str:
@@ -40,7 +42,7 @@ class BundleManifest(Strict):
     variants/ excluded); ``metrics`` is ``{split: {metric: value}}``."""
 
     format_version: int = FORMAT_VERSION
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     version: int | None = None
     task: str
     architecture: Architecture
@@ -56,7 +58,7 @@ class VariantManifest(Strict):
     """An optimized or converted form of a version (e.g. ``onnx-fp32``), with its own measured figures."""
 
     format_version: int = FORMAT_VERSION
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
     runtime: str = "torch"

@@ -1,7 +1,8 @@
 """The model registry: runs and metrics, models, versions, aliases and the audit log (DESIGN.md §3)."""
 
-from modelcycle.registry.catalog import ModelSummary, Registry, VersionRecord, default_home
+from modelcycle.registry.catalog import ModelSummary, Registry, default_home
 from modelcycle.registry.events import EventRecord
+from modelcycle.registry.lookup import VersionRecord
 from modelcycle.registry.refs import ModelRef, parse_ref
 from modelcycle.registry.runs import RunRecord, RunStore
 

@@ -3,6 +3,7 @@ for a team. Version numbers are allocated inside write transactions, so concurre
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     MetaData,
     String,
@@ -19,6 +21,10 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
+
+from modelcycle.errors import ConfigError, MissingDependencyError, RegistryError
 
 metadata = MetaData()
 
@@ -51,6 +57,8 @@ models = Table(
     "models",
     metadata,
     Column("name", String(100), primary_key=True),
+    # Numbers are never reused, even after a removal: a stored reference name@N always means one model.
+    Column("next_version", Integer, nullable=False),
     Column("created_at", String(32), nullable=False),
 )
 
@@ -70,9 +78,11 @@ versions = Table(
 aliases = Table(
     "aliases",
     metadata,
-    Column("name", String(100), ForeignKey("models.name"), primary_key=True),
+    Column("name", String(100), primary_key=True),
     Column("alias", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
+    # An alias can only point at a version that exists; removing an aliased version fails in the database.
+    ForeignKeyConstraint(["name", "version"], ["versions.name", "versions.version"]),
 )
 
 events = Table(
@@ -101,13 +111,23 @@ def utc_now() -> str:
 
 
 def create(url: str) -> Engine:
-    """Create the engine and the tables. For SQLite: WAL, a 30 s busy timeout, and ``BEGIN IMMEDIATE`` so
-    that a transaction holds the write lock from its start (reads of max(version) cannot race)."""
-    engine = create_engine(url)
+    """Create the engine and the tables. For SQLite: WAL (readers never wait for writers), a 30 s busy
+    timeout, and write transactions (``write``) that take the write lock at BEGIN, so that reading
+    max(version) and inserting the next one cannot race. Database failures become RegistryError."""
+    try:
+        engine = create_engine(url)
+    except NoSuchModuleError as error:
+        raise MissingDependencyError(
+            f"registry database '{_safe(url)}': no driver ({error})",
+            hint="install the database driver, e.g. psycopg for PostgreSQL",
+        ) from None
+    except (ArgumentError, ValueError) as error:
+        raise ConfigError(f"registry database URL '{_safe(url)}' is invalid ({error})") from None
+    event.listen(engine, "handle_error", _as_registry_error)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
-    with engine.begin() as connection:
+        event.listen(engine, "begin", _begin_sqlite)
+    with write(engine) as connection:
         metadata.create_all(connection)
         if engine.dialect.name == "sqlite":
             for statement in _SQLITE_APPEND_ONLY:
@@ -115,10 +135,43 @@ def create(url: str) -> Engine:
     return engine
 
 
+def write(engine: Engine) -> AbstractContextManager[Connection]:
+    """A write transaction: on SQLite it holds the write lock from BEGIN (``BEGIN IMMEDIATE``)."""
+    return engine.execution_options(registry_write=True).begin()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    writing = connection.get_execution_options().get("registry_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" listener issues BEGIN IMMEDIATE itself
+    dbapi_connection.isolation_level = None  # the "begin" listener issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _as_registry_error(context: ExceptionContext) -> Exception | None:
+    """Operational failures (locked for too long, corrupt or unreachable database) get a clear message;
+    integrity errors pass through, since the registry handles them itself."""
+    original = context.original_exception
+    if isinstance(context.sqlalchemy_exception, IntegrityError):
+        return None
+    if isinstance(context.sqlalchemy_exception, (OperationalError, DatabaseError)):
+        url = context.engine.url.render_as_string(hide_password=True) if context.engine else "registry"
+        return RegistryError(
+            f"registry database '{url}': {original}",
+            hint="check MODELCYCLE_HOME / MODELCYCLE_DATABASE_URL; retry if it was busy",
+        )
+    return None
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"

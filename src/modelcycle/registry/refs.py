@@ -12,6 +12,7 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 _REF = re.compile(rf"^(?P<name>{NAME_PATTERN})(?:@(?P<selector>[A-Za-z0-9._-]+))?$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 RESERVED_ALIASES = frozenset({"latest"})
+MAX_VERSION = 2**31 - 1  # the integer column's range on every database
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def parse_ref(text: str) -> ModelRef:
     if selector is None:
         return ModelRef(name)
     if selector.isdigit():
+        if not 0 < int(selector) <= MAX_VERSION:
+            raise ConfigError(f"'{text}': version numbers run from 1 to {MAX_VERSION}")
         return ModelRef(name, version=int(selector))
     return ModelRef(name, alias=selector)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,6 +15,7 @@ from modelcycle.errors import NotFoundError
 from modelcycle.plugins import did_you_mean
 from modelcycle.registry import db
 
+logger = logging.getLogger(__name__)
 RunStatus = Literal["running", "finished", "failed"]
 
 
@@ -61,9 +64,14 @@ class RunStore:
         return run_id
 
     def log_metrics(self, run_id: str, values: dict[str, float], *, step: int) -> None:
-        if not values:
+        finite = {key: float(value) for key, value in values.items() if math.isfinite(value)}
+        if len(finite) < len(values):
+            logger.warning(
+                "run %s step %d: not logging non-finite %s", run_id, step, sorted(set(values) - set(finite))
+            )
+        if not finite:
             return
-        rows = [{"run_id": run_id, "step": step, "key": k, "value": float(v)} for k, v in values.items()]
+        rows = [{"run_id": run_id, "step": step, "key": key, "value": value} for key, value in finite.items()]
         with self.engine.begin() as connection:
             connection.execute(insert(db.metrics), rows)
 
@@ -81,7 +89,9 @@ class RunStore:
         """A run by id or by a unique prefix of its id (as shown by ``runs list``)."""
         with self.engine.connect() as connection:
             rows = (
-                connection.execute(select(db.runs).where(db.runs.c.id.startswith(run_id_or_prefix)).limit(2))
+                connection.execute(
+                    select(db.runs).where(db.runs.c.id.startswith(run_id_or_prefix, autoescape=True)).limit(2)
+                )
                 .mappings()
                 .all()
             )
