@@ -49,7 +49,7 @@ class RunStore:
         data_fingerprint: str | None = None,
     ) -> str:
         run_id = uuid.uuid4().hex
-        with self.engine.begin() as connection:
+        with db.write(self.engine) as connection:
             connection.execute(
                 insert(db.runs).values(
                     id=run_id,
@@ -72,13 +72,13 @@ class RunStore:
         if not finite:
             return
         rows = [{"run_id": run_id, "step": step, "key": key, "value": value} for key, value in finite.items()]
-        with self.engine.begin() as connection:
+        with db.write(self.engine) as connection:
             connection.execute(insert(db.metrics), rows)
 
     def finish(
         self, run_id: str, status: RunStatus, *, model_ref: str | None = None, error: str | None = None
     ) -> None:
-        with self.engine.begin() as connection:
+        with db.write(self.engine) as connection:
             connection.execute(
                 update(db.runs)
                 .where(db.runs.c.id == run_id)
