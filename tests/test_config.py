@@ -87,7 +87,7 @@ def test_override_of_unknown_key_is_refused_like_the_file(tmp_path: Path) -> Non
         load_config(write(tmp_path, VALID), ["train.epoch=3"])
 
 
-@pytest.mark.parametrize("override", ["novalue", "=3"])
+@pytest.mark.parametrize("override", ["novalue", "=3", ".a=1", "a..b=2"])
 def test_malformed_override(override: str) -> None:
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_override({}, override)
@@ -98,9 +98,33 @@ def test_override_through_a_scalar_is_refused() -> None:
         apply_override({"seed": 0}, "seed.x=1")
 
 
-def test_split_must_leave_rows_to_train(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data\.split\.test: valid \+ test must leave"):
-        load_config(write(tmp_path, VALID), ["data.split.valid=0.5", "data.split.test=0.45"])
+@pytest.mark.parametrize(
+    "overrides", [["data.split.valid=0.5", "data.split.test=0.45"], ["data.split.valid=0.85"]]
+)
+def test_split_must_leave_rows_to_train(tmp_path: Path, overrides: list[str]) -> None:
+    text = VALID.replace("split: {valid: 0.15, test: 0.15}", "split: {}")
+    with pytest.raises(ConfigError, match=r"data\.split: valid \+ test = [\d.]+ must leave at least 10%"):
+        load_config(write(tmp_path, text), overrides)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_range(tmp_path: Path, seed: str) -> None:
+    with pytest.raises(ConfigError, match=r"seed: Input should be"):
+        load_config(write(tmp_path, VALID), [f"seed={seed}"])
+
+
+def test_non_utf8_config_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 9 is 0xe9\)"):
+        load_config(path)
+
+
+def test_override_words_that_yaml_reads_as_booleans_stay_strings() -> None:
+    raw: dict = {}
+    for override in ("data.target=yes", "data.split.stratify=false", "a.b=on", "a.c=True"):
+        apply_override(raw, override)
+    assert raw == {"data": {"target": "yes", "split": {"stratify": False}}, "a": {"b": "on", "c": True}}
 
 
 def test_schema_lists_sections() -> None:

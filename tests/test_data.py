@@ -214,3 +214,87 @@ def test_fingerprint_depends_on_content_only(tmp_path: Path) -> None:
     c = load_dataset(DataConfig(source=f"csv:{table(tmp_path, changed)}", target="bought"))
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint(c)
+
+
+def test_target_cannot_be_a_feature(tmp_path: Path) -> None:
+    config = DataConfig(source=f"csv:{table(tmp_path, FRAME)}", target="bought", features=["age", "bought"])
+    with pytest.raises(DataError, match="the target 'bought' cannot also be a feature"):
+        load_dataset(config)
+
+
+def test_table_with_only_the_target(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no feature columns besides the target 'bought'"):
+        load_dataset(DataConfig(source=f"csv:{table(tmp_path, FRAME[['bought']])}", target="bought"))
+
+
+def test_nested_jsonl_values_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1, "y": 0}\n{"a": {"deep": 2}, "y": 1}\n')
+    with pytest.raises(DataError, match=r"column 'a' holds a nested value in row 2 \(dict\)"):
+        load_dataset(DataConfig(source=f"jsonl:{path}", target="y"))
+
+
+def test_numeric_error_names_the_row_in_the_file_after_dropped_targets(tmp_path: Path, cli) -> None:
+    frame = pd.DataFrame({"x": ["1", "2", "3", "4", "oops", "6"], "y": [None, "a", None, "b", "a", "b"]})
+    path = table(tmp_path, frame)
+    with pytest.raises(DataError, match=r"column 'x' is numeric but row 5 holds 'oops'"):
+        load_dataset(DataConfig(source=f"csv:{path}", target="y"))
+    frame.loc[4, "x"] = "5"
+    dataset = load_dataset(DataConfig(source=f"csv:{table(tmp_path, frame)}", target="y"))
+    assert (len(dataset), dataset.dropped_rows) == (4, 2)
+    summary = json.loads(
+        cli("data", "inspect", f"csv:{tmp_path / 'data.csv'}", "--target", "y", "--json").stdout
+    )
+    assert summary["dropped_rows"] == 2
+
+
+def test_labels_compare_by_text(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"x": {i}, "y": {label}}}\n' for i, label in enumerate([1, '"1"', 2, 2, 1])))
+    assert load_dataset(DataConfig(source=f"jsonl:{path}", target="y")).label_names == ["1", "2"]
+
+
+def test_max_rows_samples_and_keeps_only_present_labels(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": range(90), "y": ["a"] * 40 + ["b"] * 40 + ["c"] * 10})
+    path = table(tmp_path, frame)
+    sample = load_dataset(DataConfig(source=f"csv:{path}", target="y", max_rows=30), seed=1)
+    assert len(sample) == 30
+    assert sample.frame["x"].is_monotonic_increasing
+    assert sample.frame["x"].max() > 30, "a random sample, not the first rows"
+    assert sample.label_names == sorted(set(sample.frame["y"]))
+    again = load_dataset(DataConfig(source=f"csv:{path}", target="y", max_rows=30), seed=1)
+    assert sample.frame.equals(again.frame)
+    first = load_dataset(DataConfig(source=f"csv:{path}", target="y", max_rows=20, features=["x"]), seed=3)
+    assert set(first.label_names) == set(first.frame["y"])
+
+
+def test_empty_class_folder_is_no_class(tmp_path: Path) -> None:
+    for label in ("cat", "dog", "empty"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+    for label in ("cat", "dog"):
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "imgs" / label / "0.png")
+    assert load_dataset(DataConfig(source=f"images:{tmp_path / 'imgs'}")).label_names == ["cat", "dog"]
+
+
+def test_builtin_features_are_selected_and_types_fixed() -> None:
+    iris = load_dataset(DataConfig(source="builtin:iris", features=["petal length (cm)"]))
+    assert iris.features == ["petal length (cm)"]
+    assert list(iris.frame.columns) == ["petal length (cm)", "target"]
+    with pytest.raises(DataError, match=r"has no column 'petal'"):
+        load_dataset(DataConfig(source="builtin:iris", features=["petal"]))
+    with pytest.raises(DataError, match="have fixed types"):
+        load_dataset(DataConfig(source="builtin:iris", column_types={"petal length (cm)": "categorical"}))
+
+
+def test_unknown_suffix_asks_for_a_scheme(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="cannot tell the format from the name") as caught:
+        load_dataset(DataConfig(source=str(tmp_path / "notes.txt"), target="y"))
+    assert "csv:" in caught.value.hint
+
+
+def test_markup_like_names_are_printed_as_text(cli, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"[/x]": [1, 2, 3, 4], "[bold]y": ["a", "b", "a", "b"]})
+    result = cli("data", "inspect", f"csv:{table(tmp_path, frame)}", "--target", "[bold]y")
+    assert result.exit_code == 0, result.stderr
+    assert "[/x]" in result.stdout

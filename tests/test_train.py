@@ -12,7 +12,7 @@ import pytest
 from modelcycle.bundle import Bundle
 from modelcycle.config import load_config
 from modelcycle.data import load_dataset, split_dataset
-from modelcycle.errors import ConfigError
+from modelcycle.errors import ConfigError, DataError, TrainingError
 from modelcycle.pipeline import train, validate
 from modelcycle.registry import Registry
 from tests.conftest import EXAMPLES
@@ -129,7 +129,10 @@ def test_train_cli_json_and_registry_commands(cli, tmp_path: Path) -> None:
     assert shown["metrics"]["test"] == payload["metrics"]["test"]
     assert Path(shown["path"], "bundle.json").is_file()
 
-    assert cli("models", "alias", "breast-cancer-mlp@1", "production").exit_code == 0
+    assert (
+        cli("models", "alias", "breast-cancer-mlp@1", "production", "--reason", "[/b] markup-like").exit_code
+        == 0
+    )
     assert cli("models", "alias", "breast-cancer-mlp@2", "production").exit_code == 0
     listed = json.loads(cli("models", "list", "--json").stdout)
     assert listed[0]["aliases"] == {"previous": 1, "production": 2}
@@ -172,13 +175,34 @@ def test_cli_errors_have_codes_and_no_traceback(cli, args: list[str], code: int,
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_failed_run_is_recorded(registry: Registry, tmp_path: Path) -> None:
+def test_data_problems_surface_before_a_run_is_recorded(registry: Registry, tmp_path: Path) -> None:
     csv = tmp_path / "one.csv"
     csv.write_text("a,label\n1,x\n2,x\n3,y\n")
     config = load_config(EXAMPLES / "breast-cancer-mlp.yaml", [f"data.source=csv:{csv}", "data.target=label"])
-    with pytest.raises(Exception, match="cannot split"):
+    with pytest.raises(DataError, match="cannot split"):
+        train(config, registry)
+    assert registry.runs.recent() == []
+
+
+def test_failed_training_is_recorded_as_a_failed_run(registry: Registry) -> None:
+    config = load_config(EXAMPLES / "breast-cancer-mlp.yaml", ["train.optimizer.lr=1e30", "train.epochs=3"])
+    with pytest.raises(TrainingError, match="the loss became"):
         train(config, registry)
     (run,) = registry.runs.recent()
     assert run.status == "failed"
-    assert "cannot split" in run.error
+    assert "the loss became" in run.error
     assert registry.list_models() == []
+
+
+def test_regression_validation_metrics_are_in_target_units(registry: Registry) -> None:
+    result = train(
+        load_config(
+            EXAMPLES / "breast-cancer-mlp.yaml",
+            ["name=diabetes", "data.source=builtin:diabetes", "train.epochs=5"],
+        ),
+        registry,
+    )
+    history = registry.open(result.ref).read_json("history.json")
+    best = history["epochs"][history["best_epoch"] - 1]
+    assert best["valid_rmse"] == pytest.approx(result.metrics["valid"]["rmse"], rel=1e-5)
+    assert best["valid_rmse"] > 20, "diabetes progression is in the tens, not standardised units"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from modelcycle.errors import ConfigError
 from modelcycle.plugins import did_you_mean
@@ -36,12 +36,13 @@ class SplitConfig(Section):
     test: float = Field(0.15, ge=0.0, lt=1.0)
     stratify: bool = True
 
-    @field_validator("test")
-    @classmethod
-    def _leave_rows_to_train(cls, test: float, info: Any) -> float:
-        if test + info.data.get("valid", 0.0) >= 0.9:
-            raise ValueError("valid + test must leave at least 10% of the rows to train on")
-        return test
+    @model_validator(mode="after")
+    def _leave_rows_to_train(self) -> SplitConfig:
+        if self.valid + self.test > 0.9:
+            raise ValueError(
+                f"valid + test = {self.valid + self.test:g} must leave at least 10% of the rows to train on"
+            )
+        return self
 
 
 class TextConfig(Section):
@@ -112,7 +113,7 @@ class PipelineConfig(Section):
     """The whole pipeline YAML."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -130,6 +131,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x})"
+        ) from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
     raw = parse_yaml(text, str(path))
@@ -158,19 +163,28 @@ def parse_yaml(text: str, origin: str) -> dict[str, Any]:
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Set ``dotted.key=value`` in ``raw`` in place; the value is parsed as YAML (numbers, lists, bools)."""
     key, sep, value_text = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set '{override}': expected KEY=VALUE, e.g. train.optimizer.lr=1e-3")
     parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set '{override}': expected KEY=VALUE, e.g. train.optimizer.lr=1e-3")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set '{override}': '{'.'.join(parts[: depth + 1])}' is not a section")
         node = child
+    node[parts[-1]] = _override_value(value_text)
+
+
+def _override_value(text: str) -> Any:
+    """A command-line value read as YAML (numbers, lists, true / false), except that YAML 1.1's other
+    booleans (yes, no, on, off) stay strings: ``--set data.target=yes`` means the column called yes."""
     try:
-        node[parts[-1]] = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
-        node[parts[-1]] = value_text
+        return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text
+    return value
 
 
 def validate_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfig:

@@ -4,11 +4,13 @@ preprocessing → train → evaluate → profile → bundle → register."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from modelcycle.bundle import Architecture, BundleManifest, Lineage, OutputSchema
 from modelcycle.config import PipelineConfig, TaskName
@@ -20,7 +22,7 @@ from modelcycle.data.preprocess import CarriesFiles, Preprocessor, TargetEncoder
 from modelcycle.data.sources import split_source
 from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError
-from modelcycle.models import ARCHITECTURES, ArchitectureEntry
+from modelcycle.models import ARCHITECTURES, ArchitectureEntry, Params
 from modelcycle.registry import Registry
 from modelcycle.seeding import seed_everything
 from modelcycle.tasks import TASKS, Task
@@ -49,32 +51,44 @@ def code_version() -> str:
         return "modelcycle (not installed)"
 
 
-def validate(config: PipelineConfig) -> ArchitectureEntry:
-    """Resolve every name in the config (architecture and its parameters, optimizer, data source, device)
-    so that mistakes surface before any data is read or any weight is trained."""
+@dataclass(frozen=True)
+class ResolvedPipeline:
+    """A config whose names all resolved: the architecture and its checked parameters."""
+
+    architecture: ArchitectureEntry
+    params: Params
+
+
+def validate(config: PipelineConfig) -> ResolvedPipeline:
+    """Resolve every name in the config (architecture and its parameters, optimizer, task, data source,
+    device) so that mistakes surface before any data is read or any weight is trained."""
     entry = ARCHITECTURES.get(config.model.arch, field="model.arch")
-    entry.check_params(config.model.params)
+    params = entry.check_params(config.model.params)
     OPTIMIZERS.get(config.train.optimizer.name, field="train.optimizer.name")
+    if config.data.task is not None:
+        TASKS.get(config.data.task, field="data.task")
     scheme, location = split_source(config.data.source)
     if scheme == "builtin":
         BUILTINS.get(location, field="data.source")
     pick_device(config.train.device)
-    return entry
+    return ResolvedPipeline(entry, params)
 
 
 def train(
     config: PipelineConfig, registry: Registry, *, on_epoch: EpochCallback | None = None
 ) -> TrainResult:
-    """Train the configured model on its data and register the result as a new version."""
-    entry = validate(config)
-    dataset = load_dataset(config.data)
+    """Train the configured model on its data and register the result as a new version. Data problems
+    surface before a run is recorded; a run that fails after that is recorded as failed."""
+    resolved = validate(config)
+    dataset = load_dataset(config.data, seed=config.seed)
     task_name = dataset.task
     if task_name is None:
         raise ConfigError(
             f"data.target: {dataset.source} needs a target column to train on",
             hint="set data.target to the column to predict",
         )
-    entry.check_input(dataset.kind, dataset.source)
+    resolved.architecture.check_input(dataset.kind, dataset.source)
+    data = prepare_data(config, dataset, task_name)
     data_fingerprint = fingerprint(dataset)
     run_id = registry.runs.start(
         config.name,
@@ -83,9 +97,7 @@ def train(
         data_fingerprint=data_fingerprint,
     )
     try:
-        result = _train_and_register(
-            config, entry, dataset, task_name, registry, run_id, data_fingerprint, on_epoch
-        )
+        result = _train_and_register(config, resolved, data, registry, run_id, data_fingerprint, on_epoch)
     except BaseException as error:
         registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
         raise
@@ -97,10 +109,22 @@ def train(
 class PreparedData:
     """The split dataset, the preprocessing fitted on its training part, and every part as tensors."""
 
+    dataset: Dataset
+    task: TaskName
     parts: dict[str, Dataset]
     preprocessor: Preprocessor
     encoder: TargetEncoder
     tensors: dict[str, TensorSet]
+
+    def metrics(self, task: Task, model: nn.Module, part: str) -> dict[str, float]:
+        """The task's metrics of ``model`` on one part, in the target's own units; non-finite values (e.g.
+        R² of a single row) are left out."""
+        outputs = self.encoder.inverse(predict(model, self.tensors[part].inputs))
+        targets = (
+            self.encoder.transform(self.parts[part]) if self.task == "classification" else self.parts[part].y
+        )
+        values = task.metrics(targets, outputs)
+        return {key: value for key, value in values.items() if math.isfinite(value)}
 
 
 def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
@@ -110,62 +134,58 @@ def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) 
     preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
     encoder = TargetEncoder(task_name).fit(parts["train"])
     tensors = {name: _tensors(part, preprocessor, encoder) for name, part in parts.items() if len(part)}
-    return PreparedData(parts, preprocessor, encoder, tensors)
+    return PreparedData(dataset, task_name, parts, preprocessor, encoder, tensors)
 
 
 def _train_and_register(
     config: PipelineConfig,
-    entry: ArchitectureEntry,
-    dataset: Dataset,
-    task_name: TaskName,
+    resolved: ResolvedPipeline,
+    data: PreparedData,
     registry: Registry,
     run_id: str,
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
 ) -> TrainResult:
     generator = seed_everything(config.seed)
-    data = prepare_data(config, dataset, task_name)
     num_classes = len(data.encoder.classes_)
-    task, train_set = _imbalance(config, task_name, data.tensors["train"], num_classes)
+    task, train_set = _imbalance(config, data.task, data.tensors["train"], num_classes)
     inputs = data.preprocessor.input_schema()
-    params = entry.check_params(config.model.params)
-    model = entry.build(inputs, task.output_dim(num_classes), params)
+    model = resolved.architecture.build(inputs, task.output_dim(num_classes), resolved.params)
 
     def log_epoch(epoch: int, record: dict[str, float]) -> None:
         registry.runs.log_metrics(run_id, record, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, record)
 
-    device = pick_device(config.train.device)
+    def validate_model(candidate: nn.Module) -> dict[str, float]:
+        return data.metrics(task, candidate, "valid")
+
     outcome = fit(
         model,
         task,
         train_set,
-        data.tensors.get("valid"),
         config.train,
         generator=generator,
-        device=device,
+        device=pick_device(config.train.device),
+        validate=validate_model if "valid" in data.tensors else None,
         on_epoch=log_epoch,
     )
-    metrics = {
-        name: task.metrics(
-            _raw_targets(data.parts[name], data.encoder), data.encoder.inverse(predict(model, tensors.inputs))
-        )
-        for name, tensors in data.tensors.items()
-    }
+    metrics = {part: data.metrics(task, model, part) for part in data.tensors}
     final = {f"{part}_{key}": value for part, values in metrics.items() for key, value in values.items()}
     registry.runs.log_metrics(run_id, final, step=config.train.epochs + 1)
 
     manifest = BundleManifest(
         name=config.name,
-        task=task_name,
-        architecture=Architecture(name=entry.name, params=params.model_dump(mode="json")),
+        task=data.task,
+        architecture=Architecture(
+            name=resolved.architecture.name, params=resolved.params.model_dump(mode="json")
+        ),
         inputs=inputs,
         outputs=OutputSchema(tensors=task.output_tensors(num_classes), labels=data.encoder.classes_ or None),
         metrics=metrics,
         lineage=Lineage(
             run_id=run_id,
-            data_source=dataset.source,
+            data_source=data.dataset.source,
             data_fingerprint=data_fingerprint,
             config_hash=config.config_hash(),
             code_version=code_version(),
@@ -190,10 +210,6 @@ def _train_and_register(
 
 def _tensors(part: Dataset, preprocessor: Preprocessor, encoder: TargetEncoder) -> TensorSet:
     return TensorSet(preprocessor.transform(part), encoder.transform(part))
-
-
-def _raw_targets(part: Dataset, encoder: TargetEncoder) -> np.ndarray:
-    return encoder.transform(part) if encoder.task == "classification" else part.y.astype(np.float64)
 
 
 def _imbalance(

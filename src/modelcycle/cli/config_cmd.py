@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from modelcycle.cli.options import JsonFlag, Overrides
-from modelcycle.cli.render import console, emit_json
+from modelcycle.cli.render import emit_json, say
 
 app = typer.Typer(help="Check pipeline configs and print their JSON schema.", no_args_is_help=True)
 
@@ -32,9 +32,9 @@ def validate(
             {"valid": True, "config": config.model_dump(mode="json"), "config_hash": config.config_hash()}
         )
     else:
-        console.print(
-            f"[green]valid[/]: {config_file} ({config.name}: {config.model.arch} on {config.data.source})",
-            highlight=False,
+        say(
+            f"valid: {config_file} ({config.name}: {config.model.arch} on {config.data.source})",
+            style="green",
         )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelcycle.cli.options import JsonFlag
-from modelcycle.cli.render import console, emit_json, table
+from modelcycle.cli.render import emit_json, say, table
 
 app = typer.Typer(help="Look at data sources.", no_args_is_help=True)
 
@@ -28,10 +28,9 @@ def inspect(
     if json_output:
         emit_json(summary)
         return
-    console.print(
-        f"[bold]{summary.source}[/]: {summary.rows} rows, {summary.kind} data, task {summary.task}",
-        highlight=False,
-    )
+    say(f"{summary.source}: {summary.rows} rows, {summary.kind} data, task {summary.task}", style="bold")
+    if summary.dropped_rows:
+        say(f"{summary.dropped_rows} rows without a target value were left out", style="yellow")
     table(
         "columns",
         ["name", "type", "dtype", "missing", "distinct"],
@@ -39,10 +38,9 @@ def inspect(
     )
     if summary.class_counts:
         state = "balanced" if summary.balanced else "imbalanced"
-        console.print(
+        say(
             f"target '{summary.target}': {len(summary.class_counts)} classes, {state} "
-            f"(largest / smallest class = {summary.imbalance_ratio})",
-            highlight=False,
+            f"(largest / smallest class = {summary.imbalance_ratio})"
         )
         table(
             "classes",

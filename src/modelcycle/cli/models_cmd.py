@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelcycle.cli.options import JsonFlag
-from modelcycle.cli.render import console, emit_json, metrics_table, table
+from modelcycle.cli.render import emit_json, metrics_table, say, table
 from modelcycle.cli.state import open_registry
 
 app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
@@ -34,9 +34,10 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """One version: task, architecture, schema, metrics, lineage, variants and where its files are."""
-    registry = open_registry()
-    record = registry.resolve(ref)
-    bundle = registry.open(ref)
+    from modelcycle.bundle import Bundle
+
+    record = open_registry().resolve(ref)
+    bundle = Bundle(record.path)
     manifest = bundle.manifest
     payload = {
         "name": record.name,
@@ -57,21 +58,16 @@ def show(
         emit_json(payload)
         return
     aliases = f" ({', '.join(record.aliases)})" if record.aliases else ""
-    console.print(
-        f"[bold]{record.ref}[/]{aliases}: {manifest.task}, {manifest.architecture.name} "
-        f"{manifest.architecture.params}",
-        highlight=False,
-    )
+    architecture = f"{manifest.architecture.name} {manifest.architecture.params}"
+    say(f"{record.ref}{aliases}: {manifest.task}, {architecture}", style="bold")
     metrics_table("metrics", manifest.metrics)
     lineage = manifest.lineage
-    console.print(
+    say(
         f"run {lineage.run_id}, data {lineage.data_source} ({(lineage.data_fingerprint or '')[:12]}), "
         f"{lineage.code_version}",
-        highlight=False,
     )
-    console.print(
-        f"variants: {', '.join(bundle.variant_names()) or 'none'}\npath: {record.path}", highlight=False
-    )
+    say(f"variants: {', '.join(bundle.variant_names()) or 'none'}")
+    say(f"path: {record.path}")
 
 
 @app.command("alias")
@@ -85,16 +81,16 @@ def alias(
     registry = open_registry()
     if delete:
         registry.remove_alias(ref, name, reason=reason)
-        console.print(f"removed alias {name} of {ref.split('@')[0]}", highlight=False)
+        say(f"removed alias {name} of {ref.split('@')[0]}")
         return
     record = registry.set_alias(ref, name, reason=reason)
-    console.print(f"{record.name}@{name} → version {record.version}", highlight=False)
+    say(f"{record.name}@{name} → version {record.version}")
 
 
 @app.command("history")
 def history(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N events.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the newest N events.")] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """The audit log of a model: registrations, aliases, promotions, removals."""
@@ -134,4 +130,4 @@ def remove(
     if json_output:
         emit_json({"removed": record.ref})
         return
-    console.print(f"removed {record.ref}", highlight=False)
+    say(f"removed {record.ref}")

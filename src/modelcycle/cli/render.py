@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 errors = Console(stderr=True)
@@ -31,12 +32,18 @@ def emit_json(payload: Any) -> None:
     print(json.dumps(_plain(payload), indent=2, default=str))
 
 
+def say(text: str, *, style: str | None = None) -> None:
+    """One line for people; the text is printed as is (no rich markup), whatever it contains."""
+    console.print(Text(text, style=style or ""), highlight=False, soft_wrap=True)
+
+
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    grid = Table(title=title, title_justify="left")
+    """A table whose cells are plain text (names, reasons and values are never read as markup)."""
+    grid = Table(title=Text(title), title_justify="left")
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(Text(column))
     for row in rows:
-        grid.add_row(*("" if cell is None else format_value(cell) for cell in row))
+        grid.add_row(*(Text("" if cell is None else format_value(cell)) for cell in row))
     console.print(grid)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from modelcycle.cli.options import JsonFlag
-from modelcycle.cli.render import console, emit_json, table
+from modelcycle.cli.render import emit_json, say, table
 from modelcycle.cli.state import open_registry
 
 app = typer.Typer(help="Training runs and their metrics.", no_args_is_help=True)
@@ -52,15 +52,12 @@ def show(
     if json_output:
         emit_json(run)
         return
-    console.print(
-        f"[bold]run {run.id}[/] ({run.name}): {run.status}, {run.started_at} → {run.ended_at or '…'}",
-        highlight=False,
-    )
+    say(f"run {run.id} ({run.name}): {run.status}, {run.started_at} → {run.ended_at or '…'}", style="bold")
     if run.error:
-        console.print(f"[red]error:[/] {run.error}", highlight=False)
+        say(f"error: {run.error}", style="red")
     table("final metrics", ["metric", "value"], sorted(run.final_metrics.items()))
     table("parameters", ["key", "value"], sorted(_flatten(run.params).items()))
-    console.print(f"model: {run.model_ref or '-'}", highlight=False)
+    say(f"model: {run.model_ref or '-'}")
 
 
 @app.command("compare")

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelcycle.cli.options import JsonFlag, Overrides
-from modelcycle.cli.render import console, emit_json, format_value, metrics_table
+from modelcycle.cli.render import console, emit_json, format_value, metrics_table, say
 from modelcycle.cli.state import open_registry
 
 
@@ -21,10 +21,8 @@ def train(
     """Train the model a config describes and register it as a new version."""
     from modelcycle.config import load_config
     from modelcycle.pipeline import train as train_pipeline
-    from modelcycle.pipeline import validate
 
     config = load_config(config_file, overrides or [])
-    validate(config)
     registry = open_registry()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -51,4 +49,4 @@ def train(
         )
         return
     metrics_table(f"{result.ref} (best epoch {result.best_epoch}, run {result.run_id[:8]})", result.metrics)
-    console.print(f"registered [bold]{result.ref}[/] at {result.path}", highlight=False)
+    say(f"registered {result.ref} at {result.path}", style="bold")

@@ -28,6 +28,7 @@ class Dataset:
     feature_types: dict[str, FeatureType]
     images: np.ndarray | None = None
     label_names: list[str] | None = field(default=None)
+    dropped_rows: int = 0  # rows left out at load time because their target was missing
 
     def __len__(self) -> int:
         return len(self.frame)

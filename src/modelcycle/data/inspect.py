@@ -31,6 +31,7 @@ class DataSummary:
     rows: int
     columns: list[ColumnSummary]
     target: str | None
+    dropped_rows: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)
     imbalance_ratio: float | None = None
     balanced: bool | None = None
@@ -77,5 +78,12 @@ def summarize(dataset: Dataset) -> DataSummary:
                 }
             }
     return DataSummary(
-        dataset.source, dataset.kind, dataset.task, len(dataset), columns, dataset.target, **extra
+        dataset.source,
+        dataset.kind,
+        dataset.task,
+        len(dataset),
+        columns,
+        dataset.target,
+        dataset.dropped_rows,
+        **extra,
     )

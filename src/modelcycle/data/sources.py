@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 
 from modelcycle.config import DataConfig, ImageConfig, TaskName
 from modelcycle.data.builtin import BUILTINS
-from modelcycle.data.columns import class_names, infer_feature_types, to_numeric
+from modelcycle.data.columns import class_names, infer_feature_types, label_text, to_numeric
 from modelcycle.data.dataset import Dataset
 from modelcycle.errors import DataError
 from modelcycle.plugins import PluginRegistry, did_you_mean
@@ -37,7 +38,12 @@ def split_source(source: str) -> tuple[str, str]:
     if path.is_dir():
         return "images", source
     known = ", ".join([*TABLE_READERS.names(), "images", "builtin"])
-    raise DataError(f"data.source '{source}': unknown scheme '{scheme}'", hint=f"known schemes: {known}")
+    if sep:
+        raise DataError(f"data.source '{source}': unknown scheme '{scheme}'", hint=f"known schemes: {known}")
+    raise DataError(
+        f"data.source '{source}': cannot tell the format from the name",
+        hint=f"prefix a scheme ({known}), e.g. csv:{source}",
+    )
 
 
 @TABLE_READERS.register("csv")
@@ -77,8 +83,9 @@ def read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def load_dataset(config: DataConfig) -> Dataset:
-    """Load, type and check the data a config names (target present, rows present, more than one class)."""
+def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
+    """Load, type and check the data a config names (target present, rows present, more than one class).
+    ``max_rows`` keeps a seeded random sample (the first rows of a corpus)."""
     scheme, location = split_source(config.source)
     if scheme == "builtin":
         dataset = _load_builtin(location, config)
@@ -88,9 +95,21 @@ def load_dataset(config: DataConfig) -> Dataset:
         path = _existing(location, directory=False)
         dataset = _from_table(TABLE_READERS.get(scheme)(path), config, str(path))
     if config.max_rows is not None and len(dataset) > config.max_rows:
-        dataset = dataset.take(np.arange(config.max_rows))
+        dataset = _sample(dataset, config.max_rows, seed)
     check_dataset(dataset)
     return dataset
+
+
+def _sample(dataset: Dataset, rows: int, seed: int) -> Dataset:
+    """``rows`` rows: contiguous for a corpus, otherwise a seeded random sample in the original order; class
+    names without rows left are dropped, so no model gets an output for a class it never sees."""
+    if dataset.task == "language_modeling":
+        return dataset.take(np.arange(rows))
+    sample = dataset.take(np.sort(np.random.default_rng(seed).choice(len(dataset), rows, replace=False)))
+    if sample.label_names is None:
+        return sample
+    present = {label_text(value) for value in sample.y}
+    return replace(sample, label_names=[label for label in sample.label_names if label in present])
 
 
 def _existing(location: str, *, directory: bool) -> Path:
@@ -111,7 +130,20 @@ def _load_builtin(name: str, config: DataConfig) -> Dataset:
         )
     if config.task is not None and config.task != dataset.task:
         raise DataError(f"data.task: {dataset.source} is a {dataset.task} dataset, not {config.task}")
-    return dataset
+    if config.column_types:
+        raise DataError(f"data.column_types: the columns of {dataset.source} have fixed types")
+    if config.features is None:
+        return dataset
+    unknown = [name for name in config.features if name not in dataset.feature_types]
+    if unknown:
+        known = list(dataset.feature_types)
+        raise DataError(
+            f"data.features: {dataset.source} has no column '{unknown[0]}'{did_you_mean(unknown[0], known)}",
+            hint=f"columns: {', '.join(known[:20])}",
+        )
+    kept = {name: dataset.feature_types[name] for name in config.features}
+    columns = [*kept, *([dataset.target] if dataset.target else [])]
+    return replace(dataset, frame=dataset.frame[columns], feature_types=kept)
 
 
 def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset:
@@ -129,9 +161,19 @@ def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset
     for name in [*features, *config.column_types]:
         if name not in columns:
             raise DataError(f"{origin}: feature column '{name}' not found{did_you_mean(name, columns)}")
+    if target in features:
+        raise DataError(
+            f"data.features: the target '{target}' cannot also be a feature (it would leak the answer)"
+        )
+    if not features:
+        raise DataError(f"{origin}: no feature columns besides the target '{target}'")
+    _check_scalar_cells(frame, features, origin)
+    dropped = 0
     if target is not None:
+        # Rows keep their original index, so errors below name the row as it is in the file.
         missing = frame[target].isna()
-        frame = frame.loc[~missing].reset_index(drop=True)
+        dropped = int(missing.sum())
+        frame = frame.loc[~missing]
     if frame.empty:
         raise DataError(f"{origin}: the dataset is empty (every row lacks the target '{target}')")
     feature_types = infer_feature_types(frame, features, config.column_types, origin)
@@ -143,7 +185,24 @@ def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset
     elif task == "classification" and target is not None:
         label_names = class_names(frame[target])
     columns = [*features, *([target] if target else [])]
-    return Dataset(origin, kind, task, frame[columns], target, feature_types, label_names=label_names)
+    frame = frame[columns].reset_index(drop=True)
+    return Dataset(
+        origin, kind, task, frame, target, feature_types, label_names=label_names, dropped_rows=dropped
+    )
+
+
+def _check_scalar_cells(frame: pd.DataFrame, columns: list[str], origin: str) -> None:
+    """Nested values (JSON objects or lists, Parquet structs) cannot be features: name the first one."""
+    for name in columns:
+        if frame[name].dtype != object:
+            continue
+        nested = frame[name].map(lambda value: isinstance(value, (dict, list, tuple, set, np.ndarray)))
+        if nested.any():
+            row = int(nested.to_numpy().nonzero()[0][0])
+            raise DataError(
+                f"{origin}: column '{name}' holds a nested value in row {row + 1} "
+                f"({type(frame[name].iloc[row]).__name__}); features must be scalars"
+            )
 
 
 def _table_kind(feature_types: dict[str, FeatureType], target: str | None, origin: str) -> DataKind:
@@ -174,15 +233,14 @@ def _load_images(root: Path, config: DataConfig) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
     image_config: ImageConfig = config.preprocess.image
-    classes = sorted(
-        child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")
-    )
+    folders = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
     files = [
-        (path, label)
-        for label in classes
-        for path in sorted((root / label).iterdir())
+        (path, folder.name)
+        for folder in folders
+        for path in sorted(folder.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
     ]
+    classes = sorted({label for _, label in files})  # a class folder without images is no class
     if not files:
         raise DataError(f"{root}: the dataset is empty (no PNG/JPEG files in class sub-directories)")
     mode = "L" if image_config.grayscale else "RGB"

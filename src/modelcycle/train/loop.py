@@ -21,6 +21,7 @@ from modelcycle.train.optimizers import OPTIMIZERS
 
 logger = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
+Validation = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,15 @@ def fit(
     model: nn.Module,
     task: Task,
     train: TensorSet,
-    valid: TensorSet | None,
     config: TrainConfig,
     *,
     generator: torch.Generator,
     device: torch.device,
+    validate: Validation | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; afterwards it holds the weights of the best validation epoch."""
+    """Train ``model`` in place; afterwards it holds the weights of the best epoch by ``validate``'s metrics
+    (in the task's own units, e.g. a regression target's), or by training loss when there is none."""
     model.to(device)
     optimizer = OPTIMIZERS.get(config.optimizer.name, field="train.optimizer.name")(
         model.parameters(), config.optimizer
@@ -106,8 +108,8 @@ def fit(
         busy_seconds += time.perf_counter() - started
         seen += len(order)
         record = {"epoch": float(epoch), "train_loss": total_loss / len(order)}
-        if valid is not None and len(valid):
-            scores = task.metrics(valid.targets, predict(model, valid.inputs, device=device))
+        if validate is not None:
+            scores = validate(model)
             record.update({f"valid_{key}": value for key, value in scores.items()})
             key = task.selection_key(scores)
         else:
