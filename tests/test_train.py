@@ -120,7 +120,18 @@ def test_train_cli_json_and_registry_commands(cli, tmp_path: Path) -> None:
     assert first.exit_code == 0, first.stderr
     payload = json.loads(first.stdout)
     assert payload["ref"] == "breast-cancer-mlp@1"
-    assert set(payload["metrics"]["test"]) == {"accuracy", "f1_macro", "log_loss"}
+    assert set(payload["metrics"]["test"]) == {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "roc_auc",
+        "log_loss",
+        "ece",
+    }
     second = json.loads(cli("train", config, "--set", "train.epochs=3", "--json").stdout)
 
     shown = json.loads(cli("models", "show", "breast-cancer-mlp@1", "--json").stdout)

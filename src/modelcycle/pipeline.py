@@ -4,7 +4,6 @@ preprocessing → train → evaluate → profile → bundle → register."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,6 +22,7 @@ from modelcycle.data.sources import split_source
 from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError
 from modelcycle.models import ARCHITECTURES, ArchitectureEntry, Params
+from modelcycle.predictor import finite_metrics, metric_targets
 from modelcycle.registry import Registry
 from modelcycle.seeding import seed_everything
 from modelcycle.tasks import TASKS, Task
@@ -120,11 +120,7 @@ class PreparedData:
         """The task's metrics of ``model`` on one part, in the target's own units; non-finite values (e.g.
         R² of a single row) are left out."""
         outputs = self.encoder.inverse(predict(model, self.tensors[part].inputs))
-        targets = (
-            self.encoder.transform(self.parts[part]) if self.task == "classification" else self.parts[part].y
-        )
-        values = task.metrics(targets, outputs)
-        return {key: value for key, value in values.items() if math.isfinite(value)}
+        return finite_metrics(task, metric_targets(self.encoder, self.parts[part]), outputs)
 
 
 def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
@@ -181,7 +177,11 @@ def _train_and_register(
             name=resolved.architecture.name, params=resolved.params.model_dump(mode="json")
         ),
         inputs=inputs,
-        outputs=OutputSchema(tensors=task.output_tensors(num_classes), labels=data.encoder.classes_ or None),
+        outputs=OutputSchema(
+            tensors=task.output_tensors(num_classes),
+            target=data.dataset.target,
+            labels=data.encoder.classes_ or None,
+        ),
         metrics=metrics,
         lineage=Lineage(
             run_id=run_id,

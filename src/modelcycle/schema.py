@@ -41,5 +41,8 @@ class InputSchema(Strict):
 
 
 class OutputSchema(Strict):
+    """What the network returns; ``target`` names the column it predicts and ``labels`` its classes."""
+
     tensors: list[TensorSpec]
+    target: str | None = None
     labels: list[str] | None = None

@@ -35,5 +35,8 @@ class Regression:
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (-metrics["rmse"],)
 
+    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> None:
+        return None  # a regression has no classes
+
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="prediction", dtype="float32", shape=[-1, 1])]

@@ -16,6 +16,7 @@ from torch import nn
 
 from modelcycle.config import TrainConfig
 from modelcycle.errors import TrainingError
+from modelcycle.models.inference import to_tensors
 from modelcycle.tasks import Task
 from modelcycle.train.optimizers import OPTIMIZERS
 
@@ -40,31 +41,6 @@ class FitResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     samples_per_second: float = 0.0
-
-
-def _to_device(
-    arrays: dict[str, np.ndarray], rows: np.ndarray | slice, device: torch.device
-) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(array[rows])).to(device) for array in arrays.values()]
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    inputs: dict[str, np.ndarray],
-    *,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-) -> np.ndarray:
-    """The model's outputs for every row, in eval mode, as float32 (rows, output_dim)."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    rows = len(next(iter(inputs.values())))
-    outputs = [
-        model(*_to_device(inputs, slice(start, start + batch_size), device)).float().cpu()
-        for start in range(0, rows, batch_size)
-    ]
-    return torch.cat(outputs).numpy()
 
 
 def fit(
@@ -94,7 +70,7 @@ def fit(
         order = torch.randperm(len(train), generator=generator).numpy()
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
-            outputs = model(*_to_device(train.inputs, rows, device))
+            outputs = model(*to_tensors(train.inputs, rows, device))
             loss = task.loss(outputs, targets[rows].to(device))
             if not torch.isfinite(loss):
                 raise TrainingError(

@@ -1,0 +1,52 @@
+"""``evaluate(bundle, dataset)``: the task's metrics (checked against scikit-learn) and, for classification,
+the confusion matrix, computed with the bundle's own preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelcycle.bundle import Bundle
+from modelcycle.config import PipelineConfig
+from modelcycle.data import Dataset, load_dataset, split_dataset
+from modelcycle.errors import BundleError, DataError
+from modelcycle.predictor import Predictor, finite_metrics
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    ref: str
+    data: str
+    rows: int
+    task: str
+    metrics: dict[str, float]
+    labels: list[str] | None = None
+    confusion_matrix: list[list[int]] | None = field(default=None)
+
+
+def evaluate(bundle: Bundle, dataset: Dataset, *, data_name: str | None = None) -> EvaluationReport:
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.source}: nothing to evaluate (no rows)")
+    predictor = Predictor.load(bundle)
+    outputs = predictor.outputs(dataset)
+    targets = predictor.targets(dataset)
+    metrics = finite_metrics(predictor.task, targets, outputs)
+    return EvaluationReport(
+        ref=bundle.ref,
+        data=data_name or dataset.source,
+        rows=len(dataset),
+        task=bundle.manifest.task,
+        metrics=metrics,
+        labels=bundle.manifest.outputs.labels,
+        confusion_matrix=predictor.task.confusion_matrix(targets, outputs),
+    )
+
+
+def training_test_split(bundle: Bundle) -> Dataset:
+    """The test split the bundle was trained with, rebuilt from its ``config.json`` (splits are
+    deterministic, so these are the very rows its test metrics came from)."""
+    try:
+        config = PipelineConfig.model_validate(bundle.read_json("config.json"))
+    except BundleError:
+        raise BundleError(f"{bundle.ref}: the bundle has no training config; pass --data") from None
+    dataset = load_dataset(config.data, seed=config.seed)
+    return dataset.take(split_dataset(dataset, config.data.split, config.seed).test)
