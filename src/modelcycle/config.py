@@ -96,16 +96,55 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
+    """``name``: sgd, adam or adamw. ``momentum`` and ``nesterov`` apply to sgd."""
+
     name: str = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimizerConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class ScheduleConfig(Section):
+    """The learning rate over the optimizer steps: ``constant``, ``step`` (times ``gamma`` every
+    ``step_epochs``), ``cosine`` (down to ``min_lr``) or ``one_cycle`` (up to ``optimizer.lr`` and down),
+    after an optional linear warm-up of ``warmup_steps``."""
+
+    name: Literal["constant", "step", "cosine", "one_cycle"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    step_epochs: PositiveInt = 1
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when ``metric`` (a key of the epoch record, e.g. valid_accuracy, valid_log_loss, train_loss) has
+    not improved by ``min_delta`` for ``patience`` epochs; ``mode`` auto means min for losses and errors."""
+
+    metric: str
+    patience: PositiveInt = 5
+    mode: Literal["auto", "min", "max"] = "auto"
+    min_delta: float = Field(0.0, ge=0.0)
 
 
 class TrainConfig(Section):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
+    accumulate_steps: PositiveInt = 1
+    # fp32 by default: on AVX2 CPUs without AMX a bf16 matmul measured ~50x slower than fp32 (DESIGN.md §8)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    early_stopping: EarlyStoppingConfig | None = None
+    checkpoint_every_steps: PositiveInt | None = None
+    log_every_steps: PositiveInt = 10
     device: str = "auto"
 
 

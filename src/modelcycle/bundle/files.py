@@ -4,6 +4,7 @@ cleanup of temp directories left by processes that died mid-write."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from modelcycle.errors import BundleError
 
@@ -127,3 +129,18 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` so that readers see either the old file or the whole new one."""
+    temp = temp_path(path.parent, path.name)
+    try:
+        with temp.open("w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+        fsync_path(path.parent)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from modelcycle.cli.options import JsonFlag
 from modelcycle.cli.render import emit_json, say, table
 from modelcycle.cli.state import open_registry
 
+# The test metrics a run list shows; `runs show` has them all.
+HEADLINE = ("accuracy", "f1_macro", "rmse", "r2", "perplexity")
 app = typer.Typer(help="Training runs and their metrics.", no_args_is_help=True)
 
 
@@ -34,7 +36,7 @@ def list_runs(
                 r.status,
                 r.started_at[:19],
                 r.model_ref,
-                {k.removeprefix("test_"): v for k, v in r.final_metrics.items() if k.startswith("test_")},
+                {key: r.final_metrics[f"test_{key}"] for key in HEADLINE if f"test_{key}" in r.final_metrics},
             ]
             for r in runs
         ],

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from modelcycle.errors import NotFoundError
 from modelcycle.plugins import did_you_mean
@@ -74,6 +74,19 @@ class RunStore:
         rows = [{"run_id": run_id, "step": step, "key": key, "value": value} for key, value in finite.items()]
         with db.write(self.engine) as connection:
             connection.execute(insert(db.metrics), rows)
+
+    def reopen(self, run_id: str, *, after_step: int) -> None:
+        """Mark an interrupted run as running again and forget the metrics it logged after ``after_step`` (the
+        resumed run logs those steps anew)."""
+        with db.write(self.engine) as connection:
+            connection.execute(
+                update(db.runs)
+                .where(db.runs.c.id == run_id)
+                .values(status="running", error=None, ended_at=None)
+            )
+            connection.execute(
+                delete(db.metrics).where(db.metrics.c.run_id == run_id, db.metrics.c.step > after_step)
+            )
 
     def finish(
         self, run_id: str, status: RunStatus, *, model_ref: str | None = None, error: str | None = None

@@ -1,7 +1,7 @@
-"""Training: the loop and optimizers by name."""
+"""Training: the loop, optimizers and schedules by name, checkpoints for exact resume, data parallelism."""
 
 from modelcycle.models.inference import predict
-from modelcycle.train.loop import FitResult, TensorSet, fit
+from modelcycle.train.loop import FitResult, Hooks, TensorSet, Trainer
 from modelcycle.train.optimizers import OPTIMIZERS
 
-__all__ = ["OPTIMIZERS", "FitResult", "TensorSet", "fit", "predict"]
+__all__ = ["OPTIMIZERS", "FitResult", "Hooks", "TensorSet", "Trainer", "predict"]

@@ -1,5 +1,6 @@
-"""The training loop: seeded shuffling, mini-batches, validation each epoch, and the best epoch's weights
-kept (by the task's primary metric)."""
+"""The training loop: seeded shuffling, mini-batches with gradient accumulation and clipping, opt-in mixed
+precision, a learning-rate schedule, validation each epoch, early stopping, the best epoch's weights kept,
+and checkpoints from which a killed run continues bit for bit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,11 +19,19 @@ from modelcycle.config import TrainConfig
 from modelcycle.errors import TrainingError
 from modelcycle.models.inference import to_tensors
 from modelcycle.tasks import Task
+from modelcycle.train.checkpoint import Progress, Snapshot, capture_rng, restore_rng
+from modelcycle.train.distributed import Distributed
+from modelcycle.train.monitor import Selection
 from modelcycle.train.optimizers import OPTIMIZERS
+from modelcycle.train.precision import autocast, check_precision, grad_scaler
+from modelcycle.train.schedules import build_scheduler
 
 logger = logging.getLogger(__name__)
-EpochCallback = Callable[[int, dict[str, float]], None]
-Validation = Callable[[nn.Module], dict[str, float]]
+Record = dict[str, float]
+EpochCallback = Callable[[int, Record], None]
+StepCallback = Callable[[int, Record], None]
+Validation = Callable[[nn.Module], Record]
+CheckpointWriter = Callable[[Snapshot], None]
 
 
 @dataclass(frozen=True)
@@ -39,63 +48,189 @@ class TensorSet:
 @dataclass(frozen=True)
 class FitResult:
     best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    samples_per_second: float = 0.0
+    history: list[Record]
+    samples_per_second: float
+    stopped_early: bool
+    global_step: int
 
 
-def fit(
-    model: nn.Module,
-    task: Task,
-    train: TensorSet,
-    config: TrainConfig,
-    *,
-    generator: torch.Generator,
-    device: torch.device,
-    validate: Validation | None = None,
-    on_epoch: EpochCallback | None = None,
-) -> FitResult:
-    """Train ``model`` in place; afterwards it holds the weights of the best epoch by ``validate``'s metrics
-    (in the task's own units, e.g. a regression target's), or by training loss when there is none."""
-    model.to(device)
-    optimizer = OPTIMIZERS.get(config.optimizer.name, field="train.optimizer.name")(
-        model.parameters(), config.optimizer
-    )
-    targets = torch.from_numpy(train.targets)
-    best_key: tuple[float, ...] = (-math.inf,)
-    best_epoch, best_state = 0, None
-    history, seen, busy_seconds = [], 0, 0.0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        started, total_loss = time.perf_counter(), 0.0
-        order = torch.randperm(len(train), generator=generator).numpy()
-        for start in range(0, len(order), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            outputs = model(*to_tensors(train.inputs, rows, device))
-            loss = task.loss(outputs, targets[rows].to(device))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"epoch {epoch}: the loss became {loss.item()}",
-                    hint="lower train.optimizer.lr or check the data for extreme values",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(rows)
-        busy_seconds += time.perf_counter() - started
-        seen += len(order)
-        record = {"epoch": float(epoch), "train_loss": total_loss / len(order)}
-        if validate is not None:
-            scores = validate(model)
-            record.update({f"valid_{key}": value for key, value in scores.items()})
-            key = task.selection_key(scores)
+@dataclass
+class Hooks:
+    """Optional callbacks: validation metrics per epoch, progress per epoch and per step, checkpoints."""
+
+    validate: Validation | None = None
+    on_epoch: EpochCallback | None = None
+    on_step: StepCallback | None = None
+    checkpoint: CheckpointWriter | None = None
+
+
+class Trainer:
+    """Trains one model in place on one device (or one rank of a data-parallel group)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        config: TrainConfig,
+        *,
+        device: torch.device,
+        distributed: Distributed | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        check_precision(config.precision, device)
+        self.model = model.to(device)
+        self.task = task
+        self.config = config
+        self.device = device
+        self.distributed = distributed or Distributed()
+        self.hooks = hooks or Hooks()
+        self.network = self.distributed.wrap(self.model, device)
+        self.optimizer = OPTIMIZERS.get(config.optimizer.name, field="train.optimizer.name")(
+            self.model.parameters(), config.optimizer
+        )
+        self.scaler = grad_scaler(config.precision, device)
+        self.selection = Selection(task, config.early_stopping)
+
+    def fit(self, train: TensorSet, generator: torch.Generator, resume: Snapshot | None = None) -> FitResult:
+        """Train for ``config.epochs`` (or until early stopping); afterwards the model holds the best epoch's
+        weights. ``resume`` continues from a checkpoint of the same config exactly where it was taken."""
+        config = self.config
+        batches_per_epoch = math.ceil(len(self.distributed.shard(np.arange(len(train)))) / config.batch_size)
+        steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate_steps)
+        self.scheduler = build_scheduler(
+            self.optimizer, config.schedule, steps_per_epoch=steps_per_epoch, epochs=config.epochs
+        )
+        progress, best_state = Progress(), None
+        if resume is not None:
+            progress, best_state = self._restore(resume, generator)
+        targets = torch.from_numpy(train.targets)
+        while progress.epoch < config.epochs and not progress.stopped_early:
+            epoch_start = generator.get_state()
+            order = self.distributed.shard(torch.randperm(len(train), generator=generator).numpy())
+            batches = [
+                order[start : start + config.batch_size] for start in range(0, len(order), config.batch_size)
+            ]
+            self.network.train()
+            for index in range(progress.batch_in_epoch, len(batches)):
+                last = index + 1 == len(batches)
+                boundary = (index + 1) % config.accumulate_steps == 0 or last
+                self._train_batch(train, targets, batches[index], progress, boundary=boundary)
+                progress.batch_in_epoch = index + 1
+                if boundary and not last and self._checkpoint_due(progress):
+                    self._checkpoint(progress, best_state, epoch_start)
+            best_state = self._end_epoch(progress, best_state)
+            self._checkpoint(progress, best_state, generator.get_state())
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        speed = progress.rows_seen / progress.busy_seconds if progress.busy_seconds else 0.0
+        return FitResult(
+            progress.best_epoch, progress.history, speed, progress.stopped_early, progress.global_step
+        )
+
+    def _train_batch(
+        self, train: TensorSet, targets: torch.Tensor, rows: np.ndarray, progress: Progress, *, boundary: bool
+    ) -> None:
+        """Forward and backward one micro-batch; step the optimizer at an accumulation boundary."""
+        started = time.perf_counter()
+        with autocast(self.config.precision, self.device):
+            outputs = self.network(*to_tensors(train.inputs, rows, self.device))
+            loss = self.task.loss(outputs.float(), targets[rows].to(self.device))
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"epoch {progress.epoch + 1}, step {progress.global_step}: the loss became {loss.item()}",
+                hint="lower train.optimizer.lr or check the data for extreme values",
+            )
+        self.scaler.scale(loss / self.config.accumulate_steps).backward()
+        progress.epoch_loss_sum += loss.item() * len(rows)
+        progress.epoch_rows += len(rows)
+        if boundary:
+            if self.config.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            progress.global_step += 1
+        progress.busy_seconds += time.perf_counter() - started
+        progress.rows_seen += len(rows)
+        if (
+            boundary
+            and self.hooks.on_step is not None
+            and progress.global_step % self.config.log_every_steps == 0
+        ):
+            self.hooks.on_step(progress.global_step, {"train_loss_step": loss.item(), "lr": self._lr()})
+
+    def _end_epoch(
+        self, progress: Progress, best_state: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor] | None:
+        rows = self.distributed.sum(progress.epoch_rows)
+        record: Record = {
+            "epoch": float(progress.epoch + 1),
+            "train_loss": self.distributed.sum(progress.epoch_loss_sum) / max(rows, 1),
+            "lr": self._lr(),
+            "samples_per_second": progress.rows_seen / progress.busy_seconds
+            if progress.busy_seconds
+            else 0.0,
+        }
+        if self.hooks.validate is not None:
+            record.update({f"valid_{key}": value for key, value in self.hooks.validate(self.model).items()})
+        key = self.selection.key(record)
+        if self.selection.improved_enough(key, progress.best_key) or not progress.history:
+            progress.stale_epochs = 0
         else:
-            key = (-record["train_loss"],)
-        if key > best_key:
-            best_key, best_epoch, best_state = key, epoch, copy.deepcopy(model.state_dict())
-        history.append(record)
-        logger.info("epoch %d: %s", epoch, record)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(best_epoch, history, seen / busy_seconds if busy_seconds else 0.0)
+            progress.stale_epochs += 1
+        if list(key) > progress.best_key:
+            progress.best_key, progress.best_epoch = list(key), progress.epoch + 1
+            best_state = {
+                name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
+            }
+        progress.history.append(record)
+        progress.epoch += 1
+        progress.batch_in_epoch, progress.epoch_loss_sum, progress.epoch_rows = 0, 0.0, 0
+        patience = self.selection.patience
+        progress.stopped_early = patience is not None and progress.stale_epochs >= patience
+        logger.info("epoch %d: %s", progress.epoch, record)
+        if self.hooks.on_epoch is not None:
+            self.hooks.on_epoch(progress.global_step, record)
+        return best_state
+
+    def _checkpoint_due(self, progress: Progress) -> bool:
+        every = self.config.checkpoint_every_steps
+        return every is not None and progress.global_step % every == 0
+
+    def _checkpoint(
+        self, progress: Progress, best_state: dict[str, torch.Tensor] | None, epoch_order_state: torch.Tensor
+    ) -> None:
+        """Hand a snapshot to the checkpoint writer, if there is one. ``epoch_order_state`` is the data-order
+        generator at the start of the epoch the snapshot is in (the next epoch's, at an epoch end)."""
+        if self.hooks.checkpoint is not None:
+            self.hooks.checkpoint(self._snapshot(progress, best_state, epoch_order_state))
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _snapshot(
+        self, progress: Progress, best_state: dict[str, torch.Tensor] | None, epoch_order_state: torch.Tensor
+    ) -> Snapshot:
+        return Snapshot(
+            progress=copy.deepcopy(progress),
+            model={name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()},
+            best_model=best_state,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            epoch_order_state=epoch_order_state,
+            rng=capture_rng(),
+        )
+
+    def _restore(
+        self, snapshot: Snapshot, generator: torch.Generator
+    ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
+        self.model.load_state_dict(snapshot.model)
+        self.optimizer.load_state_dict(snapshot.optimizer)
+        self.scheduler.load_state_dict(snapshot.scheduler)
+        self.scaler.load_state_dict(snapshot.scaler)
+        generator.set_state(snapshot.epoch_order_state)
+        restore_rng(snapshot.rng)
+        return snapshot.progress, snapshot.best_model

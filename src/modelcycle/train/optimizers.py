@@ -16,7 +16,11 @@ OPTIMIZERS: PluginRegistry[OptimizerFactory] = PluginRegistry("optimizer")
 @OPTIMIZERS.register("sgd")
 def sgd(parameters: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(
-        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        parameters,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
     )
 
 

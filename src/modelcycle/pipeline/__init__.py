@@ -1,0 +1,8 @@
+"""The only place that knows the order of the stages: validate a config, then load → split → fit
+preprocessing → train → evaluate → profile → bundle → register."""
+
+from modelcycle.pipeline.prepare import PreparedData, prepare_data
+from modelcycle.pipeline.resolve import ResolvedPipeline, validate
+from modelcycle.pipeline.training import TrainResult, train
+
+__all__ = ["PreparedData", "ResolvedPipeline", "TrainResult", "prepare_data", "train", "validate"]

@@ -1,0 +1,69 @@
+"""From a loaded dataset to training tensors: split, preprocessing and label encoding fitted on the training
+part only, and the class-imbalance remedy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from modelcycle.config import PipelineConfig, TaskName
+from modelcycle.data import make_preprocessor, split_dataset
+from modelcycle.data.dataset import Dataset
+from modelcycle.data.imbalance import balanced_class_weights, oversample
+from modelcycle.data.preprocess import Preprocessor, TargetEncoder
+from modelcycle.models.inference import predict
+from modelcycle.predictor import finite_metrics, metric_targets
+from modelcycle.tasks import TASKS, Task
+from modelcycle.train import TensorSet
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The split dataset, the preprocessing fitted on its training part, and every part as tensors."""
+
+    dataset: Dataset
+    task: TaskName
+    parts: dict[str, Dataset]
+    preprocessor: Preprocessor
+    encoder: TargetEncoder
+    tensors: dict[str, TensorSet]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.encoder.classes_)
+
+    def metrics(self, task: Task, model: nn.Module, part: str) -> dict[str, float]:
+        """The task's metrics of ``model`` on one part, in the target's own units."""
+        outputs = self.encoder.inverse(predict(model, self.tensors[part].inputs))
+        return finite_metrics(task, metric_targets(self.encoder, self.parts[part]), outputs)
+
+
+def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
+    split = split_dataset(dataset, config.data.split, config.seed)
+    parts = {name: dataset.take(rows) for name, rows in split.parts().items()}
+    preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
+    encoder = TargetEncoder(task_name).fit(parts["train"])
+    tensors = {
+        name: TensorSet(preprocessor.transform(part), encoder.transform(part))
+        for name, part in parts.items()
+        if len(part)
+    }
+    return PreparedData(dataset, task_name, parts, preprocessor, encoder, tensors)
+
+
+def task_and_training_rows(config: PipelineConfig, data: PreparedData) -> tuple[Task, TensorSet]:
+    """The task (with balanced class weights if asked) and the training tensors (oversampled if asked)."""
+    train_set = data.tensors["train"]
+    strategy = config.data.imbalance if data.task == "classification" else "none"
+    weights = (
+        balanced_class_weights(train_set.targets, data.num_classes) if strategy == "class_weights" else None
+    )
+    task = TASKS.get(data.task)(class_weights=weights)
+    if strategy == "oversample":
+        rows = oversample(np.arange(len(train_set)), train_set.targets, config.seed)
+        train_set = TensorSet(
+            {key: value[rows] for key, value in train_set.inputs.items()}, train_set.targets[rows]
+        )
+    return task, train_set

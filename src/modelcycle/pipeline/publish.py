@@ -1,0 +1,76 @@
+"""Turning a trained model into a registered version: the manifest, the bundle's files, registration."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from torch import nn
+
+from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, OutputSchema
+from modelcycle.config import PipelineConfig
+from modelcycle.data import profile_dataset
+from modelcycle.data.preprocess import CarriesFiles
+from modelcycle.pipeline.prepare import PreparedData
+from modelcycle.pipeline.resolve import ResolvedPipeline
+from modelcycle.registry import Registry
+from modelcycle.tasks import Task
+from modelcycle.train import FitResult
+
+
+def code_version() -> str:
+    try:
+        return f"modelcycle {version('modelcycle')}"
+    except PackageNotFoundError:
+        return "modelcycle (not installed)"
+
+
+def register_model(
+    registry: Registry,
+    config: PipelineConfig,
+    resolved: ResolvedPipeline,
+    data: PreparedData,
+    task: Task,
+    model: nn.Module,
+    outcome: FitResult,
+    metrics: dict[str, dict[str, float]],
+    *,
+    run_id: str,
+    data_fingerprint: str,
+) -> Bundle:
+    manifest = BundleManifest(
+        name=config.name,
+        task=data.task,
+        architecture=Architecture(
+            name=resolved.architecture.name, params=resolved.params.model_dump(mode="json")
+        ),
+        inputs=data.preprocessor.input_schema(),
+        outputs=OutputSchema(
+            tensors=task.output_tensors(data.num_classes),
+            target=data.dataset.target,
+            labels=data.encoder.classes_ or None,
+        ),
+        metrics=metrics,
+        lineage=Lineage(
+            run_id=run_id,
+            data_source=data.dataset.source,
+            data_fingerprint=data_fingerprint,
+            config_hash=config.config_hash(),
+            code_version=code_version(),
+        ),
+    )
+    with registry.builder(config.name) as builder:
+        builder.write_weights(model.state_dict())
+        if isinstance(data.preprocessor, CarriesFiles):
+            data.preprocessor.copy_files(builder.path)
+        builder.write_json(
+            "preprocess.json", {"features": data.preprocessor.state(), "target": data.encoder.state()}
+        )
+        builder.write_json("reference.json", profile_dataset(data.parts["train"]))
+        builder.write_json("config.json", config.model_dump(mode="json"))
+        history = {
+            "best_epoch": outcome.best_epoch,
+            "stopped_early": outcome.stopped_early,
+            "epochs": outcome.history,
+        }
+        builder.write_json("history.json", history)
+        return registry.register(builder, manifest, reason=f"trained by run {run_id}")

@@ -1,0 +1,175 @@
+"""``train(config)``: validate → load → prepare → (resume) → fit → evaluate → register, recording the run.
+With torchrun every rank trains; only rank 0 touches the registry and the checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modelcycle.config import PipelineConfig
+from modelcycle.data import fingerprint, load_dataset
+from modelcycle.devices import pick_device
+from modelcycle.errors import ConfigError
+from modelcycle.pipeline.prepare import PreparedData, prepare_data, task_and_training_rows
+from modelcycle.pipeline.publish import register_model
+from modelcycle.pipeline.resolve import ResolvedPipeline, validate
+from modelcycle.registry import Registry
+from modelcycle.seeding import seed_everything
+from modelcycle.train import Hooks, Trainer
+from modelcycle.train import checkpoint as checkpoints
+from modelcycle.train.checkpoint import Snapshot
+from modelcycle.train.distributed import Distributed, from_environment
+from modelcycle.train.loop import EpochCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``modelcycle train`` produced: the registered reference, its metrics per split, and the run."""
+
+    ref: str
+    run_id: str
+    path: Path
+    metrics: dict[str, dict[str, float]]
+    best_epoch: int
+    samples_per_second: float
+    stopped_early: bool
+
+
+def checkpoint_directory(registry: Registry, config: PipelineConfig) -> Path:
+    return registry.home / "checkpoints" / config.name
+
+
+def train(
+    config: PipelineConfig, registry: Registry, *, resume: bool = False, on_epoch: EpochCallback | None = None
+) -> TrainResult | None:
+    """Train the configured model and register it as a new version; ``resume`` continues the interrupted
+    run of this config from its newest checkpoint. Data problems surface before a run is recorded; a run that
+    fails after that is recorded as failed. Ranks other than 0 of a distributed run return None."""
+    resolved = validate(config)
+    device = pick_device(config.train.device)
+    distributed = from_environment(device)
+    dataset = load_dataset(config.data, seed=config.seed)
+    if dataset.task is None:
+        raise ConfigError(
+            f"data.target: {dataset.source} needs a target column to train on",
+            hint="set data.target to the column to predict",
+        )
+    resolved.architecture.check_input(dataset.kind, dataset.source)
+    data = prepare_data(config, dataset, dataset.task)
+    data_fingerprint = fingerprint(dataset)
+    directory = checkpoint_directory(registry, config)
+    snapshot, run_id = None, ""
+    if resume:
+        snapshot, run_id = checkpoints.load(directory, config_hash=config.config_hash())
+    if distributed.is_main:
+        if snapshot is None:
+            run_id = registry.runs.start(
+                config.name,
+                config.model_dump(mode="json"),
+                config_hash=config.config_hash(),
+                data_fingerprint=data_fingerprint,
+            )
+        else:
+            registry.runs.reopen(run_id, after_step=snapshot.progress.global_step)
+    try:
+        result = _fit_and_register(
+            config,
+            resolved,
+            data,
+            registry,
+            device,
+            distributed,
+            snapshot,
+            run_id=run_id,
+            data_fingerprint=data_fingerprint,
+            on_epoch=on_epoch,
+        )
+    except BaseException as error:
+        if distributed.is_main:
+            registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
+        raise
+    if result is not None:
+        registry.runs.finish(run_id, "finished", model_ref=result.ref)
+        checkpoints.discard(directory)
+    return result
+
+
+def _fit_and_register(
+    config: PipelineConfig,
+    resolved: ResolvedPipeline,
+    data: PreparedData,
+    registry: Registry,
+    device: torch.device,
+    distributed: Distributed,
+    snapshot: Snapshot | None,
+    *,
+    run_id: str,
+    data_fingerprint: str,
+    on_epoch: EpochCallback | None,
+) -> TrainResult | None:
+    generator = seed_everything(config.seed)
+    task, train_set = task_and_training_rows(config, data)
+    model = resolved.architecture.build(
+        data.preprocessor.input_schema(), task.output_dim(data.num_classes), resolved.params
+    )
+
+    def log(step: int, record: dict[str, float]) -> None:
+        registry.runs.log_metrics(run_id, record, step=step)
+
+    def log_epoch(step: int, record: dict[str, float]) -> None:
+        log(step, record)
+        if on_epoch is not None:
+            on_epoch(int(record["epoch"]), record)
+
+    def validate_model(candidate: nn.Module) -> dict[str, float]:
+        return data.metrics(task, candidate, "valid")
+
+    def save_checkpoint(state: Snapshot) -> None:
+        checkpoints.save(
+            checkpoint_directory(registry, config), state, config_hash=config.config_hash(), run_id=run_id
+        )
+
+    main = distributed.is_main
+    hooks = Hooks(
+        validate=validate_model if "valid" in data.tensors else None,
+        on_epoch=log_epoch if main else None,
+        on_step=log if main else None,
+        checkpoint=save_checkpoint if main else None,
+    )
+    trainer = Trainer(model, task, config.train, device=device, distributed=distributed, hooks=hooks)
+    outcome = trainer.fit(train_set, generator, resume=snapshot)
+    if not main:
+        return None
+    metrics = {part: data.metrics(task, model, part) for part in data.tensors}
+    log(
+        outcome.global_step + 1,
+        {f"{part}_{key}": value for part, values in metrics.items() for key, value in values.items()},
+    )
+    bundle = register_model(
+        registry,
+        config,
+        resolved,
+        data,
+        task,
+        model,
+        outcome,
+        metrics,
+        run_id=run_id,
+        data_fingerprint=data_fingerprint,
+    )
+    logger.info("registered %s (%s)", bundle.ref, metrics.get("test"))
+    return TrainResult(
+        bundle.ref,
+        run_id,
+        bundle.path,
+        metrics,
+        outcome.best_epoch,
+        outcome.samples_per_second,
+        outcome.stopped_early,
+    )

@@ -1,0 +1,173 @@
+"""Training checkpoints for exact resume, without pickle: every tensor (weights, best weights, optimizer
+moments, RNG states) in one safetensors file, everything else (counters, history, optimizer hyper-parameters,
+scheduler, scaler, Python / NumPy RNG) in JSON. Written atomically; ``latest.json`` points at the newest."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from modelcycle.bundle.files import atomic_directory, write_json_atomic
+from modelcycle.errors import ConfigError, TrainingError
+
+LATEST = "latest.json"
+TENSORS, STATE = "tensors.safetensors", "state.json"
+KEEP = 2  # checkpoints kept on disk: the newest, and the one before in case the newest is being read
+
+
+@dataclass
+class Progress:
+    """Where training stands: counters, the partial epoch, the best epoch so far and the history."""
+
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches done in the current epoch
+    global_step: int = 0  # optimizer steps done
+    epoch_loss_sum: float = 0.0
+    epoch_rows: int = 0
+    rows_seen: int = 0
+    busy_seconds: float = 0.0
+    best_key: list[float] = field(default_factory=lambda: [-float("inf")])
+    best_epoch: int = 0
+    stale_epochs: int = 0  # epochs without improvement of the early-stopping metric
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to continue a run bit for bit."""
+
+    progress: Progress
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor] | None
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    epoch_order_state: torch.Tensor  # the data-order generator as it was when the current epoch began
+    rng: dict[str, Any]
+
+
+def capture_rng() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state()
+    )
+    captured: dict[str, Any] = {
+        "python": [version, list(state), gauss],
+        "numpy": [name, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        captured["cuda"] = torch.cuda.get_rng_state_all()
+    return captured
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, position, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) -> Path:
+    """Write a checkpoint under ``directory`` and point ``latest.json`` at it; older ones are removed."""
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in snapshot.model.items()}
+    if snapshot.best_model is not None:
+        tensors.update({f"best.{k}": v for k, v in snapshot.best_model.items()})
+    optimizer_scalars: dict[str, dict[str, Any]] = {}
+    for index, values in snapshot.optimizer["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                optimizer_scalars.setdefault(str(index), {})[name] = value
+    tensors["rng.torch"] = snapshot.rng["torch"]
+    tensors["rng.epoch_order"] = snapshot.epoch_order_state
+    for device, state in enumerate(snapshot.rng.get("cuda", [])):
+        tensors[f"rng.cuda.{device}"] = state
+    state = {
+        "config_hash": config_hash,
+        "run_id": run_id,
+        "progress": vars(snapshot.progress),
+        "optimizer": {"param_groups": snapshot.optimizer["param_groups"], "scalars": optimizer_scalars},
+        "scheduler": snapshot.scheduler,
+        "scaler": snapshot.scaler,
+        "rng": {"python": snapshot.rng["python"], "numpy": snapshot.rng["numpy"]},
+    }
+    name = f"step-{snapshot.progress.global_step:09d}-epoch-{snapshot.progress.epoch:04d}"
+    target = directory / name
+    if target.exists():  # the same point again (an epoch end right after a step checkpoint)
+        return target
+    try:
+        text = json.dumps(state)
+    except TypeError as error:
+        raise TrainingError(f"cannot checkpoint the training state as JSON ({error})") from None
+    with atomic_directory(target) as temp:
+        save_file(
+            {key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(temp / TENSORS)
+        )
+        (temp / STATE).write_text(text, encoding="utf-8")
+    write_json_atomic(directory / LATEST, {"checkpoint": name, "config_hash": config_hash, "run_id": run_id})
+    for old in sorted(directory.glob("step-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
+    """The newest checkpoint and its run id; refused when it was written by a different config."""
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint of this config in {directory}",
+            hint="the last run finished or never started; train without --resume",
+        )
+    latest = json.loads(pointer.read_text(encoding="utf-8"))
+    if latest["config_hash"] != config_hash:
+        raise ConfigError(
+            f"--resume: the checkpoint in {directory} was written by a different config "
+            f"(hash {latest['config_hash'][:12]}, this config {config_hash[:12]})",
+            hint="resume with the same config and --set values, or train without --resume",
+        )
+    folder = directory / latest["checkpoint"]
+    state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / TENSORS))
+    optimizer_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state.setdefault(int(index), {})[name] = value
+    for index, values in state["optimizer"]["scalars"].items():
+        optimizer_state.setdefault(int(index), {}).update(values)
+    groups = [
+        {**group, "betas": tuple(group["betas"])} if "betas" in group else group
+        for group in state["optimizer"]["param_groups"]
+    ]
+    best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    snapshot = Snapshot(
+        progress=Progress(**state["progress"]),
+        model={k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
+        best_model=best or None,
+        optimizer={"state": optimizer_state, "param_groups": groups},
+        scheduler=state["scheduler"],
+        scaler=state["scaler"],
+        epoch_order_state=tensors["rng.epoch_order"],
+        rng={**state["rng"], "torch": tensors["rng.torch"], **({"cuda": cuda} if cuda else {})},
+    )
+    return snapshot, str(latest["run_id"])
+
+
+def discard(directory: Path) -> None:
+    """Remove a config's checkpoints once its run has registered a version."""
+    shutil.rmtree(directory, ignore_errors=True)

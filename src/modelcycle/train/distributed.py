@@ -1,0 +1,87 @@
+"""Data-parallel training with torch.distributed: gloo on CPU, nccl on CUDA. Processes are started by
+torchrun (``modelcycle train --nproc N`` runs it for you); each takes an equal share of every epoch's
+shuffled rows, gradients are averaged by DistributedDataParallel, and only rank 0 writes anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from modelcycle.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This rank's rows of an epoch's order, padded by wrapping around so every rank runs the same number
+        of batches (as torch's DistributedSampler does)."""
+        if not self.active:
+            return order
+        per_rank = -(-len(order) // self.world_size)
+        padded = np.resize(order, per_rank * self.world_size)
+        return padded[self.rank :: self.world_size]
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not self.active:
+            return model
+        ids = [device.index or 0] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def sum(self, value: float) -> float:
+        if not self.active:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def from_environment(device: torch.device) -> Distributed:
+    """The process group torchrun describes in the environment (or a single process), initialised once."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    return Distributed(dist.get_rank(), world_size, local_rank)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, argv: list[str], *, home: Path | None = None) -> int:
+    """Run ``python -m modelcycle ARGV`` in ``nproc`` processes with torchrun on this machine (the registry
+    folder passed on through MODELCYCLE_HOME); the exit code is the first failing process's."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc: must be at least 1, got {nproc}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    environment = {**os.environ, **({"MODELCYCLE_HOME": str(home)} if home is not None else {})}
+    return subprocess.call([*command, "-m", "modelcycle", *argv], env=environment)

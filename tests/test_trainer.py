@@ -1,0 +1,256 @@
+"""The trainer: schedules, accumulation, clipping, early stopping, precision, checkpoints with bitwise-exact
+resume after SIGKILL, and data-parallel training in two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from modelcycle.config import OptimizerConfig, ScheduleConfig, TrainConfig, load_config
+from modelcycle.errors import ConfigError
+from modelcycle.pipeline import train
+from modelcycle.registry import Registry
+from modelcycle.tasks.classification import Classification
+from modelcycle.train import TensorSet, Trainer
+from modelcycle.train.schedules import build_scheduler
+from tests.conftest import EXAMPLES, ROOT
+
+CANCER = EXAMPLES / "breast-cancer-mlp.yaml"
+
+
+def learning_rates(
+    config: ScheduleConfig, steps: int, *, steps_per_epoch: int = 10, epochs: int = 10
+) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_schedules() -> None:
+    assert learning_rates(ScheduleConfig(), 3) == [1.0, 1.0, 1.0]
+    assert learning_rates(ScheduleConfig(name="step", step_epochs=1, gamma=0.5), 21)[::10] == [1.0, 0.5, 0.25]
+    warm = learning_rates(ScheduleConfig(name="cosine", warmup_steps=4, min_lr=0.1), 100)
+    assert warm[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert warm[4] == pytest.approx(1.0)
+    assert warm[52] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)  # half-way through the cosine
+    assert warm[-1] == pytest.approx(0.1, abs=1e-3)
+    cycle = learning_rates(ScheduleConfig(name="one_cycle"), 100)
+    assert max(cycle) == pytest.approx(1.0, abs=1e-3)
+    assert cycle[0] < 0.1
+    assert cycle[-1] < 1e-3
+    with pytest.raises(ConfigError, match="one_cycle has its own warm-up"):
+        learning_rates(ScheduleConfig(name="one_cycle", warmup_steps=3), 1)
+
+
+def tiny_classification(rows: int = 64, seed: int = 0) -> TensorSet:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(rows, 5)).astype(np.float32)
+    return TensorSet({"features": features}, (features[:, 0] > 0).astype(np.int64))
+
+
+def fitted_weights(config: TrainConfig, data: TensorSet) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    Trainer(model, Classification(), config, device=torch.device("cpu")).fit(
+        data, torch.Generator().manual_seed(0)
+    )
+    return model.state_dict()
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch() -> None:
+    data = tiny_classification()
+    base = {"epochs": 3, "optimizer": OptimizerConfig(name="sgd", lr=0.1)}
+    whole = fitted_weights(TrainConfig(batch_size=32, **base), data)
+    halves = fitted_weights(TrainConfig(batch_size=16, accumulate_steps=2, **base), data)
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_clipping_bounds_each_step() -> None:
+    data = tiny_classification(rows=8)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 2)
+    before = torch.cat([p.detach().clone().flatten() for p in model.parameters()])
+    config = TrainConfig(
+        epochs=1, batch_size=8, grad_clip_norm=1e-3, optimizer=OptimizerConfig(name="sgd", lr=1.0)
+    )
+    Trainer(model, Classification(), config, device=torch.device("cpu")).fit(
+        data, torch.Generator().manual_seed(0)
+    )
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(registry: Registry) -> None:
+    config = load_config(
+        CANCER,
+        ["train.epochs=60", "train.early_stopping.metric=valid_log_loss", "train.early_stopping.patience=3"],
+    )
+    result = train(config, registry)
+    history = registry.open(result.ref).read_json("history.json")
+    assert result.stopped_early
+    assert len(history["epochs"]) == result.best_epoch + 3
+    losses = [epoch["valid_log_loss"] for epoch in history["epochs"]]
+    assert min(losses) == losses[result.best_epoch - 1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.early_stopping.metric=accuracy"], "is not an epoch metric"),
+        (["train.precision=fp16"], "fp16 needs a CUDA device"),
+        (["train.optimizer.name=sgd", "train.optimizer.nesterov=true"], "nesterov needs momentum"),
+    ],
+)
+def test_training_options_are_checked_before_work(
+    registry: Registry, overrides: list[str], message: str
+) -> None:
+    with pytest.raises((ConfigError, ValidationError), match=message):
+        train(load_config(CANCER, overrides), registry)
+    assert registry.runs.recent() == []
+
+
+def test_bf16_autocast_and_nesterov_train_on_cpu(registry: Registry) -> None:
+    overrides = [
+        "train.epochs=2",
+        "train.precision=bf16",
+        "train.optimizer.name=sgd",
+        "train.optimizer.lr=0.05",
+        "train.optimizer.momentum=0.9",
+        "train.optimizer.nesterov=true",
+        "train.schedule.name=cosine",
+    ]
+    result = train(load_config(CANCER, overrides), registry)
+    assert result.metrics["test"]["accuracy"] > 0.8
+    assert all(torch.isfinite(t).all() for t in registry.open(result.ref).state_dict().values())
+
+
+def test_per_step_metrics_are_logged(registry: Registry) -> None:
+    result = train(load_config(CANCER, ["train.epochs=2", "train.log_every_steps=4"]), registry)
+    steps = registry.runs.history(result.run_id, "train_loss_step")
+    assert [step for step, _ in steps] == list(range(4, 26, 4))  # 399 rows / 32 → 13 steps per epoch
+    assert len(registry.runs.history(result.run_id, "lr")) == len(steps) + 2  # and one per epoch
+
+
+KILLED_TRAINER = """
+import sys, time
+from modelcycle.config import load_config
+from modelcycle.pipeline import train
+from modelcycle.registry import Registry
+from modelcycle.train import loop
+
+original = loop.Trainer._train_batch
+def train_batch(self, train_set, targets, rows, progress, *, boundary):
+    original(self, train_set, targets, rows, progress, boundary=boundary)
+    if progress.global_step == int(sys.argv[3]) and boundary:
+        print("ready to die", flush=True)
+        time.sleep(120)
+loop.Trainer._train_batch = train_batch
+train(load_config(sys.argv[1], sys.argv[4:]), Registry(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path) -> None:
+    overrides = [
+        "train.epochs=4",
+        "train.checkpoint_every_steps=5",
+        "model.params.dropout=0.3",
+        "train.schedule.name=cosine",
+        "train.schedule.warmup_steps=3",
+    ]
+    config = load_config(CANCER, overrides)
+    straight = Registry(tmp_path / "straight")
+    expected = train(config, straight)
+
+    script = tmp_path / "victim.py"
+    script.write_text(textwrap.dedent(KILLED_TRAINER))
+    home = tmp_path / "killed"
+    # step 22 is mid-epoch 2 (13 steps per epoch); the newest checkpoint is then step 20
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(CANCER), str(home), "22", *overrides],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready to die"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    checkpoint_dir = home / "checkpoints" / config.name
+    latest = json.loads((checkpoint_dir / "latest.json").read_text())
+    assert latest["checkpoint"] == "step-000000020-epoch-0001"
+    assert {path.suffix for path in (checkpoint_dir / latest["checkpoint"]).iterdir()} == {
+        ".json",
+        ".safetensors",
+    }
+
+    resumed_registry = Registry(home)
+    resumed = train(config, resumed_registry, resume=True)
+    expected_weights = straight.open(expected.ref).state_dict()
+    resumed_weights = resumed_registry.open(resumed.ref).state_dict()
+    assert expected_weights.keys() == resumed_weights.keys()
+    for key, tensor in expected_weights.items():
+        assert torch.equal(tensor, resumed_weights[key]), key
+    assert resumed.metrics == expected.metrics
+    (run,) = resumed_registry.runs.recent()
+    assert (run.id, run.status) == (resumed.run_id, "finished")
+    assert len(resumed_registry.runs.history(run.id, "train_loss")) == 4, "no epoch logged twice"
+    assert not checkpoint_dir.exists(), "checkpoints are discarded once the version is registered"
+
+
+def test_resume_needs_a_checkpoint_of_the_same_config(registry: Registry) -> None:
+    config = load_config(CANCER, ["train.epochs=2"])
+    with pytest.raises(ConfigError, match="no checkpoint of this config"):
+        train(config, registry, resume=True)
+    directory = registry.home / "checkpoints" / config.name
+    directory.mkdir(parents=True)
+    (directory / "latest.json").write_text(
+        json.dumps({"checkpoint": "x", "config_hash": "0" * 64, "run_id": "r"})
+    )
+    with pytest.raises(ConfigError, match="written by a different config"):
+        train(config, registry, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_two_process_data_parallel_training_reaches_the_bar(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELCYCLE_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelcycle",
+            "train",
+            str(EXAMPLES / "digits-cnn.yaml"),
+            "--nproc",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["ref"] == "digits-cnn@1"
+    assert payload["metrics"]["test"]["accuracy"] >= 0.97
+    assert len(Registry(tmp_path / "home").list_versions("digits-cnn")) == 1, "only rank 0 registers"
