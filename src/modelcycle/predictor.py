@@ -18,10 +18,37 @@ from modelcycle.data import (
     preprocessor_from_state,
     target_encoder_from_state,
 )
-from modelcycle.errors import BundleError
+from modelcycle.data.corpus import LINE_BREAK, CorpusPreprocessor
+from modelcycle.errors import BundleError, ConfigError
+from modelcycle.inference import predict
 from modelcycle.models import ARCHITECTURES
-from modelcycle.models.inference import predict
 from modelcycle.tasks import TASKS, Task
+
+
+@dataclass(frozen=True)
+class ModelTensors:
+    """What a dataset becomes for a model: its inputs, the targets training fits (encoded or standardised),
+    and the targets metrics compare with (class ids, values in their own units, next tokens)."""
+
+    inputs: dict[str, np.ndarray]
+    training_targets: np.ndarray
+    metric_targets: np.ndarray
+
+
+def model_tensors(preprocessor: Preprocessor, encoder: TargetEncoder, dataset: Dataset) -> ModelTensors:
+    if isinstance(preprocessor, CorpusPreprocessor):
+        inputs, next_tokens = preprocessor.blocks(dataset)
+        return ModelTensors(inputs, next_tokens, next_tokens)
+    inputs = preprocessor.transform(dataset)
+    if encoder.task == "classification":
+        classes = encoder.transform(dataset)
+        return ModelTensors(inputs, classes, classes)
+    return ModelTensors(inputs, encoder.transform(dataset), dataset.y.astype(np.float64))
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics without the values that are undefined for this data (e.g. R² of a single row)."""
+    return {key: value for key, value in metrics.items() if math.isfinite(value)}
 
 
 @dataclass(frozen=True)
@@ -53,15 +80,48 @@ class Predictor:
         """Network outputs for every row, in the target's units: logits (N, K) or values (N, 1)."""
         return self.encoder.inverse(predict(self.model, self.preprocessor.transform(dataset)))
 
-    def targets(self, dataset: Dataset) -> np.ndarray:
-        return metric_targets(self.encoder, dataset)
+    def measure(self, dataset: Dataset) -> dict[str, float]:
+        """The task's metrics on a dataset, computed exactly as training measured them."""
+        tensors = model_tensors(self.preprocessor, self.encoder, dataset)
+        return finite(
+            self.task.measure(self.model, tensors.inputs, tensors.metric_targets, self.encoder.inverse)
+        )
 
 
-def metric_targets(encoder: TargetEncoder, dataset: Dataset) -> np.ndarray:
-    """A dataset's targets as the task's metrics take them: class indices, or values in their own units."""
-    return encoder.transform(dataset) if encoder.task == "classification" else dataset.y.astype(np.float64)
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
-def finite_metrics(task: Task, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-    """The task's metrics, leaving out values that are undefined for this data (e.g. R² of a single row)."""
-    return {key: value for key, value in task.metrics(targets, outputs).items() if math.isfinite(value)}
+def generate(
+    predictor: Predictor,
+    prompt: str,
+    *,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Generation:
+    """Continue ``prompt`` with a language-model bundle; the same ``seed`` gives the same text."""
+    preprocessor = predictor.preprocessor
+    generate_ids = getattr(predictor.model, "generate", None)
+    if not isinstance(preprocessor, CorpusPreprocessor) or not callable(generate_ids):
+        raise ConfigError(
+            f"{predictor.bundle.ref}: a {predictor.bundle.manifest.task} model does not generate text",
+            hint="generate with a language-model bundle, e.g. tiny-gpt",
+        )
+    ids = preprocessor.stream(prompt or LINE_BREAK)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    output = generate_ids(
+        torch.from_numpy(ids)[None],
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+    )
+    completion = output[0, len(ids) :].tolist()
+    return Generation(preprocessor.decode(completion), len(ids), len(completion))

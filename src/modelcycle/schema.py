@@ -35,9 +35,12 @@ class FeatureSpec(Strict):
 
 
 class InputSchema(Strict):
+    """``vocab_size`` is set for token inputs: the size of the embedding a text model needs."""
+
     kind: DataKind
     features: list[FeatureSpec] = Field(default_factory=list)
     tensors: list[TensorSpec]
+    vocab_size: int | None = None
 
 
 class OutputSchema(Strict):

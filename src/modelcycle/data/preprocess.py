@@ -14,6 +14,7 @@ import pandas as pd
 
 from modelcycle.config import PreprocessConfig
 from modelcycle.data.columns import label_text
+from modelcycle.data.corpus import CorpusPreprocessor
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
 from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor
@@ -211,6 +212,7 @@ _KINDS: dict[str, type] = {
     "image": ImagePreprocessor,
     "text": TextPreprocessor,
     "pretrained_text": PretrainedTextPreprocessor,
+    "corpus": CorpusPreprocessor,
 }
 
 
@@ -230,6 +232,12 @@ def make_preprocessor(kind: DataKind, config: PreprocessConfig) -> Preprocessor:
     if kind == "image":
         return ImagePreprocessor()
     text = config.text
+    if kind == "corpus":
+        if text.tokenizer not in WORD_TOKENIZERS:
+            raise DataError("data.preprocess.text.tokenizer: a corpus is tokenized by 'char' or 'word'")
+        return CorpusPreprocessor(
+            text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
+        )
     if text.tokenizer in WORD_TOKENIZERS:
         return TextPreprocessor(
             text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase

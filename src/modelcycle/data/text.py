@@ -48,7 +48,11 @@ class TextEncoder(Estimator, ABC):
         return self.encode(_texts_of(dataset))
 
     def input_schema(self) -> InputSchema:
-        return TEXT_INPUTS
+        return TEXT_INPUTS.model_copy(update={"vocab_size": self.vocabulary_size()})
+
+    @abstractmethod
+    def vocabulary_size(self) -> int:
+        """How many token ids there are."""
 
 
 class TextPreprocessor(TextEncoder):
@@ -81,13 +85,20 @@ class TextPreprocessor(TextEncoder):
         return _WORD.findall(text) if self.tokenizer == "word" else list(text)
 
     def fit(self, dataset: Dataset) -> TextPreprocessor:
-        counts = Counter(token for text in _texts_of(dataset) for token in self.tokenize(text))
+        return self.fit_texts(_texts_of(dataset))
+
+    def fit_texts(self, texts: list[str]) -> TextPreprocessor:
+        """The vocabulary: [PAD], [UNK], then the most frequent tokens (ties in text order)."""
+        counts = Counter(token for text in texts for token in self.tokenize(text))
         ranked = sorted(
             (item for item in counts.items() if item[1] >= self.min_frequency),
             key=lambda item: (-item[1], item[0]),
         )
         self.vocabulary_ = [PAD, UNKNOWN] + [token for token, _ in ranked[: self.vocab_size - 2]]
         return self
+
+    def vocabulary_size(self) -> int:
+        return len(self.vocabulary_)
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """``input_ids`` (len(texts), longest ≤ max_length) int64, right-padded with 0, and the matching
@@ -160,6 +171,9 @@ class PretrainedTextPreprocessor(TextEncoder):
             source = Path(self.source_dir_) / name
             if source.is_file():
                 shutil.copy2(source, target / name)
+
+    def vocabulary_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size())
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)

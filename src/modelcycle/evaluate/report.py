@@ -9,7 +9,7 @@ from modelcycle.bundle import Bundle
 from modelcycle.config import PipelineConfig
 from modelcycle.data import Dataset, load_dataset, split_dataset
 from modelcycle.errors import BundleError, DataError
-from modelcycle.predictor import Predictor, finite_metrics
+from modelcycle.predictor import Predictor
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,11 @@ def evaluate(bundle: Bundle, dataset: Dataset, *, data_name: str | None = None) 
     if len(dataset) == 0:
         raise DataError(f"{dataset.source}: nothing to evaluate (no rows)")
     predictor = Predictor.load(bundle)
-    outputs = predictor.outputs(dataset)
-    targets = predictor.targets(dataset)
-    metrics = finite_metrics(predictor.task, targets, outputs)
+    metrics = predictor.measure(dataset)
+    confusion = None
+    if bundle.manifest.task == "classification":
+        outputs = predictor.outputs(dataset)
+        confusion = predictor.task.confusion_matrix(predictor.encoder.transform(dataset), outputs)
     return EvaluationReport(
         ref=bundle.ref,
         data=data_name or dataset.source,
@@ -37,7 +39,7 @@ def evaluate(bundle: Bundle, dataset: Dataset, *, data_name: str | None = None) 
         task=bundle.manifest.task,
         metrics=metrics,
         labels=bundle.manifest.outputs.labels,
-        confusion_matrix=predictor.task.confusion_matrix(targets, outputs),
+        confusion_matrix=confusion,
     )
 
 

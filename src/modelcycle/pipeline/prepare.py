@@ -13,8 +13,7 @@ from modelcycle.data import make_preprocessor, split_dataset
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.imbalance import balanced_class_weights, oversample
 from modelcycle.data.preprocess import Preprocessor, TargetEncoder
-from modelcycle.models.inference import predict
-from modelcycle.predictor import finite_metrics, metric_targets
+from modelcycle.predictor import finite, model_tensors
 from modelcycle.tasks import TASKS, Task
 from modelcycle.train import TensorSet
 
@@ -29,6 +28,7 @@ class PreparedData:
     preprocessor: Preprocessor
     encoder: TargetEncoder
     tensors: dict[str, TensorSet]
+    metric_targets: dict[str, np.ndarray]
 
     @property
     def num_classes(self) -> int:
@@ -36,8 +36,15 @@ class PreparedData:
 
     def metrics(self, task: Task, model: nn.Module, part: str) -> dict[str, float]:
         """The task's metrics of ``model`` on one part, in the target's own units."""
-        outputs = self.encoder.inverse(predict(model, self.tensors[part].inputs))
-        return finite_metrics(task, metric_targets(self.encoder, self.parts[part]), outputs)
+        tensors = self.tensors[part]
+        return finite(task.measure(model, tensors.inputs, self.metric_targets[part], self.encoder.inverse))
+
+    @property
+    def num_outputs(self) -> int:
+        """Classes, or the vocabulary a language model predicts over."""
+        if self.task == "language_modeling":
+            return self.preprocessor.input_schema().vocab_size or 0
+        return self.num_classes
 
 
 def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
@@ -45,12 +52,12 @@ def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) 
     parts = {name: dataset.take(rows) for name, rows in split.parts().items()}
     preprocessor = make_preprocessor(dataset.kind, config.data.preprocess).fit(parts["train"])
     encoder = TargetEncoder(task_name).fit(parts["train"])
-    tensors = {
-        name: TensorSet(preprocessor.transform(part), encoder.transform(part))
-        for name, part in parts.items()
-        if len(part)
+    converted = {
+        name: model_tensors(preprocessor, encoder, part) for name, part in parts.items() if len(part)
     }
-    return PreparedData(dataset, task_name, parts, preprocessor, encoder, tensors)
+    tensors = {name: TensorSet(item.inputs, item.training_targets) for name, item in converted.items()}
+    metric_targets = {name: item.metric_targets for name, item in converted.items()}
+    return PreparedData(dataset, task_name, parts, preprocessor, encoder, tensors, metric_targets)
 
 
 def task_and_training_rows(config: PipelineConfig, data: PreparedData) -> tuple[Task, TensorSet]:

@@ -45,7 +45,7 @@ def register_model(
         ),
         inputs=data.preprocessor.input_schema(),
         outputs=OutputSchema(
-            tensors=task.output_tensors(data.num_classes),
+            tensors=task.output_tensors(data.num_outputs),
             target=data.dataset.target,
             labels=data.encoder.classes_ or None,
         ),

@@ -116,7 +116,7 @@ def _fit_and_register(
     generator = seed_everything(config.seed)
     task, train_set = task_and_training_rows(config, data)
     model = resolved.architecture.build(
-        data.preprocessor.input_schema(), task.output_dim(data.num_classes), resolved.params
+        data.preprocessor.input_schema(), task.output_dim(data.num_outputs), resolved.params
     )
 
     def log(step: int, record: dict[str, float]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
+from modelcycle.inference import predict
 from modelcycle.plugins import PluginRegistry
 from modelcycle.schema import TensorSpec
 
@@ -21,6 +24,12 @@ class Task(Protocol):
 
     def metrics(self, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]: ...
 
+    def measure(
+        self, model: nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, decode: Decoder
+    ) -> dict[str, float]:
+        """The metrics of ``model`` on ``inputs``; ``decode`` maps raw outputs to the targets' units."""
+        ...
+
     def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> list[list[int]] | None: ...
 
     def output_tensors(self, num_classes: int) -> list[TensorSpec]: ...
@@ -30,8 +39,21 @@ class Task(Protocol):
         ...
 
 
+class WholeOutputs:
+    """``measure`` for tasks whose metrics need every row's outputs at once (classification, regression)."""
+
+    def metrics(self, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def measure(
+        self, model: nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, decode: Decoder
+    ) -> dict[str, float]:
+        return self.metrics(targets, decode(predict(model, inputs)))
+
+
 class TaskFactory(Protocol):
     def __call__(self, class_weights: list[float] | None = None) -> Task: ...
 
 
+Decoder = Callable[[np.ndarray], np.ndarray]
 TASKS: PluginRegistry[TaskFactory] = PluginRegistry("task")

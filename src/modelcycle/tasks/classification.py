@@ -8,7 +8,7 @@ import torch
 from sklearn import metrics as skm
 
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS
+from modelcycle.tasks.base import TASKS, WholeOutputs
 from modelcycle.tasks.calibration import expected_calibration_error
 
 
@@ -34,7 +34,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @TASKS.register("classification")
-class Classification:
+class Classification(WholeOutputs):
     name = "classification"
     primary_metric = "accuracy"
 

@@ -7,11 +7,11 @@ import torch
 from sklearn import metrics as skm
 
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS
+from modelcycle.tasks.base import TASKS, WholeOutputs
 
 
 @TASKS.register("regression")
-class Regression:
+class Regression(WholeOutputs):
     name = "regression"
     primary_metric = "rmse"
 

@@ -1,6 +1,6 @@
 """Training: the loop, optimizers and schedules by name, checkpoints for exact resume, data parallelism."""
 
-from modelcycle.models.inference import predict
+from modelcycle.inference import predict
 from modelcycle.train.loop import FitResult, Hooks, TensorSet, Trainer
 from modelcycle.train.optimizers import OPTIMIZERS
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from modelcycle.config import TrainConfig
 from modelcycle.errors import TrainingError
-from modelcycle.models.inference import to_tensors
+from modelcycle.inference import to_tensors
 from modelcycle.tasks import Task
 from modelcycle.train.checkpoint import Progress, Snapshot, capture_rng, restore_rng
 from modelcycle.train.distributed import Distributed

@@ -1,0 +1,71 @@
+"""A corpus for language modelling: its lines joined into one token stream (characters or words, with a
+vocabulary fitted on the training part), cut into blocks whose targets are the same tokens shifted by one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelcycle.data.dataset import Dataset
+from modelcycle.data.text import TextPreprocessor
+from modelcycle.errors import DataError
+from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
+
+LINE_BREAK = "\n"
+
+
+class CorpusPreprocessor(TextPreprocessor):
+    """``max_length`` is the block size: the context a model is trained on."""
+
+    kind = "corpus"
+
+    def __init__(
+        self,
+        tokenizer: str = "char",
+        max_length: int = 128,
+        vocab_size: int = 20_000,
+        min_frequency: int = 1,
+        lowercase: bool = False,
+    ) -> None:
+        super().__init__(tokenizer, max_length, vocab_size, min_frequency, lowercase)
+
+    def fit(self, dataset: Dataset) -> CorpusPreprocessor:
+        self.fit_texts([self._joined(dataset)])
+        return self
+
+    def _joined(self, dataset: Dataset) -> str:
+        return LINE_BREAK.join(dataset.frame[dataset.features[0]].fillna("").astype(str))
+
+    def stream(self, text: str) -> np.ndarray:
+        """Token ids of a text, unknown tokens as id 1, int64 (tokens,)."""
+        index = {token: position for position, token in enumerate(self.vocabulary_)}
+        return np.asarray([index.get(token, 1) for token in self.tokenize(text)], dtype=np.int64)
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        """Text of token ids (words are joined by spaces); padding is skipped."""
+        tokens = [self.vocabulary_[int(token)] for token in ids if int(token) != 0]
+        return ("" if self.tokenizer == "char" else " ").join(tokens)
+
+    def blocks(self, dataset: Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Non-overlapping blocks of ``max_length`` tokens and their next tokens, both (N, max_length)."""
+        ids = self.stream(self._joined(dataset))
+        count = (len(ids) - 1) // self.max_length
+        if count == 0:
+            raise DataError(
+                f"{dataset.source}: {len(ids)} tokens are too few for one block of {self.max_length}",
+                hint="use more text or a smaller data.preprocess.text.max_length",
+            )
+        usable = count * self.max_length
+        inputs = ids[:usable].reshape(count, self.max_length)
+        targets = ids[1 : usable + 1].reshape(count, self.max_length)
+        return {"input_ids": inputs}, targets
+
+    def transform(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return self.blocks(dataset)[0]
+
+    def input_schema(self) -> InputSchema:
+        return InputSchema(
+            kind="corpus",
+            features=[FeatureSpec(name="text", type="text")],
+            tensors=[TensorSpec(name="input_ids", dtype="int64", shape=[-1, -1])],
+            vocab_size=self.vocabulary_size(),
+        )

@@ -1,0 +1,155 @@
+"""A decoder-only transformer language model trained from scratch (pre-norm blocks, learned positions,
+tied input / output embeddings), with generation that reuses a key / value cache instead of recomputing the
+prefix for every new token."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, PositiveInt, model_validator
+from torch import nn
+
+from modelcycle.errors import ConfigError
+from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
+from modelcycle.models.sampling import sample_next
+from modelcycle.schema import InputSchema
+
+KeyValue = tuple[torch.Tensor, torch.Tensor]
+
+
+class GPTParams(Params):
+    embed_dim: PositiveInt = 128
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    context_length: PositiveInt = 128
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    tie_weights: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTParams:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, params: GPTParams) -> None:
+        super().__init__()
+        self.num_heads = params.num_heads
+        self.dropout = params.dropout
+        self.qkv = nn.Linear(params.embed_dim, 3 * params.embed_dim)
+        self.out = nn.Linear(params.embed_dim, params.embed_dim)
+
+    def forward(self, x: torch.Tensor, cache: KeyValue | None = None) -> tuple[torch.Tensor, KeyValue]:
+        """``x`` (B, T, E); with a cache, ``x`` holds only the new positions, which attend to all of it."""
+        batch, length, width = x.shape
+        q, k, v = (
+            part.view(batch, length, self.num_heads, -1).transpose(1, 2)
+            for part in self.qkv(x).split(width, 2)
+        )
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=cache is None and length > 1
+        )
+        return self.out(y.transpose(1, 2).reshape(batch, length, width)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, params: GPTParams) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(params.embed_dim)
+        self.attention = CausalSelfAttention(params)
+        self.norm2 = nn.LayerNorm(params.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(params.embed_dim, 4 * params.embed_dim),
+            nn.GELU(),
+            nn.Linear(4 * params.embed_dim, params.embed_dim),
+        )
+        self.drop = nn.Dropout(params.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KeyValue | None = None) -> tuple[torch.Tensor, KeyValue]:
+        attended, cache = self.attention(self.norm1(x), cache)
+        x = x + self.drop(attended)
+        return x + self.drop(self.mlp(self.norm2(x))), cache
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size: int, params: GPTParams) -> None:
+        super().__init__()
+        self.context_length = params.context_length
+        self.token_embedding = nn.Embedding(vocab_size, params.embed_dim)
+        self.position_embedding = nn.Embedding(params.context_length, params.embed_dim)
+        self.drop = nn.Dropout(params.dropout)
+        self.blocks = nn.ModuleList(Block(params) for _ in range(params.num_layers))
+        self.norm = nn.LayerNorm(params.embed_dim)
+        self.head = nn.Linear(params.embed_dim, vocab_size, bias=False)
+        if params.tie_weights:
+            self.head.weight = self.token_embedding.weight
+        self.apply(_initialise)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) for ``input_ids`` (B, T), T ≤ context_length."""
+        return self._run(input_ids, None, 0)[0]
+
+    def _run(
+        self, input_ids: torch.Tensor, caches: list[KeyValue] | None, start: int
+    ) -> tuple[torch.Tensor, list[KeyValue]]:
+        length = input_ids.shape[1]
+        if start + length > self.context_length:
+            raise ConfigError(
+                f"a sequence of {start + length} tokens exceeds model.params.context_length "
+                f"{self.context_length}"
+            )
+        positions = torch.arange(start, start + length, device=input_ids.device)
+        x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))
+        new_caches = []
+        for index, block in enumerate(self.blocks):
+            x, cache = block(x, caches[index] if caches is not None else None)
+            new_caches.append(cache)
+        return self.head(self.norm(x)), new_caches
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """``prompt`` (B, T) followed by ``max_new_tokens`` generated ids. With the cache each new token costs
+        one position's work; past the context length the window slides and the cache is rebuilt."""
+        self.eval()
+        tokens = prompt[:, -self.context_length :]
+        new: list[torch.Tensor] = []
+        logits, caches = self._run(tokens, None, 0)
+        for _ in range(max_new_tokens):
+            next_token = sample_next(
+                logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            ).unsqueeze(1)
+            new.append(next_token)
+            tokens = torch.cat([tokens, next_token], dim=1)
+            if not use_cache or tokens.shape[1] > self.context_length:
+                tokens = tokens[:, -self.context_length :]
+                logits, caches = self._run(tokens, None, 0)
+            else:
+                logits, caches = self._run(next_token, caches, tokens.shape[1] - 1)
+        return torch.cat([prompt, *new], dim=1)
+
+
+def _initialise(module: nn.Module) -> None:
+    """GPT-2's initialisation: normal(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def build(inputs: InputSchema, output_dim: int, params: GPTParams) -> nn.Module:
+    return GPT(inputs.vocab_size or output_dim, params)
+
+
+ENTRY = register_architecture(ArchitectureEntry("gpt", ("corpus",), GPTParams, build))
