@@ -148,6 +148,44 @@ class TrainConfig(Section):
     device: str = "auto"
 
 
+class SearchDimension(Section):
+    """One hyper-parameter to search: a float or int range (``log`` for scales like learning rates, ``step``
+    for grids), or a list of ``choices`` (any YAML values, e.g. layer sizes)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs a non-empty choices list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} dimension needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled dimension needs low > 0")
+        return self
+
+
+class TuneConfig(Section):
+    """Hyper-parameter search with Optuna (TPE sampler, median pruner on the per-epoch validation metric).
+    ``space`` maps dotted config keys (as for --set) to dimensions; ``metric`` defaults to the task's own
+    (valid_accuracy, valid_rmse, valid_perplexity)."""
+
+    trials: PositiveInt = 20
+    space: dict[str, SearchDimension]
+    metric: str | None = None
+    direction: Literal["auto", "minimize", "maximize"] = "auto"
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(5, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    timeout_seconds: PositiveInt | None = None
+
+
 class PipelineConfig(Section):
     """The whole pipeline YAML."""
 
@@ -156,6 +194,7 @@ class PipelineConfig(Section):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig | None = None
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the resolved config (for lineage and resume checks)."""

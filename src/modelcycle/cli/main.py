@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 
 from modelcycle import __version__
-from modelcycle.cli import config_cmd, data_cmd, evaluate_cmd, generate_cmd, models_cmd, runs_cmd, train_cmd
+from modelcycle.cli import (
+    config_cmd,
+    data_cmd,
+    evaluate_cmd,
+    generate_cmd,
+    models_cmd,
+    runs_cmd,
+    train_cmd,
+    tune_cmd,
+)
 from modelcycle.cli.render import print_error
 from modelcycle.cli.state import STATE
 from modelcycle.errors import ModelcycleError
@@ -32,6 +41,7 @@ app.add_typer(runs_cmd.app, name="runs")
 app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("generate")(generate_cmd.generate)
+app.command("tune")(tune_cmd.tune)
 
 INTERNAL_ERROR_EXIT = 70
 

@@ -3,6 +3,14 @@ preprocessing → train → evaluate → profile → bundle → register."""
 
 from modelcycle.pipeline.prepare import PreparedData, prepare_data
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
-from modelcycle.pipeline.training import TrainResult, train
+from modelcycle.pipeline.training import TrainResult, fit_model, train
 
-__all__ = ["PreparedData", "ResolvedPipeline", "TrainResult", "prepare_data", "train", "validate"]
+__all__ = [
+    "PreparedData",
+    "ResolvedPipeline",
+    "TrainResult",
+    "fit_model",
+    "prepare_data",
+    "train",
+    "validate",
+]

@@ -19,7 +19,8 @@ from modelcycle.pipeline.publish import register_model
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
 from modelcycle.registry import Registry
 from modelcycle.seeding import seed_everything
-from modelcycle.train import Hooks, Trainer
+from modelcycle.tasks import Task
+from modelcycle.train import FitResult, Hooks, Trainer
 from modelcycle.train import checkpoint as checkpoints
 from modelcycle.train.checkpoint import Snapshot
 from modelcycle.train.distributed import Distributed, from_environment
@@ -100,6 +101,32 @@ def train(
     return result
 
 
+def fit_model(
+    config: PipelineConfig,
+    resolved: ResolvedPipeline,
+    data: PreparedData,
+    hooks: Hooks,
+    *,
+    device: torch.device,
+    distributed: Distributed | None = None,
+    resume: Snapshot | None = None,
+) -> tuple[Task, nn.Module, FitResult]:
+    """Seed, build the network and train it on the prepared data; validation on the valid part is added to
+    ``hooks``. Nothing is registered (tuning trials use this directly)."""
+    generator = seed_everything(config.seed)
+    task, train_set = task_and_training_rows(config, data)
+    model = resolved.architecture.build(
+        data.preprocessor.input_schema(), task.output_dim(data.num_outputs), resolved.params
+    )
+
+    def validate_model(candidate: nn.Module) -> dict[str, float]:
+        return data.metrics(task, candidate, "valid")
+
+    hooks.validate = validate_model if "valid" in data.tensors else None
+    trainer = Trainer(model, task, config.train, device=device, distributed=distributed, hooks=hooks)
+    return task, model, trainer.fit(train_set, generator, resume=resume)
+
+
 def _fit_and_register(
     config: PipelineConfig,
     resolved: ResolvedPipeline,
@@ -113,12 +140,6 @@ def _fit_and_register(
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
 ) -> TrainResult | None:
-    generator = seed_everything(config.seed)
-    task, train_set = task_and_training_rows(config, data)
-    model = resolved.architecture.build(
-        data.preprocessor.input_schema(), task.output_dim(data.num_outputs), resolved.params
-    )
-
     def log(step: int, record: dict[str, float]) -> None:
         registry.runs.log_metrics(run_id, record, step=step)
 
@@ -127,9 +148,6 @@ def _fit_and_register(
         if on_epoch is not None:
             on_epoch(int(record["epoch"]), record)
 
-    def validate_model(candidate: nn.Module) -> dict[str, float]:
-        return data.metrics(task, candidate, "valid")
-
     def save_checkpoint(state: Snapshot) -> None:
         checkpoints.save(
             checkpoint_directory(registry, config), state, config_hash=config.config_hash(), run_id=run_id
@@ -137,13 +155,13 @@ def _fit_and_register(
 
     main = distributed.is_main
     hooks = Hooks(
-        validate=validate_model if "valid" in data.tensors else None,
         on_epoch=log_epoch if main else None,
         on_step=log if main else None,
         checkpoint=save_checkpoint if main else None,
     )
-    trainer = Trainer(model, task, config.train, device=device, distributed=distributed, hooks=hooks)
-    outcome = trainer.fit(train_set, generator, resume=snapshot)
+    task, model, outcome = fit_model(
+        config, resolved, data, hooks, device=device, distributed=distributed, resume=snapshot
+    )
     if not main:
         return None
     metrics = {part: data.metrics(task, model, part) for part in data.tensors}

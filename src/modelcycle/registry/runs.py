@@ -16,7 +16,7 @@ from modelcycle.plugins import did_you_mean
 from modelcycle.registry import db
 
 logger = logging.getLogger(__name__)
-RunStatus = Literal["running", "finished", "failed"]
+RunStatus = Literal["running", "finished", "failed", "pruned"]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class WholeOutputs:
 
 
 class TaskFactory(Protocol):
+    primary_metric: str
+
     def __call__(self, class_weights: list[float] | None = None) -> Task: ...
 
 
