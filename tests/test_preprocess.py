@@ -202,11 +202,11 @@ def test_pretrained_tokenizer_is_copied_into_the_bundle(tmp_path) -> None:
 def test_unknown_tokenizer_is_named(tmp_path) -> None:
     from modelcycle.config import PreprocessConfig, TextConfig
     from modelcycle.data import make_preprocessor
-    from modelcycle.errors import DataError
+    from modelcycle.errors import ConfigError
 
     reviews = load_dataset(DataConfig(source="builtin:rotten_tomatoes")).take(np.arange(10))
     config = PreprocessConfig(text=TextConfig(tokenizer=str(tmp_path / "nowhere")))
     with pytest.raises(
-        DataError, match=r"tokenizer: '.*nowhere' is neither a known tokenizer nor a directory"
+        ConfigError, match=r"tokenizer: '.*nowhere' is neither a built-in model nor a local folder"
     ):
         make_preprocessor("text", config).fit(reviews)
