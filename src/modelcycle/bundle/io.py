@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel, ValidationError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from modelcycle.bundle.files import (
@@ -36,16 +37,33 @@ WEIGHTS = "weights.safetensors"
 M = TypeVar("M", bound=BaseModel)
 
 
+ALIASES = "modelcycle.aliases"  # safetensors metadata: {tied key: the key whose tensor it shares}
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Save a state dict as safetensors; tensors that share storage (tied weights) are stored separately."""
-    seen: set[tuple[int, int]] = set()
+    """Save a state dict as safetensors. A tensor that is another's very storage (tied weights, e.g. a
+    language model's embedding and output layer) is stored once and recorded as an alias."""
+    first_key: dict[tuple[int, int, tuple[int, ...]], str] = {}
     tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
     for key, tensor in state_dict.items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        identity = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
-        tensors[key] = tensor.clone() if identity in seen else tensor
-        seen.add(identity)
-    save_file(tensors, str(path))
+        identity = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()), tuple(tensor.shape))
+        if identity in first_key:
+            aliases[key] = first_key[identity]
+            continue
+        first_key[identity] = key
+        tensors[key] = tensor.detach().to("cpu").contiguous()
+    save_file(tensors, str(path), metadata={ALIASES: json.dumps(aliases)} if aliases else None)
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A state dict saved by ``save_weights``, with tied keys pointing at the same tensor again."""
+    tensors = load_file(str(path), device=str(device))
+    with safe_open(str(path), framework="pt") as stream:
+        metadata = stream.metadata() or {}
+    for alias, original in json.loads(metadata.get(ALIASES, "{}")).items():
+        tensors[alias] = tensors[original]
+    return tensors
 
 
 def manifest_text(manifest: BaseModel) -> str:
@@ -107,7 +125,7 @@ class Bundle:
         return f"{self.manifest.name}@{self.manifest.version}"
 
     def state_dict(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        return load_file(str(self.path / WEIGHTS), device=str(device))
+        return load_weights(self.path / WEIGHTS, device)
 
     def read_json(self, name: str) -> Any:
         """A JSON file of the bundle (e.g. preprocess.json); it was hash-checked on open."""

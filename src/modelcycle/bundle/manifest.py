@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 from pydantic import Field
@@ -15,6 +16,14 @@ FORMAT_VERSION = 1
 Verdict = Literal["passed", "rejected", "unchecked"]
 # Model and variant names become directory names: no separators, no leading dot.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def code_version() -> str:
+    """The modelcycle release that wrote a bundle (for lineage)."""
+    try:
+        return f"modelcycle {version('modelcycle')}"
+    except PackageNotFoundError:
+        return "modelcycle (not installed)"
 
 
 def utc_now() -> str:

@@ -18,6 +18,7 @@ from modelcycle.cli import (
     data_cmd,
     evaluate_cmd,
     generate_cmd,
+    import_cmd,
     models_cmd,
     runs_cmd,
     train_cmd,
@@ -42,6 +43,7 @@ app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("generate")(generate_cmd.generate)
 app.command("tune")(tune_cmd.tune)
+app.command("import")(import_cmd.import_checkpoint)
 
 INTERNAL_ERROR_EXIT = 70
 

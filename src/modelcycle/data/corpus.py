@@ -6,44 +6,31 @@ from __future__ import annotations
 import numpy as np
 
 from modelcycle.data.dataset import Dataset
-from modelcycle.data.text import TextPreprocessor
+from modelcycle.data.estimator import Estimator
+from modelcycle.data.text import TextPreprocessor, TokenizerFiles
 from modelcycle.errors import DataError
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 
 LINE_BREAK = "\n"
 
 
-class CorpusPreprocessor(TextPreprocessor):
-    """``max_length`` is the block size: the context a model is trained on."""
+class CorpusBlocks:
+    """A corpus's lines joined into one token stream and cut into training blocks. ``max_length`` is the
+    block size: the context a model is trained on."""
 
-    kind = "corpus"
+    max_length: int
 
-    def __init__(
-        self,
-        tokenizer: str = "char",
-        max_length: int = 128,
-        vocab_size: int = 20_000,
-        min_frequency: int = 1,
-        lowercase: bool = False,
-    ) -> None:
-        super().__init__(tokenizer, max_length, vocab_size, min_frequency, lowercase)
+    def stream(self, text: str) -> np.ndarray:
+        raise NotImplementedError
 
-    def fit(self, dataset: Dataset) -> CorpusPreprocessor:
-        self.fit_texts([self._joined(dataset)])
-        return self
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        raise NotImplementedError
+
+    def vocabulary_size(self) -> int:
+        raise NotImplementedError
 
     def _joined(self, dataset: Dataset) -> str:
         return LINE_BREAK.join(dataset.frame[dataset.features[0]].fillna("").astype(str))
-
-    def stream(self, text: str) -> np.ndarray:
-        """Token ids of a text, unknown tokens as id 1, int64 (tokens,)."""
-        index = {token: position for position, token in enumerate(self.vocabulary_)}
-        return np.asarray([index.get(token, 1) for token in self.tokenize(text)], dtype=np.int64)
-
-    def decode(self, ids: list[int] | np.ndarray) -> str:
-        """Text of token ids (words are joined by spaces); padding is skipped."""
-        tokens = [self.vocabulary_[int(token)] for token in ids if int(token) != 0]
-        return ("" if self.tokenizer == "char" else " ").join(tokens)
 
     def blocks(self, dataset: Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Non-overlapping blocks of ``max_length`` tokens and their next tokens, both (N, max_length)."""
@@ -69,3 +56,55 @@ class CorpusPreprocessor(TextPreprocessor):
             tensors=[TensorSpec(name="input_ids", dtype="int64", shape=[-1, -1])],
             vocab_size=self.vocabulary_size(),
         )
+
+
+class CorpusPreprocessor(CorpusBlocks, TextPreprocessor):
+    """Characters or words, with a vocabulary fitted on the training part."""
+
+    kind = "corpus"
+
+    def __init__(
+        self,
+        tokenizer: str = "char",
+        max_length: int = 128,
+        vocab_size: int = 20_000,
+        min_frequency: int = 1,
+        lowercase: bool = False,
+    ) -> None:
+        super().__init__(tokenizer, max_length, vocab_size, min_frequency, lowercase)
+
+    vocabulary_size = TextPreprocessor.vocabulary_size  # CorpusBlocks comes first in the MRO
+
+    def fit(self, dataset: Dataset) -> CorpusPreprocessor:
+        self.fit_texts([self._joined(dataset)])
+        return self
+
+    def stream(self, text: str) -> np.ndarray:
+        """Token ids of a text, unknown tokens as id 1, int64 (tokens,)."""
+        index = {token: position for position, token in enumerate(self.vocabulary_)}
+        return np.asarray([index.get(token, 1) for token in self.tokenize(text)], dtype=np.int64)
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        """Text of token ids (words are joined by spaces); padding is skipped."""
+        tokens = [self.vocabulary_[int(token)] for token in ids if int(token) != 0]
+        return ("" if self.tokenizer == "char" else " ").join(tokens)
+
+
+class PretrainedCorpusPreprocessor(TokenizerFiles, CorpusBlocks, Estimator):
+    """A pretrained language model's own tokenizer (a checkpoint folder, a GGUF file or a built-in name)."""
+
+    kind = "pretrained_corpus"
+
+    def __init__(self, tokenizer: str, max_length: int = 128) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def fit(self, dataset: Dataset) -> PretrainedCorpusPreprocessor:
+        self.locate()
+        return self
+
+    def stream(self, text: str) -> np.ndarray:
+        return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        return str(self._tokenizer.decode([int(token) for token in ids]))

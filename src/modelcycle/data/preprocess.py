@@ -14,10 +14,10 @@ import pandas as pd
 
 from modelcycle.config import PreprocessConfig
 from modelcycle.data.columns import label_text
-from modelcycle.data.corpus import CorpusPreprocessor
+from modelcycle.data.corpus import CorpusPreprocessor, PretrainedCorpusPreprocessor
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
-from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor
+from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor, TokenizerFiles
 from modelcycle.errors import BundleError, DataError
 from modelcycle.schema import DataKind, FeatureSpec, InputSchema, TensorSpec
 
@@ -213,6 +213,7 @@ _KINDS: dict[str, type] = {
     "text": TextPreprocessor,
     "pretrained_text": PretrainedTextPreprocessor,
     "corpus": CorpusPreprocessor,
+    "pretrained_corpus": PretrainedCorpusPreprocessor,
 }
 
 
@@ -234,7 +235,7 @@ def make_preprocessor(kind: DataKind, config: PreprocessConfig) -> Preprocessor:
     text = config.text
     if kind == "corpus":
         if text.tokenizer not in WORD_TOKENIZERS:
-            raise DataError("data.preprocess.text.tokenizer: a corpus is tokenized by 'char' or 'word'")
+            return PretrainedCorpusPreprocessor(text.tokenizer, text.max_length)
         return CorpusPreprocessor(
             text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
         )
@@ -254,7 +255,7 @@ def preprocessor_from_state(state: dict[str, Any], base_dir: Path | None = None)
             setattr(instance, key, value)
     except (KeyError, TypeError) as error:
         raise BundleError(f"preprocess.json: unreadable preprocessing state ({error})") from None
-    if isinstance(instance, PretrainedTextPreprocessor):
+    if isinstance(instance, TokenizerFiles):
         instance.load_from(base_dir)
     return instance
 

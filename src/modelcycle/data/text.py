@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
@@ -16,7 +18,7 @@ from tokenizers import Tokenizer
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
 from modelcycle.errors import BundleError, DataError
-from modelcycle.packages import model_directory
+from modelcycle.packages import BUILTIN_GGUF, causal_lm_source, model_directory
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 
 PAD, UNKNOWN = "[PAD]", "[UNK]"
@@ -115,25 +117,34 @@ def _texts_of(dataset: Dataset) -> list[str]:
 
 
 def resolve_tokenizer_dir(name: str) -> Path:
-    """The folder holding ``tokenizer.json`` for a built-in model name or a local checkpoint path."""
+    """The folder holding ``tokenizer.json`` for a model name or path. A GGUF model's tokenizer lives inside
+    its file, so it is written out (by transformers) to a temporary folder first."""
+    if name in BUILTIN_GGUF or name.endswith(".gguf"):
+        folder, gguf_file = causal_lm_source(name, field="data.preprocess.text.tokenizer")
+        import transformers  # heavy: only for GGUF tokenizers
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                folder, gguf_file=gguf_file, local_files_only=True
+            )
+        target = Path(tempfile.mkdtemp(prefix="modelcycle-tokenizer-"))
+        tokenizer.save_pretrained(target)
+        return target
     return model_directory(name, "tokenizer.json", field="data.preprocess.text.tokenizer")
 
 
-class PretrainedTextPreprocessor(TextEncoder):
-    """A pretrained model's own tokenizer (Hugging Face ``tokenizers``), cut at ``max_length`` and padded to
-    the longest text of each call; outputs ``input_ids`` and ``attention_mask``."""
+class TokenizerFiles:
+    """A pretrained tokenizer read from ``tokenizer.json`` with the ``tokenizers`` library: found when fitted,
+    copied into the bundle, and loaded from the bundle afterwards."""
 
-    kind = "pretrained_text"
+    tokenizer: str
+    source_dir_: str
+    _tokenizer: Tokenizer
 
-    def __init__(self, tokenizer: str, max_length: int = 128) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def fit(self, dataset: Dataset) -> PretrainedTextPreprocessor:
-        """Nothing is learned from the data; the tokenizer's files are located and loaded."""
+    def locate(self) -> None:
         self.source_dir_ = str(resolve_tokenizer_dir(self.tokenizer))
         self._load(Path(self.source_dir_))
-        return self
 
     def load_from(self, bundle_dir: Path | None) -> None:
         """Load the tokenizer copied into a bundle (or, outside a bundle, from where it was fitted)."""
@@ -143,11 +154,7 @@ class PretrainedTextPreprocessor(TextEncoder):
         self._load(directory)
 
     def _load(self, directory: Path) -> None:
-        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        padding = tokenizer.padding or {}
-        tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", PAD))
-        tokenizer.enable_truncation(self.max_length)
-        self._tokenizer = tokenizer
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
 
     def copy_files(self, bundle_dir: Path) -> None:
         """Copy the tokenizer's files into ``bundle_dir/tokenizer`` so the bundle stands alone."""
@@ -160,6 +167,30 @@ class PretrainedTextPreprocessor(TextEncoder):
 
     def vocabulary_size(self) -> int:
         return int(self._tokenizer.get_vocab_size())
+
+
+class PretrainedTextPreprocessor(TokenizerFiles, TextEncoder):
+    """A pretrained model's own tokenizer, cut at ``max_length`` and padded to the longest text of each call;
+    outputs ``input_ids`` and ``attention_mask``."""
+
+    kind = "pretrained_text"
+
+    def __init__(self, tokenizer: str, max_length: int = 128) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def fit(self, dataset: Dataset) -> PretrainedTextPreprocessor:
+        """Nothing is learned from the data; the tokenizer's files are located and loaded."""
+        self.locate()
+        return self
+
+    def _load(self, directory: Path) -> None:
+        super()._load(directory)
+        padding = self._tokenizer.padding or {}
+        self._tokenizer.enable_padding(
+            pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", PAD)
+        )
+        self._tokenizer.enable_truncation(self.max_length)
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)

@@ -73,13 +73,13 @@ def build(inputs: InputSchema, output_dim: int, params: HFParams) -> nn.Module:
         )
     model = HFClassifier(encoder, output_dim, params)
     if params.encoder_config is None and params.lora is not None:
-        model.encoder = _with_lora(encoder, params.lora)
+        model.encoder = with_lora(encoder, params.lora)
     elif params.encoder_config is None and not params.train_encoder:
         model.encoder.requires_grad_(False)
     return model
 
 
-def _with_lora(encoder: nn.Module, lora: LoraParams) -> nn.Module:
+def with_lora(encoder: nn.Module, lora: LoraParams) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from torch import nn
 
 from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, OutputSchema
+from modelcycle.bundle.manifest import code_version
 from modelcycle.config import PipelineConfig
 from modelcycle.data import profile_dataset
 from modelcycle.data.preprocess import CarriesFiles
@@ -15,13 +14,6 @@ from modelcycle.pipeline.resolve import ResolvedPipeline
 from modelcycle.registry import Registry
 from modelcycle.tasks import Task
 from modelcycle.train import FitResult
-
-
-def code_version() -> str:
-    try:
-        return f"modelcycle {version('modelcycle')}"
-    except PackageNotFoundError:
-        return "modelcycle (not installed)"
 
 
 def register_model(

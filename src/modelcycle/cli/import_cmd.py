@@ -1,0 +1,31 @@
+"""``modelcycle import SOURCE --name NAME``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelcycle.cli.options import JsonFlag
+from modelcycle.cli.render import emit_json, say
+from modelcycle.cli.state import open_registry
+
+
+def import_checkpoint(
+    source: Annotated[
+        str, typer.Argument(help="builtin:smollm2, a .gguf file, or a local Hugging Face folder.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Registered model name.")],
+    context_length: Annotated[
+        int, typer.Option("--context-length", min=1, help="Block size for corpora.")
+    ] = 512,
+    json_output: JsonFlag = False,
+) -> None:
+    """Register a pretrained causal language model as a bundle, without training."""
+    from modelcycle.importer import import_model
+
+    bundle = import_model(source, name, open_registry(), context_length=context_length)
+    if json_output:
+        emit_json({"ref": bundle.ref, "path": str(bundle.path), "task": bundle.manifest.task})
+        return
+    say(f"imported {source} as {bundle.ref} at {bundle.path}", style="bold")
