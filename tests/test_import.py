@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,7 +56,36 @@ def test_smollm2_lora_example_fine_tunes_and_merges(registry: Registry) -> None:
     assert torch.isfinite(torch.tensor(result.metrics["test"]["loss"]))
 
 
-def test_an_encoder_cannot_be_imported_without_a_head(cli) -> None:
-    result = cli("import", "builtin:minilm", "--name", "minilm")
-    assert result.exit_code == 2
-    assert "encoder without a task head" in result.stderr
+@pytest.mark.slow
+def test_import_minilm_as_sentence_embeddings(registry: Registry, cli) -> None:
+    import pandas as pd
+    import transformers
+
+    from modelcycle.bundle import Bundle
+    from modelcycle.data import Dataset
+    from modelcycle.packages import model_directory
+    from modelcycle.predictor import Predictor
+
+    imported = json.loads(cli("import", "builtin:minilm", "--name", "minilm", "--json").stdout)
+    assert imported["task"] == "embedding"
+    predictor = Predictor.load(Bundle(registry.resolve("minilm").path))
+    texts = [
+        "A gripping, beautifully acted film.",
+        "A moving and well acted movie.",
+        "The invoice is overdue.",
+    ]
+    frame = pd.DataFrame({"text": texts})
+    vectors = predictor.outputs(Dataset("texts", "text", None, frame, None, {"text": "text"}))
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    # the sentence-transformers recipe (mean pooling + L2 normalisation) computed directly
+    folder = model_directory("builtin:minilm", "config.json", field="test")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)

@@ -27,7 +27,11 @@ class LoraParams(Params):
 
 
 class HFParams(Params):
+    """``output``: ``head`` (a linear layer for the task) or ``embedding`` (the pooled, L2-normalised
+    sentence embedding itself, as sentence-transformers computes it; for imported encoders)."""
+
     checkpoint: str = "builtin:minilm"
+    output: Literal["head", "embedding"] = "head"
     pooling: Literal["mean", "cls"] = "mean"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lora: LoraParams | None = None
@@ -43,19 +47,24 @@ class HFParams(Params):
         return self
 
 
-class HFClassifier(nn.Module):
+class PretrainedEncoder(nn.Module):
     def __init__(self, encoder: Any, output_dim: int, params: HFParams) -> None:
         """``encoder`` is a transformers model (its config says how wide its hidden states are)."""
         super().__init__()
         self.encoder = encoder
         self.pooling = params.pooling
+        self.embedding = params.output == "embedding"
         hidden = int(encoder.config.hidden_size)
-        self.head = nn.Sequential(nn.Dropout(params.dropout), nn.Linear(hidden, output_dim))
+        self.head = (
+            nn.Identity()
+            if self.embedding
+            else nn.Sequential(nn.Dropout(params.dropout), nn.Linear(hidden, output_dim))
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = states[:, 0] if self.pooling == "cls" else masked_mean(states, attention_mask)
-        return self.head(pooled)
+        return nn.functional.normalize(pooled, dim=-1) if self.embedding else self.head(pooled)
 
 
 def build(inputs: InputSchema, output_dim: int, params: HFParams) -> nn.Module:
@@ -71,7 +80,7 @@ def build(inputs: InputSchema, output_dim: int, params: HFParams) -> nn.Module:
             model_directory(params.checkpoint, "config.json", field="model.params.checkpoint"),
             local_files_only=True,
         )
-    model = HFClassifier(encoder, output_dim, params)
+    model = PretrainedEncoder(encoder, output_dim, params)
     if params.encoder_config is None and params.lora is not None:
         model.encoder = with_lora(encoder, params.lora)
     elif params.encoder_config is None and not params.train_encoder:
@@ -95,7 +104,7 @@ def with_lora(encoder: nn.Module, lora: LoraParams) -> nn.Module:
 
 def finalize(model: nn.Module, params: HFParams) -> tuple[nn.Module, HFParams]:
     """Merge LoRA adapters into the encoder and record its config, for a bundle that stands alone."""
-    if not isinstance(model, HFClassifier):
+    if not isinstance(model, PretrainedEncoder):
         return model, params
     encoder: Any = model.encoder
     if params.lora is not None:

@@ -1,6 +1,6 @@
 """Tasks by name: each module registers itself with ``TASKS`` on import."""
 
-from modelcycle.tasks import classification, language_modeling, regression
+from modelcycle.tasks import classification, embedding, language_modeling, regression
 from modelcycle.tasks.base import TASKS, Task
 
-__all__ = ["TASKS", "Task", "classification", "language_modeling", "regression"]
+__all__ = ["TASKS", "Task", "classification", "embedding", "language_modeling", "regression"]
