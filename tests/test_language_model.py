@@ -102,36 +102,19 @@ def test_tiny_gpt_trains_evaluates_and_generates(registry: Registry, cli) -> Non
     assert result.metrics["valid"]["perplexity"] < vocabulary / 2, "better than guessing among the characters"
     evaluated = json.loads(cli("evaluate", result.ref, "--json").stdout)
     assert evaluated["metrics"]["perplexity"] == pytest.approx(result.metrics["test"]["perplexity"])
-    first = json.loads(
-        cli(
-            "generate",
-            result.ref,
-            "--prompt",
-            "HAMLET",
-            "--max-tokens",
-            "40",
-            "--seed",
-            "7",
-            "--top-k",
-            "10",
-            "--json",
-        ).stdout
-    )
-    again = json.loads(
-        cli(
-            "generate",
-            result.ref,
-            "--prompt",
-            "HAMLET",
-            "--max-tokens",
-            "40",
-            "--seed",
-            "7",
-            "--top-k",
-            "10",
-            "--json",
-        ).stdout
-    )
+    command = [
+        "generate",
+        result.ref,
+        "--prompt",
+        "HAMLET",
+        "--max-tokens",
+        "40",
+        "--seed",
+        "7",
+        "--top-k",
+        "10",
+    ]
+    first, again = (json.loads(cli(*command, "--json").stdout) for _ in range(2))
     assert first == again
     assert first["usage"] == {"prompt_tokens": 6, "completion_tokens": 40}
     assert len(first["text"]) == 40

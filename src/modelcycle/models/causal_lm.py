@@ -14,7 +14,7 @@ from torch import nn
 
 from modelcycle.errors import ConfigError
 from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
-from modelcycle.models.hf import LoraParams, with_lora
+from modelcycle.models.hf import LoraParams, merge_adapters, with_lora
 from modelcycle.models.sampling import sample_next
 from modelcycle.packages import causal_lm_source
 from modelcycle.schema import InputSchema
@@ -104,10 +104,7 @@ def build(inputs: InputSchema, output_dim: int, params: CausalLMParams) -> nn.Mo
 def finalize(model: nn.Module, params: CausalLMParams) -> tuple[nn.Module, CausalLMParams]:
     if not isinstance(model, CausalLM):
         return model, params
-    network: Any = model.network
-    if params.lora is not None:
-        network = network.merge_and_unload()
-        model.network = network
+    model.network = network = merge_adapters(model.network, params.lora)
     config = {key: value for key, value in network.config.to_dict().items() if key != "quantization_config"}
     return model, params.model_copy(
         update={"lora": None, "merged_lora": params.lora, "network_config": config}

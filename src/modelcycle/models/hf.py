@@ -102,14 +102,16 @@ def with_lora(encoder: nn.Module, lora: LoraParams) -> nn.Module:
         raise ConfigError(f"model.params.lora.target_modules: {error}") from None
 
 
+def merge_adapters(network: Any, lora: LoraParams | None) -> Any:
+    """The network with its LoRA adapters folded into the base weights (W + B·A·alpha/r), or as it is."""
+    return network.merge_and_unload() if lora is not None else network
+
+
 def finalize(model: nn.Module, params: HFParams) -> tuple[nn.Module, HFParams]:
     """Merge LoRA adapters into the encoder and record its config, for a bundle that stands alone."""
     if not isinstance(model, PretrainedEncoder):
         return model, params
-    encoder: Any = model.encoder
-    if params.lora is not None:
-        encoder = encoder.merge_and_unload()
-        model.encoder = encoder
+    model.encoder = encoder = merge_adapters(model.encoder, params.lora)
     config = encoder.config.to_dict()
     final = params.model_copy(update={"lora": None, "merged_lora": params.lora, "encoder_config": config})
     return model, final
