@@ -22,7 +22,7 @@ def test_import_smollm2_and_generate(registry: Registry, cli) -> None:
     assert (imported["ref"], imported["task"]) == ("smollm2@1", "language_modeling")
     bundle = registry.open("smollm2")
     assert bundle.manifest.architecture.params["network_config"]["model_type"] == "llama"
-    assert "tokenizer/tokenizer.json" in bundle.manifest.files
+    assert {"tokenizer/tokenizer.json", "tokenizer/chat_template.jinja"} <= set(bundle.manifest.files)
     weights = bundle.state_dict()
     assert sum(t.numel() for name, t in weights.items() if name != "network.lm_head.weight") == 134_515_008
     assert weights["network.lm_head.weight"] is weights["network.model.embed_tokens.weight"], (

@@ -24,7 +24,14 @@ from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 PAD, UNKNOWN = "[PAD]", "[UNK]"
 WORD_TOKENIZERS = ("word", "char")
 _WORD = re.compile(r"\w+|[^\w\s]")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# The chat template travels too: serving a chat model needs it (transformers 5 writes it as its own file).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "chat_template.jinja",
+)
 BUNDLE_TOKENIZER_DIR = "tokenizer"
 # Every text model takes the same two tensors, whichever tokenizer made them.
 TEXT_INPUTS = InputSchema(
