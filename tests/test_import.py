@@ -89,3 +89,9 @@ def test_import_minilm_as_sentence_embeddings(registry: Registry, cli) -> None:
     mask = batch["attention_mask"].unsqueeze(-1).float()
     expected = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_import_task_must_match_the_model(cli) -> None:
+    result = cli("import", "builtin:minilm", "--name", "minilm", "--task", "language_modeling")
+    assert result.exit_code == 2
+    assert "imports for embedding, not language_modeling" in result.stderr

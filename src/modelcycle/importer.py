@@ -15,6 +15,7 @@ from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, Out
 from modelcycle.bundle.manifest import code_version
 from modelcycle.data.corpus import PretrainedCorpusPreprocessor
 from modelcycle.data.text import PretrainedTextPreprocessor
+from modelcycle.errors import ConfigError
 from modelcycle.models import ARCHITECTURES
 from modelcycle.models.causal_lm import CausalLMParams
 from modelcycle.models.hf import HFParams
@@ -25,10 +26,19 @@ from modelcycle.tasks import TASKS
 CAUSAL_LM, ENCODER = "hf_causal_lm", "hf"
 
 
-def import_model(source: str, name: str, registry: Registry, *, context_length: int = 512) -> Bundle:
-    """Register ``source`` as the next version of ``name``. ``context_length`` is the block size used when
-    the bundle is later evaluated or fine-tuned on a corpus."""
-    if is_encoder(source):
+def import_model(
+    source: str, name: str, registry: Registry, *, task: str | None = None, context_length: int = 512
+) -> Bundle:
+    """Register ``source`` as the next version of ``name``: an encoder as an ``embedding`` model, a causal LM
+    as a ``language_modeling`` one (``task``, when given, must be that one). ``context_length`` is the block
+    size used when the bundle is later evaluated or fine-tuned on a corpus."""
+    detected = "embedding" if is_encoder(source) else "language_modeling"
+    if task is not None and task != detected:
+        raise ConfigError(
+            f"--task: {source} imports for {detected}, not {task}",
+            hint="fine-tune it for other tasks with a training config (model.arch: hf)",
+        )
+    if detected == "embedding":
         return _import_encoder(source, name, registry, max_length=context_length)
     entry = ARCHITECTURES.get(CAUSAL_LM)
     params = CausalLMParams(checkpoint=source)

@@ -19,12 +19,15 @@ def import_checkpoint(
     context_length: Annotated[
         int, typer.Option("--context-length", min=1, help="Block size for corpora.")
     ] = 512,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Expected task: language_modeling or embedding (checked).")
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Register a pretrained causal language model as a bundle, without training."""
     from modelcycle.importer import import_model
 
-    bundle = import_model(source, name, open_registry(), context_length=context_length)
+    bundle = import_model(source, name, open_registry(), task=task, context_length=context_length)
     if json_output:
         emit_json({"ref": bundle.ref, "path": str(bundle.path), "task": bundle.manifest.task})
         return

@@ -33,6 +33,7 @@ class ArchitectureEntry:
     # Turns a trained network into the form a bundle stores (e.g. LoRA merged), with the parameters that
     # rebuild that form; the identity by default.
     finalize: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
+    tasks: tuple[str, ...] = ("classification", "regression")
 
     def for_bundle(self, model: nn.Module, params: Params) -> tuple[nn.Module, Params]:
         return self.finalize(model, params) if self.finalize is not None else (model, params)
@@ -51,13 +52,16 @@ class ArchitectureEntry:
                 f"architecture '{self.name}': " + "; ".join(problems), hint=f"parameters: {known}"
             ) from None
 
-    def check_input(self, kind: DataKind, source: str) -> None:
+    def check_input(self, kind: DataKind, task: str, source: str) -> None:
+        """Refuse data this architecture cannot read, or a task it cannot do, before any training."""
         if kind not in self.input_kinds:
             raise ConfigError(
                 f"model.arch: '{self.name}' takes {' or '.join(self.input_kinds)} data, "
                 f"but {source} is {kind} data",
                 hint="choose an architecture for this kind of data (see `modelcycle config schema`)",
             )
+        if task not in self.tasks:
+            raise ConfigError(f"model.arch: '{self.name}' does {' or '.join(self.tasks)}, not {task}")
 
 
 ARCHITECTURES: PluginRegistry[ArchitectureEntry] = PluginRegistry("architecture")

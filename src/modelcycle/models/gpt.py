@@ -152,4 +152,6 @@ def build(inputs: InputSchema, output_dim: int, params: GPTParams) -> nn.Module:
     return GPT(inputs.vocab_size or output_dim, params)
 
 
-ENTRY = register_architecture(ArchitectureEntry("gpt", ("corpus",), GPTParams, build))
+ENTRY = register_architecture(
+    ArchitectureEntry("gpt", ("corpus",), GPTParams, build, tasks=("language_modeling",))
+)

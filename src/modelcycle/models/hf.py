@@ -117,4 +117,13 @@ def finalize(model: nn.Module, params: HFParams) -> tuple[nn.Module, HFParams]:
     return model, final
 
 
-ENTRY = register_architecture(ArchitectureEntry("hf", ("text",), HFParams, build, finalize=finalize))
+ENTRY = register_architecture(
+    ArchitectureEntry(
+        "hf",
+        ("text",),
+        HFParams,
+        build,
+        finalize=finalize,
+        tasks=("classification", "regression", "embedding"),
+    )
+)

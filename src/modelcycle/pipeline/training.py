@@ -61,7 +61,7 @@ def train(
             f"data.target: {dataset.source} needs a target column to train on",
             hint="set data.target to the column to predict",
         )
-    resolved.architecture.check_input(dataset.kind, dataset.source)
+    resolved.architecture.check_input(dataset.kind, dataset.task, dataset.source)
     data = prepare_data(config, dataset, dataset.task)
     data_fingerprint = fingerprint(dataset)
     directory = checkpoint_directory(registry, config)
