@@ -52,6 +52,7 @@ def test_top_k_and_top_p_filtering() -> None:
     assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist() == [[True, True, False, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist() == [[True, True, True, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.01)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.0)).tolist() == [[True, False, False, False]]
     assert sample_next(logits, temperature=0).item() == 0
     generator = torch.Generator().manual_seed(0)
     draws = [sample_next(logits, top_k=1, generator=generator).item() for _ in range(20)]
@@ -125,3 +126,18 @@ def test_generate_refuses_a_classifier(registry: Registry, cli) -> None:
     result = cli("generate", ref, "--prompt", "x")
     assert result.exit_code == 2
     assert "does not generate text" in result.stderr
+
+
+def test_a_prompt_without_known_tokens_is_a_clear_error(registry: Registry, cli) -> None:
+    overrides = [
+        *SMALL,
+        "train.epochs=1",
+        "data.max_rows=300",
+        "data.preprocess.text.tokenizer=word",
+        "data.preprocess.text.max_length=16",
+        "model.params.context_length=16",
+    ]
+    ref = train(load_config(EXAMPLES / "tiny-gpt.yaml", overrides), registry).ref
+    result = cli("generate", ref)
+    assert result.exit_code == 2
+    assert "holds no token" in result.stderr

@@ -17,7 +17,7 @@ import torch
 from pydantic import ValidationError
 
 from modelcycle.config import OptimizerConfig, ScheduleConfig, TrainConfig, load_config
-from modelcycle.errors import ConfigError
+from modelcycle.errors import ConfigError, TrainingError
 from modelcycle.pipeline import train
 from modelcycle.registry import Registry
 from modelcycle.tasks.classification import Classification
@@ -73,7 +73,7 @@ def fitted_weights(config: TrainConfig, data: TensorSet) -> dict[str, torch.Tens
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch() -> None:
-    data = tiny_classification()
+    data = tiny_classification(rows=48)  # the epoch's last group holds a single micro-batch
     base = {"epochs": 3, "optimizer": OptimizerConfig(name="sgd", lr=0.1)}
     whole = fitted_weights(TrainConfig(batch_size=32, **base), data)
     halves = fitted_weights(TrainConfig(batch_size=16, accumulate_steps=2, **base), data)
@@ -155,8 +155,9 @@ from modelcycle.registry import Registry
 from modelcycle.train import loop
 
 original = loop.Trainer._train_batch
-def train_batch(self, train_set, targets, rows, progress, *, boundary):
-    original(self, train_set, targets, rows, progress, boundary=boundary)
+def train_batch(self, train_set, targets, rows, progress, **options):
+    original(self, train_set, targets, rows, progress, **options)
+    boundary = options["boundary"]
     if progress.global_step == int(sys.argv[3]) and boundary:
         print("ready to die", flush=True)
         time.sleep(120)
@@ -215,6 +216,15 @@ def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path) -> None:
     assert not checkpoint_dir.exists(), "checkpoints are discarded once the version is registered"
 
 
+def test_a_fresh_run_discards_an_abandoned_runs_checkpoints(registry: Registry) -> None:
+    config = load_config(CANCER, ["train.epochs=2"])
+    stale = registry.home / "checkpoints" / config.name / "step-000000013-epoch-0001"
+    stale.mkdir(parents=True)
+    result = train(config, registry)
+    assert result is not None
+    assert not stale.parent.exists()
+
+
 def test_resume_needs_a_checkpoint_of_the_same_config(registry: Registry) -> None:
     config = load_config(CANCER, ["train.epochs=2"])
     with pytest.raises(ConfigError, match="no checkpoint of this config"):
@@ -254,3 +264,17 @@ def test_two_process_data_parallel_training_reaches_the_bar(tmp_path: Path) -> N
     assert payload["ref"] == "digits-cnn@1"
     assert payload["metrics"]["test"]["accuracy"] >= 0.97
     assert len(Registry(tmp_path / "home").list_versions("digits-cnn")) == 1, "only rank 0 registers"
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(registry: Registry) -> None:
+    config = load_config(CANCER, ["train.epochs=2"])
+    directory = registry.home / "checkpoints" / config.name
+    directory.mkdir(parents=True)
+    (directory / "latest.json").write_text("{not json")
+    with pytest.raises(TrainingError, match="is unreadable"):
+        train(config, registry, resume=True)
+    (directory / "latest.json").write_text(
+        json.dumps({"checkpoint": "gone", "config_hash": config.config_hash(), "run_id": "r"})
+    )
+    with pytest.raises(TrainingError, match="is damaged"):
+        train(config, registry, resume=True)

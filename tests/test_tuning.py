@@ -62,6 +62,11 @@ def test_search_registers_the_best_trial_and_resumes(registry: Registry, cli) ->
             r"tune\.space\.train\.batch_size: -4",
         ),
         (["tune.space={x: {type: float, low: 1, high: 0}}"], "needs low < high"),
+        (
+            ["tune.space={x: {type: float, low: 0.1, high: 1, log: true, step: 0.1}}"],
+            "either log-scaled or stepped",
+        ),
+        (["tune.space={x: {type: int, low: 1, high: 9, step: 0.5}}"], "step is a whole number"),
     ],
 )
 def test_bad_search_spaces_are_refused_before_any_trial(
@@ -75,3 +80,16 @@ def test_bad_search_spaces_are_refused_before_any_trial(
 def test_a_config_without_a_search_is_named(registry: Registry) -> None:
     with pytest.raises(ConfigError, match="has no tune: section"):
         tune(load_config(EXAMPLES / "digits-cnn.yaml"), registry)
+
+
+def test_diverging_trials_fail_alone_and_are_recorded(registry: Registry) -> None:
+    overrides = [
+        *QUICK,
+        "train.epochs=1",
+        "tune.space={train.optimizer.lr: {type: float, low: 1e25, high: 1e30, log: true}}",
+    ]
+    with pytest.raises(ConfigError, match="no trial completed"):
+        tune(load_config(CANCER, overrides), registry, trials=2)
+    runs = registry.runs.recent()
+    assert [run.status for run in runs] == ["failed", "failed"]
+    assert all("the loss became" in (run.error or "") for run in runs)

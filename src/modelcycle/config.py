@@ -168,6 +168,10 @@ class SearchDimension(Section):
             raise ValueError(f"a {self.type} dimension needs low < high")
         elif self.log and self.low <= 0:
             raise ValueError("a log-scaled dimension needs low > 0")
+        elif self.log and self.step is not None:
+            raise ValueError("a dimension is either log-scaled or stepped, not both")
+        elif self.type == "int" and self.step is not None and (self.step < 1 or self.step != int(self.step)):
+            raise ValueError("an int dimension's step is a whole number of at least 1")
         return self
 
 

@@ -114,6 +114,11 @@ def generate(
             hint="generate with a language-model bundle, e.g. tiny-gpt",
         )
     ids = preprocessor.stream(prompt or LINE_BREAK)
+    if len(ids) == 0:
+        raise ConfigError(
+            f"--prompt: {prompt!r} holds no token {predictor.bundle.ref} knows",
+            hint="give a prompt with words from the training text",
+        )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     output = generate_ids(
         torch.from_numpy(ids)[None],

@@ -15,7 +15,7 @@ from typing import Any
 from modelcycle.config import PipelineConfig, SearchDimension, TuneConfig, validate_config
 from modelcycle.data import fingerprint, load_dataset
 from modelcycle.devices import pick_device
-from modelcycle.errors import ConfigError, TrainingError
+from modelcycle.errors import ConfigError, ModelcycleError, TrainingError
 from modelcycle.pipeline import TrainResult, fit_model, prepare_data, train, validate
 from modelcycle.registry import Registry
 from modelcycle.tasks import TASKS
@@ -134,7 +134,11 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
         except optuna.TrialPruned as pruned:
             registry.runs.finish(run_id, "pruned", error=str(pruned))
             raise
-        except Exception as error:
+        except ModelcycleError as error:  # one diverging trial fails alone; the study goes on
+            registry.runs.finish(run_id, "failed", error=str(error))
+            logger.warning("trial %d failed: %s", trial.number, error)
+            return float("nan")
+        except BaseException as error:  # e.g. Ctrl-C: the run row must not stay "running"
             registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
             raise
         registry.runs.finish(run_id, "finished")
@@ -161,7 +165,7 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
     )
     done = sum(t.state.is_finished() for t in study.trials)
     remaining = max(0, (trials or settings.trials) - done)
-    study.optimize(objective, n_trials=remaining, timeout=settings.timeout_seconds, catch=(ConfigError,))
+    study.optimize(objective, n_trials=remaining, timeout=settings.timeout_seconds, catch=())
     states = [t.state for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

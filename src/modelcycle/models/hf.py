@@ -80,6 +80,10 @@ def build(inputs: InputSchema, output_dim: int, params: HFParams) -> nn.Module:
             model_directory(params.checkpoint, "config.json", field="model.params.checkpoint"),
             local_files_only=True,
         )
+    if getattr(encoder, "pooler", None) is not None:
+        # the pooler's output is never used (pooling is ours): without it no parameter lacks a gradient,
+        # which DistributedDataParallel refuses, and bundles do not carry dead weights
+        encoder.pooler = None
     model = PretrainedEncoder(encoder, output_dim, params)
     if params.encoder_config is None and params.lora is not None:
         model.encoder = with_lora(encoder, params.lora)

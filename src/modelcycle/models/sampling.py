@@ -18,8 +18,9 @@ def filter_logits(
         filtered[filtered < threshold] = -float("inf")
     if top_p is not None and top_p < 1.0:
         ordered, order = torch.sort(filtered, descending=True, dim=-1)
-        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-        beyond = cumulative - torch.softmax(ordered, dim=-1) >= top_p  # mass before this token already ≥ p
+        probabilities = torch.softmax(ordered, dim=-1)
+        beyond = probabilities.cumsum(dim=-1) - probabilities >= top_p  # mass before this token already ≥ p
+        beyond[..., 0] = False  # the most likely token always stays, even for top_p = 0
         filtered.scatter_(-1, order, ordered.masked_fill(beyond, -float("inf")))
     return filtered
 

@@ -53,8 +53,7 @@ def train(
     run of this config from its newest checkpoint. Data problems surface before a run is recorded; a run that
     fails after that is recorded as failed. Ranks other than 0 of a distributed run return None."""
     resolved = validate(config)
-    device = pick_device(config.train.device)
-    distributed = from_environment(device)
+    distributed, device = from_environment(pick_device(config.train.device))
     dataset = load_dataset(config.data, seed=config.seed)
     if dataset.task is None:
         raise ConfigError(
@@ -68,6 +67,10 @@ def train(
     snapshot, run_id = None, ""
     if resume:
         snapshot, run_id = checkpoints.load(directory, config_hash=config.config_hash())
+    elif distributed.is_main and directory.exists():
+        # an interrupted run of this name that is not being resumed: its checkpoints would shadow this run's
+        logger.warning("starting afresh: discarding the checkpoints of an interrupted run in %s", directory)
+        checkpoints.discard(directory)
     if distributed.is_main:
         if snapshot is None:
             run_id = registry.runs.start(

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modelcycle.bundle.files import atomic_directory, write_json_atomic
@@ -20,6 +21,7 @@ from modelcycle.errors import ConfigError, TrainingError
 
 LATEST = "latest.json"
 TENSORS, STATE = "tensors.safetensors", "state.json"
+_FRESH = "train without --resume to start afresh"
 KEEP = 2  # checkpoints kept on disk: the newest, and the one before in case the newest is being read
 
 
@@ -37,6 +39,8 @@ class Progress:
     best_key: list[float] = field(default_factory=lambda: [-float("inf")])
     best_epoch: int = 0
     stale_epochs: int = 0  # epochs without improvement of the early-stopping metric
+    # the value an improvement must beat by min_delta; it moves only when one does (as in Keras / Lightning)
+    patience_reference: list[float] = field(default_factory=lambda: [-float("inf")])
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -107,8 +111,6 @@ def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) 
     }
     name = f"step-{snapshot.progress.global_step:09d}-epoch-{snapshot.progress.epoch:04d}"
     target = directory / name
-    if target.exists():  # the same point again (an epoch end right after a step checkpoint)
-        return target
     try:
         text = json.dumps(state)
     except TypeError as error:
@@ -132,7 +134,10 @@ def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
             f"--resume: no checkpoint of this config in {directory}",
             hint="the last run finished or never started; train without --resume",
         )
-    latest = json.loads(pointer.read_text(encoding="utf-8"))
+    try:
+        latest = json.loads(pointer.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise TrainingError(f"--resume: {pointer} is unreadable ({error})", hint=_FRESH) from None
     if latest["config_hash"] != config_hash:
         raise ConfigError(
             f"--resume: the checkpoint in {directory} was written by a different config "
@@ -140,8 +145,11 @@ def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
             hint="resume with the same config and --set values, or train without --resume",
         )
     folder = directory / latest["checkpoint"]
-    state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-    tensors = load_file(str(folder / TENSORS))
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / TENSORS))
+    except (OSError, json.JSONDecodeError, SafetensorError) as error:
+        raise TrainingError(f"--resume: the checkpoint {folder} is damaged ({error})", hint=_FRESH) from None
     optimizer_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):

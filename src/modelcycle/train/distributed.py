@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,8 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # where collective operations put their tensors (NCCL: the GPU)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -44,32 +46,30 @@ class Distributed:
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.active:
             return model
-        ids = [device.index or 0] if device.type == "cuda" else None
+        ids = [device.index] if device.type == "cuda" and device.index is not None else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def sum(self, value: float) -> float:
         if not self.active:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return float(tensor.item())
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
 
-
-def from_environment(device: torch.device) -> Distributed:
-    """The process group torchrun describes in the environment (or a single process), initialised once."""
+def from_environment(device: torch.device) -> tuple[Distributed, torch.device]:
+    """The process group torchrun describes in the environment (or a single process), initialised once, and
+    this rank's device: on CUDA each rank takes the GPU of its local rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return Distributed(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-    return Distributed(dist.get_rank(), world_size, local_rank)
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), world_size, local_rank, device), device
 
 
 def shutdown() -> None:

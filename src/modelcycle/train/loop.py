@@ -114,7 +114,11 @@ class Trainer:
             for index in range(progress.batch_in_epoch, len(batches)):
                 last = index + 1 == len(batches)
                 boundary = (index + 1) % config.accumulate_steps == 0 or last
-                self._train_batch(train, targets, batches[index], progress, boundary=boundary)
+                group_start = index - index % config.accumulate_steps
+                group = min(
+                    config.accumulate_steps, len(batches) - group_start
+                )  # the epoch's last may be short
+                self._train_batch(train, targets, batches[index], progress, boundary=boundary, group=group)
                 progress.batch_in_epoch = index + 1
                 if boundary and not last and self._checkpoint_due(progress):
                     self._checkpoint(progress, best_state, epoch_start)
@@ -128,9 +132,17 @@ class Trainer:
         )
 
     def _train_batch(
-        self, train: TensorSet, targets: torch.Tensor, rows: np.ndarray, progress: Progress, *, boundary: bool
+        self,
+        train: TensorSet,
+        targets: torch.Tensor,
+        rows: np.ndarray,
+        progress: Progress,
+        *,
+        boundary: bool,
+        group: int,
     ) -> None:
-        """Forward and backward one micro-batch; step the optimizer at an accumulation boundary."""
+        """Forward and backward one micro-batch of an accumulation ``group`` of that many micro-batches (its
+        gradient is the group's mean); step the optimizer at the group's end."""
         started = time.perf_counter()
         with autocast(self.config.precision, self.device):
             outputs = self.network(*to_tensors(train.inputs, rows, self.device))
@@ -140,7 +152,7 @@ class Trainer:
                 f"epoch {progress.epoch + 1}, step {progress.global_step}: the loss became {loss.item()}",
                 hint="lower train.optimizer.lr or check the data for extreme values",
             )
-        self.scaler.scale(loss / self.config.accumulate_steps).backward()
+        self.scaler.scale(loss / group).backward()
         progress.epoch_loss_sum += loss.item() * len(rows)
         progress.epoch_rows += len(rows)
         if boundary:
@@ -176,8 +188,8 @@ class Trainer:
         if self.hooks.validate is not None:
             record.update({f"valid_{key}": value for key, value in self.hooks.validate(self.model).items()})
         key = self.selection.key(record)
-        if self.selection.improved_enough(key, progress.best_key) or not progress.history:
-            progress.stale_epochs = 0
+        if self.selection.improved_enough(key, progress.patience_reference) or not progress.history:
+            progress.stale_epochs, progress.patience_reference = 0, list(key)
         else:
             progress.stale_epochs += 1
         if list(key) > progress.best_key:
@@ -204,8 +216,13 @@ class Trainer:
     ) -> None:
         """Hand a snapshot to the checkpoint writer, if there is one. ``epoch_order_state`` is the data-order
         generator at the start of the epoch the snapshot is in (the next epoch's, at an epoch end)."""
+        saved = progress
+        if self.distributed.active:  # every rank gets here: the partial epoch's loss is saved as the group's
+            saved = copy.copy(progress)
+            saved.epoch_loss_sum = self.distributed.sum(progress.epoch_loss_sum)
+            saved.epoch_rows = int(self.distributed.sum(progress.epoch_rows))
         if self.hooks.checkpoint is not None:
-            self.hooks.checkpoint(self._snapshot(progress, best_state, epoch_order_state))
+            self.hooks.checkpoint(self._snapshot(saved, best_state, epoch_order_state))
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -233,4 +250,7 @@ class Trainer:
         self.scaler.load_state_dict(snapshot.scaler)
         generator.set_state(snapshot.epoch_order_state)
         restore_rng(snapshot.rng)
-        return snapshot.progress, snapshot.best_model
+        progress = snapshot.progress
+        if not self.distributed.is_main:  # the group's partial-epoch totals were saved once, on rank 0's side
+            progress.epoch_loss_sum, progress.epoch_rows = 0.0, 0
+        return progress, snapshot.best_model

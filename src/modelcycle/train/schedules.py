@@ -19,8 +19,14 @@ def build_scheduler(
     if config.name == "one_cycle":
         if config.warmup_steps:
             raise ConfigError("train.schedule.warmup_steps: one_cycle has its own warm-up; leave it at 0")
+        first = optimizer.param_groups[0]
+        # cycling momentum means something only for an optimizer that has it (SGD with momentum, Adam's beta1)
+        cycles_momentum = "betas" in first or first.get("momentum", 0.0) > 0
         return OneCycleLR(
-            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=total,
+            cycle_momentum=cycles_momentum,
         )
     base_lr = optimizer.param_groups[0]["lr"]
     floor = config.min_lr / base_lr
