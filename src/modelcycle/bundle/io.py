@@ -192,9 +192,6 @@ class BundleBuilder:
     def write_json(self, name: str, payload: Any) -> None:
         (self.path / name).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
-    def copy_tree(self, name: str, source: Path) -> None:
-        shutil.copytree(source, self.path / name)
-
     def seal(self) -> dict[str, str]:
         """Hash and fsync every file written so far; slow for big weights, so callers do it before taking a
         lock. Nothing may be written after sealing."""
