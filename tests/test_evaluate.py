@@ -11,8 +11,9 @@ import sklearn.datasets
 
 from modelcycle.config import load_config
 from modelcycle.errors import DataError
-from modelcycle.evaluate import evaluate, training_test_split
+from modelcycle.evaluate import evaluate
 from modelcycle.pipeline import train
+from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 from tests.conftest import EXAMPLES
 
@@ -54,7 +55,7 @@ def test_any_source_with_the_models_columns(cli, tmp_path: Path, cancer_ref: str
 
 def test_unseen_labels_are_named(registry: Registry, cancer_ref: str, tmp_path: Path) -> None:
     bundle = registry.open(cancer_ref)
-    test = training_test_split(bundle)
+    test = training_split(bundle)
     test.frame.loc[0, "target"] = "unsure"
     with pytest.raises(DataError, match=r"labels \['unsure'\] were not seen in training"):
         evaluate(bundle, test)

@@ -131,7 +131,7 @@ def _register_many(home: str, count: int) -> list[int]:
 
 @pytest.mark.slow
 def test_concurrent_registrations_never_collide(home: Path) -> None:
-    Registry(home).close()
+    # no registry is created beforehand: the processes also race to create it
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         results = pool.starmap(_register_many, [(str(home), 25)] * 4)
     versions = sorted(v for batch in results for v in batch)

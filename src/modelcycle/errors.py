@@ -64,6 +64,13 @@ class TrainingError(ModelcycleError):
     http_status = 500
 
 
+class ExportError(ModelcycleError):
+    """A model could not be converted (an operator the format lacks) or its conversion disagrees with it."""
+
+    exit_code = 9
+    http_status = 422
+
+
 class MissingDependencyError(ModelcycleError):
     """An optional package needed for this feature is not installed."""
 

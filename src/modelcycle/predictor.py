@@ -11,11 +11,14 @@ import torch
 from torch import nn
 
 from modelcycle.bundle import Bundle
+from modelcycle.config import PipelineConfig
 from modelcycle.data import (
     Dataset,
     Preprocessor,
     TargetEncoder,
+    load_dataset,
     preprocessor_from_state,
+    split_dataset,
     target_encoder_from_state,
 )
 from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
@@ -130,3 +133,16 @@ def generate(
     )
     completion = output[0, len(ids) :].tolist()
     return Generation(preprocessor.decode(completion), len(ids), len(completion))
+
+
+def training_split(bundle: Bundle, part: str = "test") -> Dataset:
+    """A part (train / valid / test) of the data the bundle was trained on, rebuilt from its ``config.json``;
+    splits are deterministic, so these are the very rows its metrics came from."""
+    try:
+        config = PipelineConfig.model_validate(bundle.read_json("config.json"))
+    except BundleError:
+        raise BundleError(
+            f"{bundle.ref}: the bundle has no training config (imported?); pass --data"
+        ) from None
+    dataset = load_dataset(config.data, seed=config.seed)
+    return dataset.take(split_dataset(dataset, config.data.split, config.seed).parts()[part])

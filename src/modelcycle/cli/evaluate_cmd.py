@@ -29,13 +29,11 @@ def evaluate(
     from modelcycle.config import DataConfig
     from modelcycle.data import load_dataset
     from modelcycle.evaluate import evaluate as evaluate_bundle
-    from modelcycle.evaluate import training_test_split
+    from modelcycle.predictor import training_split
 
     bundle = Bundle(open_registry().resolve(ref).path)
     if data is None:
-        report = evaluate_bundle(
-            bundle, training_test_split(bundle), data_name="test split of its training data"
-        )
+        report = evaluate_bundle(bundle, training_split(bundle), data_name="test split of its training data")
     else:
         dataset = load_dataset(DataConfig(source=data, target=bundle.manifest.outputs.target))
         report = evaluate_bundle(bundle, dataset)

@@ -17,6 +17,7 @@ from modelcycle.cli import (
     config_cmd,
     data_cmd,
     evaluate_cmd,
+    export_cmd,
     generate_cmd,
     import_cmd,
     models_cmd,
@@ -44,6 +45,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("generate")(generate_cmd.generate)
 app.command("tune")(tune_cmd.tune)
 app.command("import")(import_cmd.import_checkpoint)
+app.command("export")(export_cmd.export)
 
 INTERNAL_ERROR_EXIT = 70
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modelcycle.bundle import Bundle
-from modelcycle.config import PipelineConfig
-from modelcycle.data import Dataset, load_dataset, split_dataset
-from modelcycle.errors import BundleError, DataError
+from modelcycle.data import Dataset
+from modelcycle.errors import DataError
 from modelcycle.predictor import Predictor
 
 
@@ -41,14 +40,3 @@ def evaluate(bundle: Bundle, dataset: Dataset, *, data_name: str | None = None) 
         labels=bundle.manifest.outputs.labels,
         confusion_matrix=confusion,
     )
-
-
-def training_test_split(bundle: Bundle) -> Dataset:
-    """The test split the bundle was trained with, rebuilt from its ``config.json`` (splits are
-    deterministic, so these are the very rows its test metrics came from)."""
-    try:
-        config = PipelineConfig.model_validate(bundle.read_json("config.json"))
-    except BundleError:
-        raise BundleError(f"{bundle.ref}: the bundle has no training config; pass --data") from None
-    dataset = load_dataset(config.data, seed=config.seed)
-    return dataset.take(split_dataset(dataset, config.data.split, config.seed).test)

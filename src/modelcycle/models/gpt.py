@@ -49,7 +49,13 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         y = nn.functional.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=cache is None and length > 1
+            # without a cache the block is causal (a one-token block trivially so); with one, the new token
+            # attends to the whole cache. A plain bool, so that export with a dynamic length traces it.
+            q,
+            k,
+            v,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=cache is None,
         )
         return self.out(y.transpose(1, 2).reshape(batch, length, width)), (k, v)
 

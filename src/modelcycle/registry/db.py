@@ -3,6 +3,8 @@ for a team. Version numbers are allocated inside write transactions, so concurre
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchM
 from modelcycle.errors import ConfigError, MissingDependencyError, RegistryError
 
 metadata = MetaData()
+_WAL_ATTEMPTS = 40
 
 runs = Table(
     "runs",
@@ -149,7 +152,16 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # the "begin" listener issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # Switching a new database to WAL needs a moment alone with it and does not wait on the busy timeout:
+    # processes that open one registry at once (e.g. the ranks of a distributed run) take turns here.
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 
