@@ -246,8 +246,9 @@ def test_unusable_registry_locations_are_clear_errors(tmp_path: Path) -> None:
     corrupt.mkdir()
     (corrupt / "registry.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(RegistryError, match="registry database"):
-        Registry(corrupt)
+        Registry(corrupt).list_models()
     with pytest.raises(ConfigError, match="registry database URL"):
-        Registry(tmp_path / "h", database_url="::not a url::")
+        Registry(tmp_path / "h", database_url="::not a url::").list_models()
     with pytest.raises(MissingDependencyError, match="no driver"):
-        Registry(tmp_path / "h", database_url="postgresql+nosuchdriver://u:secret@localhost/db")
+        Registry(tmp_path / "h", database_url="postgresql+nosuchdriver://u:secret@localhost/db").list_models()
+    assert not (tmp_path / "h" / "registry.db").exists(), "nothing is opened before it is used"

@@ -278,3 +278,27 @@ def test_a_damaged_checkpoint_is_a_clear_error(registry: Registry) -> None:
     )
     with pytest.raises(TrainingError, match="is damaged"):
         train(config, registry, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_diverging_data_parallel_run_fails_on_every_rank_without_hanging(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELCYCLE_HOME": str(tmp_path / "home")}
+    command = [
+        sys.executable,
+        "-m",
+        "modelcycle",
+        "train",
+        str(CANCER),
+        "--nproc",
+        "2",
+        "--set",
+        "train.optimizer.lr=1e30",
+        "--set",
+        "train.epochs=2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    assert result.returncode != 0
+    (run,) = Registry(tmp_path / "home").runs.recent()
+    assert run.status == "failed"
+    assert "the loss became" in (run.error or "")

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelcycle.bundle import Bundle, BundleBuilder, BundleManifest
@@ -51,7 +51,9 @@ class ModelSummary:
 
 
 class Registry:
-    """One registry home: ``registry.db`` (or ``$MODELCYCLE_DATABASE_URL``) and ``artifacts/<name>/<v>/``."""
+    """One registry home: ``registry.db`` (or ``$MODELCYCLE_DATABASE_URL``) and ``artifacts/<name>/<v>/``.
+    The database is opened on first use, so a process that only needs the folder (a non-zero rank of a
+    distributed run) never touches it."""
 
     def __init__(self, home: str | Path | None = None, *, database_url: str | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
@@ -64,11 +66,22 @@ class Registry:
                 hint="set --home or MODELCYCLE_HOME to a writable directory",
             ) from None
         url = database_url or os.environ.get("MODELCYCLE_DATABASE_URL")
-        self.engine = db.create(url or f"sqlite:///{(self.home / 'registry.db').resolve()}")
-        self.runs = RunStore(self.engine)
+        self.url = url or f"sqlite:///{(self.home / 'registry.db').resolve()}"
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.create(self.url)
+        return self._engine
+
+    @property
+    def runs(self) -> RunStore:
+        return RunStore(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     # -- registration --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
@@ -130,11 +131,14 @@ def create(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
-    with write(engine) as connection:
-        metadata.create_all(connection)
-        if engine.dialect.name == "sqlite":
-            for statement in _SQLITE_APPEND_ONLY:
-                connection.exec_driver_sql(statement)
+    with engine.connect() as connection:  # a read: opening an existing registry never waits for a writer
+        missing = not all(inspect(connection).has_table(table.name) for table in metadata.sorted_tables)
+    if missing:
+        with write(engine) as connection:
+            metadata.create_all(connection)
+            if engine.dialect.name == "sqlite":
+                for statement in _SQLITE_APPEND_ONLY:
+                    connection.exec_driver_sql(statement)
     return engine
 
 

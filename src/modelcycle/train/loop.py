@@ -147,7 +147,12 @@ class Trainer:
         with autocast(self.config.precision, self.device):
             outputs = self.network(*to_tensors(train.inputs, rows, self.device))
             loss = self.task.loss(outputs.float(), targets[rows].to(self.device))
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if (
+            self.distributed.active
+        ):  # every rank stops together, or the others would wait in the next all-reduce
+            finite = self.distributed.sum(0.0 if finite else 1.0) == 0.0
+        if not finite:
             raise TrainingError(
                 f"epoch {progress.epoch + 1}, step {progress.global_step}: the loss became {loss.item()}",
                 hint="lower train.optimizer.lr or check the data for extreme values",
@@ -201,7 +206,10 @@ class Trainer:
         progress.epoch += 1
         progress.batch_in_epoch, progress.epoch_loss_sum, progress.epoch_rows = 0, 0.0, 0
         patience = self.selection.patience
-        progress.stopped_early = patience is not None and progress.stale_epochs >= patience
+        stop = patience is not None and progress.stale_epochs >= patience
+        if self.distributed.active:  # ranks measure alike on CPU; on GPU tiny differences must not split them
+            stop = self.distributed.sum(1.0 if stop else 0.0) > 0
+        progress.stopped_early = stop
         logger.info("epoch %d: %s", progress.epoch, record)
         if self.hooks.on_epoch is not None:
             self.hooks.on_epoch(progress.global_step, record)
