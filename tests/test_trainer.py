@@ -238,32 +238,36 @@ def test_resume_needs_a_checkpoint_of_the_same_config(registry: Registry) -> Non
         train(config, registry, resume=True)
 
 
+def run_two_processes(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``modelcycle ARGS --nproc 2``. Under a fully loaded 2-core machine gloo was seen to abort a rank
+    (SIGABRT, no message) about once in three suite runs; such a launcher-level crash is retried once with a
+    fresh registry, while any modelcycle error fails at once."""
+    for attempt in range(2):
+        folder = home / f"attempt-{attempt}"
+        env = {**os.environ, "MODELCYCLE_HOME": str(folder)}
+        result = subprocess.run(
+            [sys.executable, "-m", "modelcycle", *arguments, "--nproc", "2"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=300,
+        )
+        if "SIGABRT" not in result.stderr:
+            break
+    return result, folder
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_process_data_parallel_training_reaches_the_bar(tmp_path: Path) -> None:
-    env = {**os.environ, "MODELCYCLE_HOME": str(tmp_path / "home")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelcycle",
-            "train",
-            str(EXAMPLES / "digits-cnn.yaml"),
-            "--nproc",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result, home = run_two_processes(["train", str(EXAMPLES / "digits-cnn.yaml"), "--json"], tmp_path)
+    reasons = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line]
+    assert result.returncode == 0, "\n".join(reasons[:20]) or result.stderr[-2000:]
     payload = json.loads(result.stdout)
     assert payload["ref"] == "digits-cnn@1"
     assert payload["metrics"]["test"]["accuracy"] >= 0.97
-    assert len(Registry(tmp_path / "home").list_versions("digits-cnn")) == 1, "only rank 0 registers"
+    assert len(Registry(home).list_versions("digits-cnn")) == 1, "only rank 0 registers"
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(registry: Registry) -> None:
@@ -283,22 +287,9 @@ def test_a_damaged_checkpoint_is_a_clear_error(registry: Registry) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_diverging_data_parallel_run_fails_on_every_rank_without_hanging(tmp_path: Path) -> None:
-    env = {**os.environ, "MODELCYCLE_HOME": str(tmp_path / "home")}
-    command = [
-        sys.executable,
-        "-m",
-        "modelcycle",
-        "train",
-        str(CANCER),
-        "--nproc",
-        "2",
-        "--set",
-        "train.optimizer.lr=1e30",
-        "--set",
-        "train.epochs=2",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    arguments = ["train", str(CANCER), "--set", "train.optimizer.lr=1e30", "--set", "train.epochs=2"]
+    result, home = run_two_processes(arguments, tmp_path)
     assert result.returncode != 0
-    (run,) = Registry(tmp_path / "home").runs.recent()
+    (run,) = Registry(home).runs.recent()
     assert run.status == "failed"
     assert "the loss became" in (run.error or "")

@@ -58,8 +58,10 @@ def train(
                 progress.update(epochs, completed=epoch, status=format_value(shown))
 
             result = train_pipeline(config, registry, resume=resume, on_epoch=on_epoch)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(together=False)
+        raise
+    shutdown(together=True)
     if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
     if json_output:

@@ -72,8 +72,16 @@ def from_environment(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(dist.get_rank(), world_size, local_rank, device), device
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
+def shutdown(*, together: bool) -> None:
+    """Leave the process group. ``together`` (after success): wait for every rank first, so that no rank
+    tears its connections down while rank 0 is still registering (a rank that left early was seen to make
+    gloo abort the others); after a failure, leave at once."""
+    if not dist.is_initialized():
+        return
+    try:
+        if together:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 
