@@ -14,6 +14,13 @@ def to_tensors(
     return [torch.from_numpy(np.ascontiguousarray(array[rows])).to(device) for array in arrays.values()]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live; the CPU for a module with none (an ONNX Runtime session, an int8
+    network whose weights are packed)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -23,7 +30,7 @@ def predict(
     device: torch.device | None = None,
 ) -> np.ndarray:
     """The model's outputs for every row as float32 (rows, output_dim)."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     model.eval()
     rows = len(next(iter(inputs.values())))
     outputs = [

@@ -54,6 +54,14 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if math.isfinite(value)}
 
 
+def build_network(bundle: Bundle) -> nn.Module:
+    """The bundle's architecture with fresh (untrained) weights."""
+    manifest = bundle.manifest
+    entry = ARCHITECTURES.get(manifest.architecture.name, field=f"{bundle.path}: architecture.name")
+    params = entry.check_params(manifest.architecture.params)
+    return entry.build(manifest.inputs, manifest.outputs.tensors[0].shape[-1], params)
+
+
 @dataclass(frozen=True)
 class Predictor:
     bundle: Bundle
@@ -63,17 +71,19 @@ class Predictor:
     task: Task
 
     @classmethod
-    def load(cls, bundle: Bundle, device: torch.device | str = "cpu") -> Predictor:
+    def load(
+        cls, bundle: Bundle, device: torch.device | str = "cpu", *, network: nn.Module | None = None
+    ) -> Predictor:
+        """The bundle's preprocessing and decoding around its own weights, or around ``network`` (a variant
+        of them: the base weights are then never read)."""
         manifest = bundle.manifest
-        entry = ARCHITECTURES.get(manifest.architecture.name, field=f"{bundle.path}: architecture.name")
-        params = entry.check_params(manifest.architecture.params)
-        output_dim = manifest.outputs.tensors[0].shape[-1]
-        model = entry.build(manifest.inputs, output_dim, params)
-        try:
-            model.load_state_dict(bundle.state_dict())
-        except RuntimeError as error:
-            raise BundleError(f"{bundle.path}: weights do not fit the architecture ({error})") from None
-        model.to(device).eval()
+        if network is None:
+            network = build_network(bundle)
+            try:
+                network.load_state_dict(bundle.state_dict())
+            except RuntimeError as error:
+                raise BundleError(f"{bundle.path}: weights do not fit the architecture ({error})") from None
+        model = network.to(device).eval()
         state = bundle.read_json("preprocess.json")
         preprocessor = preprocessor_from_state(state["features"], base_dir=bundle.path)
         encoder = target_encoder_from_state(state["target"])

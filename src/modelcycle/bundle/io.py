@@ -25,6 +25,7 @@ from modelcycle.bundle.files import (
     new_temp_directory,
     publish,
     sha256_file,
+    write_json_atomic,
 )
 from modelcycle.bundle.manifest import FORMAT_VERSION, BundleManifest, VariantManifest
 from modelcycle.errors import BundleError, NotFoundError
@@ -169,6 +170,22 @@ class Variant:
         self.path = path
         self.manifest = _read_manifest(path / VARIANT_MANIFEST, VariantManifest)
         _verify_files(path, self.manifest.files, exclude=(VARIANT_MANIFEST,))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def record(
+        self, *, latency_ms: dict[str, float] | None = None, metrics: dict[str, float] | None = None
+    ) -> None:
+        """Merge newly measured figures (e.g. from ``modelcycle bench``) into ``variant.json``. The variant's
+        files never change; only its manifest, which is not hashed, is rewritten atomically."""
+        update = {
+            "latency_ms": {**self.manifest.latency_ms, **(latency_ms or {})},
+            "metrics": {**self.manifest.metrics, **(metrics or {})},
+        }
+        self.manifest = self.manifest.model_copy(update=update)
+        write_json_atomic(self.path / VARIANT_MANIFEST, json.loads(manifest_text(self.manifest)))
 
 
 class BundleBuilder:

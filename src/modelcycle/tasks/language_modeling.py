@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelcycle.inference import to_tensors
+from modelcycle.inference import model_device, to_tensors
 from modelcycle.schema import TensorSpec
 from modelcycle.tasks.base import TASKS, Decoder
 
@@ -45,7 +45,7 @@ class LanguageModeling:
         batched, so the logits of a large vocabulary are never all held at once."""
         del decode  # logits need no decoding
         model.eval()
-        device = next(model.parameters()).device
+        device = model_device(model)
         total_nll, total_correct = 0.0, 0
         start, rows_per_batch = 0, 1  # one row first, to learn the vocabulary's width
         while start < len(targets):
