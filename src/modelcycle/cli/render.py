@@ -57,6 +57,18 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_bytes(size: int) -> str:
+    """1536 → '1.5 KB': sizes from a few bytes (a tiny MLP) to gigabytes (a language model)."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
 def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
     """One row per metric, one column per split (there are more metrics than splits)."""
     keys = list(dict.fromkeys(key for values in metrics.values() for key in values))

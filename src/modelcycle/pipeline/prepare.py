@@ -4,6 +4,7 @@ part only, and the class-imbalance remedy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from torch import nn
@@ -60,17 +61,35 @@ def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) 
     return PreparedData(dataset, task_name, parts, preprocessor, encoder, tensors, metric_targets)
 
 
-def task_and_training_rows(config: PipelineConfig, data: PreparedData) -> tuple[Task, TensorSet]:
-    """The task (with balanced class weights if asked) and the training tensors (oversampled if asked)."""
+class Teacher(Protocol):
+    """A trained model that guides this training (knowledge distillation): it changes the loss and adds its
+    own outputs to each training row's target."""
+
+    ref: str
+
+    def guide(self, task: Task) -> Task: ...
+
+    def targets(self, rows: Dataset, labels: np.ndarray) -> np.ndarray: ...
+
+
+def task_and_training_rows(
+    config: PipelineConfig, data: PreparedData, teacher: Teacher | None = None
+) -> tuple[Task, TensorSet]:
+    """The task (with balanced class weights if asked) and the training tensors (oversampled if asked);
+    with a ``teacher``, its loss and its targets."""
     train_set = data.tensors["train"]
     strategy = config.data.imbalance if data.task == "classification" else "none"
     weights = (
         balanced_class_weights(train_set.targets, data.num_classes) if strategy == "class_weights" else None
     )
     task = TASKS.get(data.task)(class_weights=weights)
+    rows = np.arange(len(train_set))
     if strategy == "oversample":
-        rows = oversample(np.arange(len(train_set)), train_set.targets, config.seed)
-        train_set = TensorSet(
-            {key: value[rows] for key, value in train_set.inputs.items()}, train_set.targets[rows]
-        )
+        rows = oversample(rows, train_set.targets, config.seed)
+    targets = train_set.targets
+    if teacher is not None:
+        task = teacher.guide(task)
+        targets = teacher.targets(data.parts["train"], targets)
+    if strategy == "oversample" or teacher is not None:
+        train_set = TensorSet({key: value[rows] for key, value in train_set.inputs.items()}, targets[rows])
     return task, train_set

@@ -28,6 +28,7 @@ def register_model(
     *,
     run_id: str,
     data_fingerprint: str,
+    parent: str | None = None,
 ) -> Bundle:
     model, params = resolved.architecture.for_bundle(model, resolved.params)
     manifest = BundleManifest(
@@ -46,6 +47,7 @@ def register_model(
             data_source=data.dataset.source,
             data_fingerprint=data_fingerprint,
             config_hash=config.config_hash(),
+            parent=parent,
             code_version=code_version(),
         ),
     )
@@ -64,4 +66,5 @@ def register_model(
             "epochs": outcome.history,
         }
         builder.write_json("history.json", history)
-        return registry.register(builder, manifest, reason=f"trained by run {run_id}")
+        reason = f"trained by run {run_id}" + (f", distilled from {parent}" if parent else "")
+        return registry.register(builder, manifest, reason=reason)

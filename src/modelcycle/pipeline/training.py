@@ -14,7 +14,7 @@ from modelcycle.config import PipelineConfig
 from modelcycle.data import fingerprint, load_dataset
 from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError
-from modelcycle.pipeline.prepare import PreparedData, prepare_data, task_and_training_rows
+from modelcycle.pipeline.prepare import PreparedData, Teacher, prepare_data, task_and_training_rows
 from modelcycle.pipeline.publish import register_model
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
 from modelcycle.registry import Registry
@@ -47,10 +47,16 @@ def checkpoint_directory(registry: Registry, config: PipelineConfig) -> Path:
 
 
 def train(
-    config: PipelineConfig, registry: Registry, *, resume: bool = False, on_epoch: EpochCallback | None = None
+    config: PipelineConfig,
+    registry: Registry,
+    *,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    teacher: Teacher | None = None,
 ) -> TrainResult | None:
     """Train the configured model and register it as a new version; ``resume`` continues the interrupted
-    run of this config from its newest checkpoint. Data problems surface before a run is recorded; a run that
+    run of this config from its newest checkpoint; a ``teacher`` distills itself into the model (and is
+    named as its parent). Data problems surface before a run is recorded; a run that
     fails after that is recorded as failed. Ranks other than 0 of a distributed run return None."""
     resolved = validate(config)
     distributed, device = from_environment(pick_device(config.train.device))
@@ -93,6 +99,7 @@ def train(
             run_id=run_id,
             data_fingerprint=data_fingerprint,
             on_epoch=on_epoch,
+            teacher=teacher,
         )
     except BaseException as error:
         if distributed.is_main:
@@ -113,11 +120,12 @@ def fit_model(
     device: torch.device,
     distributed: Distributed | None = None,
     resume: Snapshot | None = None,
+    teacher: Teacher | None = None,
 ) -> tuple[Task, nn.Module, FitResult]:
     """Seed, build the network and train it on the prepared data; validation on the valid part is added to
     ``hooks``. Nothing is registered (tuning trials use this directly)."""
     generator = seed_everything(config.seed)
-    task, train_set = task_and_training_rows(config, data)
+    task, train_set = task_and_training_rows(config, data, teacher)
     model = resolved.architecture.build(
         data.preprocessor.input_schema(), task.output_dim(data.num_outputs), resolved.params
     )
@@ -142,6 +150,7 @@ def _fit_and_register(
     run_id: str,
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
+    teacher: Teacher | None,
 ) -> TrainResult | None:
     def log(step: int, record: dict[str, float]) -> None:
         registry.runs.log_metrics(run_id, record, step=step)
@@ -163,7 +172,14 @@ def _fit_and_register(
         checkpoint=save_checkpoint if main else None,
     )
     task, model, outcome = fit_model(
-        config, resolved, data, hooks, device=device, distributed=distributed, resume=snapshot
+        config,
+        resolved,
+        data,
+        hooks,
+        device=device,
+        distributed=distributed,
+        resume=snapshot,
+        teacher=teacher,
     )
     if not main:
         return None
@@ -183,6 +199,7 @@ def _fit_and_register(
         metrics,
         run_id=run_id,
         data_fingerprint=data_fingerprint,
+        parent=teacher.ref if teacher is not None else None,
     )
     logger.info("registered %s (%s)", bundle.ref, metrics.get("test"))
     return TrainResult(
