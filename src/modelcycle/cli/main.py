@@ -14,6 +14,7 @@ import typer
 
 from modelcycle import __version__
 from modelcycle.cli import (
+    bench_cmd,
     config_cmd,
     data_cmd,
     evaluate_cmd,
@@ -21,6 +22,7 @@ from modelcycle.cli import (
     generate_cmd,
     import_cmd,
     models_cmd,
+    optimize_cmd,
     runs_cmd,
     train_cmd,
     tune_cmd,
@@ -46,6 +48,8 @@ app.command("generate")(generate_cmd.generate)
 app.command("tune")(tune_cmd.tune)
 app.command("import")(import_cmd.import_checkpoint)
 app.command("export")(export_cmd.export)
+app.command("bench")(bench_cmd.bench)
+app.command("optimize")(optimize_cmd.optimize)
 
 INTERNAL_ERROR_EXIT = 70
 

@@ -1,0 +1,78 @@
+"""``python -m modelcycle.bench.worker``: benchmarks one variant in a fresh process, so that its peak memory
+is its own. Reads a JSON job on stdin — ``bundle`` (path), ``variant``, ``inputs`` (an .npz of the prepared
+rows), ``batch_sizes``, ``seconds`` (budget per measurement) and ``split`` (the training split to measure
+metrics on, or null) — and prints one JSON result as the last line of stdout. On failure it exits non-zero
+with the reason as the last line of stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelcycle.bench.timing import latency_ms, throughput
+from modelcycle.bundle import Bundle
+from modelcycle.errors import ModelcycleError
+from modelcycle.predictor import training_split
+from modelcycle.runtime import load_predictor
+
+STATUS = Path("/proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """The most resident memory this process has held so far, in MiB. On Linux from ``VmHWM``: ru_maxrss
+    survives exec, so a worker started by a big parent would report the parent's peak."""
+    with contextlib.suppress(OSError):
+        for line in STATUS.read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Load, time at batch 1 and at each batch size, read the peak memory, then measure metrics (after the
+    memory reading: the validation data is the benchmark's, not the model's)."""
+    bundle = Bundle(job["bundle"])
+    start = time.perf_counter()
+    predictor = load_predictor(bundle, job["variant"])
+    load_seconds = time.perf_counter() - start
+    with np.load(job["inputs"], allow_pickle=False) as stored:
+        inputs = {spec.name: stored[spec.name] for spec in bundle.manifest.inputs.tensors}
+    model, seconds = predictor.model, float(job["seconds"])
+    latency = latency_ms(model, {name: array[:1] for name, array in inputs.items()}, max_seconds=seconds)
+    sizes = [int(size) for size in job["batch_sizes"]]
+    rates = {str(size): throughput(model, inputs, size, max_seconds=seconds) for size in sizes}
+    peak = peak_rss_mb()
+    split = job["split"]
+    metrics = predictor.measure(training_split(bundle, split)) if split is not None else None
+    return {
+        "load_seconds": load_seconds,
+        "threads": torch.get_num_threads(),
+        "latency_ms": latency,
+        "throughput": rates,
+        "peak_rss_mb": peak,
+        "metrics": metrics,
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone
+            result = run_job(job)
+    except ModelcycleError as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
