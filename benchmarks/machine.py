@@ -1,20 +1,19 @@
-"""The machine line every benchmark result starts with."""
+"""The machine line every benchmark result starts with (the figures come from modelcycle.bench.machine)."""
 
 from __future__ import annotations
 
-import os
-import platform
 from datetime import datetime, timezone
 
 import torch
 
+from modelcycle.bench.machine import describe_machine as machine
+
 
 def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            cpu = next(line.split(":", 1)[1].strip() for line in stream if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {cpu} · {os.cpu_count()} CPUs · "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads) · Python {platform.python_version()}")
+    found = machine()
+    features = ", ".join(found.features) or "no AVX2"
+    return (
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {found.cpu} ({features}) · {found.cores} CPUs · "
+        f"torch {found.torch} ({torch.get_num_threads()} threads) · onnxruntime {found.onnxruntime} · "
+        f"Python {found.python}"
+    )

@@ -156,3 +156,10 @@ def training_split(bundle: Bundle, part: str = "test") -> Dataset:
         ) from None
     dataset = load_dataset(config.data, seed=config.seed)
     return dataset.take(split_dataset(dataset, config.data.split, config.seed).parts()[part])
+
+
+def held_out_split(bundle: Bundle) -> tuple[str, Dataset]:
+    """The rows a version's variants are judged and timed on: its validation split, or its test split when
+    it has no validation rows. An imported bundle has neither (BundleError)."""
+    validation = training_split(bundle, "valid")
+    return ("valid", validation) if len(validation) else ("test", training_split(bundle, "test"))

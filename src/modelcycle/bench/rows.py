@@ -14,7 +14,7 @@ from modelcycle.bundle import Bundle
 from modelcycle.data import Dataset
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.errors import BundleError
-from modelcycle.predictor import Predictor, model_tensors, training_split
+from modelcycle.predictor import Predictor, held_out_split, model_tensors
 
 SAMPLE_TEXTS = (
     "The quarterly report shows that revenue grew faster than expected in every region.",
@@ -68,10 +68,9 @@ def bench_rows(bundle: Bundle, *, rows: int, sequence_length: int | None = None)
 
 def _validation(bundle: Bundle) -> tuple[str, Dataset] | None:
     try:
-        validation = training_split(bundle, "valid")
+        return held_out_split(bundle)
     except BundleError:  # no training config: an imported model
         return None
-    return ("valid", validation) if len(validation) else ("test", training_split(bundle, "test"))
 
 
 def _sample_inputs(predictor: Predictor) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import torch
 from modelcycle.bundle import Bundle, VariantManifest
 from modelcycle.errors import BundleError, ExportError
 from modelcycle.inference import predict
-from modelcycle.predictor import Predictor, model_tensors, training_split
+from modelcycle.predictor import Predictor, held_out_split, model_tensors
 
 logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
@@ -91,9 +91,7 @@ def _parity_inputs(predictor: Predictor) -> dict[str, np.ndarray]:
     """Up to PARITY_ROWS real rows of the validation split (the test split if there is none); for an
     imported bundle with no training data, nothing real exists, and the export is refused."""
     try:
-        part = training_split(predictor.bundle, "valid")
-        if len(part) == 0:
-            part = training_split(predictor.bundle, "test")
+        part = held_out_split(predictor.bundle)[1]
     except BundleError:
         raise ExportError(
             f"{predictor.bundle.ref}: no training data to check parity on (an imported model)",

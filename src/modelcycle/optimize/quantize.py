@@ -113,7 +113,12 @@ def _torch_dynamic(validation: Validation, gate: Gate, source: str) -> OptimizeR
         name=name,
         method="torch-dynamic-int8",
         runtime="torch-int8",
-        params={"source": source, "modules": present, "dtype": "qint8", "scheme": "per-tensor affine"},
+        params={
+            "source": source,
+            "modules": present,
+            "dtype": "qint8",
+            "scheme": "per-channel (Linear), per-tensor (LSTM, GRU)",
+        },
         model=quantized,
         write=lambda folder: save_weights(state, folder / "weights.safetensors"),
     )

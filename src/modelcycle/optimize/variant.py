@@ -16,7 +16,7 @@ from modelcycle.bundle import Bundle, VariantManifest
 from modelcycle.bundle.io import WEIGHTS
 from modelcycle.errors import BundleError, ExportError
 from modelcycle.optimize.gate import Gate, GateResult
-from modelcycle.predictor import Predictor, finite, model_tensors, training_split
+from modelcycle.predictor import Predictor, finite, held_out_split, model_tensors
 
 LATENCY_SECONDS = 1.0  # a first figure; ``modelcycle bench`` measures properly
 
@@ -55,9 +55,7 @@ class Validation:
     def of(cls, predictor: Predictor) -> Validation:
         bundle = predictor.bundle
         try:
-            part = training_split(bundle, "valid")
-            if len(part) == 0:
-                part = training_split(bundle, "test")
+            part = held_out_split(bundle)[1]
         except BundleError:
             raise ExportError(
                 f"{bundle.ref}: no validation data to gate on (an imported model)",
