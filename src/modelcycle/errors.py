@@ -76,3 +76,24 @@ class MissingDependencyError(ModelcycleError):
 
     exit_code = 8
     http_status = 501
+
+
+class RequestError(ModelcycleError):
+    """A request to the server does not match the model's schema (shape, type, features, values, size)."""
+
+    exit_code = 10
+    http_status = 400
+
+
+class OverloadedError(ModelcycleError):
+    """The server's queue for a model is full, or a request waited longer than its timeout."""
+
+    exit_code = 11
+    http_status = 503
+
+
+class AuthError(ModelcycleError):
+    """A management request without the admin token, or with a wrong one."""
+
+    exit_code = 12
+    http_status = 401

@@ -24,6 +24,7 @@ from modelcycle.cli import (
     models_cmd,
     optimize_cmd,
     runs_cmd,
+    serve_cmd,
     train_cmd,
     tune_cmd,
 )
@@ -50,6 +51,7 @@ app.command("import")(import_cmd.import_checkpoint)
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 app.command("optimize")(optimize_cmd.optimize)
+app.command("serve")(serve_cmd.serve)
 
 INTERNAL_ERROR_EXIT = 70
 

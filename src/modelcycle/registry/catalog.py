@@ -12,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -242,6 +243,23 @@ class Registry:
                 details={"alias": alias, "from_version": old},
             )
             return find_version(connection, ModelRef(record.name, version=record.version))
+
+    def log_event(
+        self,
+        name: str,
+        kind: str,
+        *,
+        version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event that changes nothing in the registry itself (e.g. a canary started on a server)."""
+        with db.write(self.engine) as connection:
+            require_model(connection, name)
+            record_event(
+                connection, name=name, kind=kind, version=version, actor=actor, reason=reason, details=details
+            )
 
     def _upsert_alias(self, connection: Connection, name: str, alias: str, version: int) -> None:
         where = (db.aliases.c.name == name) & (db.aliases.c.alias == alias)

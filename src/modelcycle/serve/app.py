@@ -1,0 +1,193 @@
+"""``create_app``: one FastAPI application serving several models over the Open Inference Protocol v2
+(``/v2``), a simple JSON API (``/v1/models/{name}:predict``) and an admin API (``/admin``), with one error
+handler so every failure is a JSON body ``{"error": ...}`` with the right status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelcycle import __version__
+from modelcycle.errors import ModelcycleError, NotFoundError, OverloadedError
+from modelcycle.registry import Registry
+from modelcycle.serve.batcher import Tensors
+from modelcycle.serve.metrics import ServerMetrics
+from modelcycle.serve.settings import ServeSettings
+from modelcycle.serve.versions import LoadedVersion, ServedModel, load_version
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """Everything the routes share: the models by name, readiness, settings, metrics and the registry."""
+
+    registry: Registry
+    refs: list[str]
+    settings: ServeSettings
+    admin_token: str | None
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    ready: bool = False
+    load_error: str | None = None
+
+    def model(self, name: str) -> ServedModel:
+        if not self.ready:
+            raise OverloadedError("the server is still loading its models")
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(f"model '{name}' is not served here", hint=f"served: {known}") from None
+
+    async def load(self, ref: str, variant: str) -> LoadedVersion:
+        """Load a version off the event loop (loading and warming take seconds for a large model)."""
+        bundle = self.registry.open(ref)
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(
+            None, lambda: load_version(bundle, self.settings, variant=variant, on_batch=self.metrics.batch)
+        )
+        loaded.batcher.start()
+        return loaded
+
+    def describe(self) -> None:
+        """Refresh the model-info gauge after any change of versions."""
+        self.metrics.info.clear()
+        for name, served in self.models.items():
+            for role, loaded in (
+                ("primary", served.primary),
+                ("canary", served.canary),
+                ("shadow", served.shadow),
+            ):
+                if loaded is not None:
+                    runtime = (
+                        "torch"
+                        if loaded.variant == "base"
+                        else loaded.bundle.variant(loaded.variant).manifest.runtime
+                    )
+                    self.metrics.info.labels(name, str(loaded.version), role, loaded.variant, runtime).set(1)
+
+
+def create_app(
+    registry: Registry,
+    refs: list[str],
+    settings: ServeSettings | None = None,
+    *,
+    admin_token: str | None = None,
+) -> FastAPI:
+    """The application; models load in the background after start-up (``/v2/health/ready`` tells when)."""
+    state = ServerState(registry, refs, settings or ServeSettings(), admin_token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(_load_all(state))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loading
+            for served in state.models.values():
+                await served.close()  # graceful: every accepted request is answered first
+
+    app = FastAPI(title="modelcycle", version=__version__, lifespan=lifespan)
+    app.state.serving = state
+    _install_error_handlers(app)
+    _install_body_limit(app, state.settings.max_body_bytes)
+    from modelcycle.serve.admin import router as admin_router
+    from modelcycle.serve.protocols import simple, v2
+
+    app.include_router(v2.router)
+    app.include_router(simple.router)
+    app.include_router(admin_router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        for name, served in state.models.items():
+            state.metrics.queue_depth.labels(name).set(sum(v.batcher.depth for v in served.versions()))
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _load_all(state: ServerState) -> None:
+    try:
+        for ref in state.refs:
+            loaded = await state.load(ref, state.settings.variant)
+            name = loaded.bundle.manifest.name
+            if name in state.models:
+                raise NotFoundError(f"{ref}: model '{name}' is given twice")
+            state.models[name] = ServedModel(name, loaded)
+            logger.info("serving %s (variant %s)", loaded.bundle.ref, loaded.variant)
+        state.describe()
+        state.ready = True
+    except Exception as error:  # the server stays up and says why it is not ready
+        state.load_error = str(error)
+        logger.error("could not load the models: %s", error)
+
+
+def serving_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.serving
+    return state
+
+
+def error_body(message: str, status: int, *, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ModelcycleError)
+    async def modelcycle_error(request: Request, error: ModelcycleError) -> JSONResponse:
+        retry = 1 if isinstance(error, OverloadedError) else None
+        return error_body(str(error), error.http_status, retry_after=retry)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        return error_body(f"{where or 'body'}: {first['msg']}", 400)
+
+
+def _install_body_limit(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return error_body(f"body: {declared} bytes, over the limit of {limit}", 413)
+        return await call_next(request)
+
+
+Encoder = Callable[[LoadedVersion], Tensors]
+
+
+async def answer(
+    state: ServerState, served: ServedModel, encode: Encoder, protocol: str, *, version: int | None = None
+) -> tuple[LoadedVersion, np.ndarray]:
+    """Route a request to a version, encode it with that version's own schema and preprocessing (a canary
+    may preprocess differently), wait for the batcher, mirror it to the shadow, and count it; returns the
+    version that answered and its outputs."""
+    started = time.perf_counter()
+    loaded = served.route(version)
+    code = "200"
+    try:
+        outputs = await loaded.infer(encode(loaded), state.settings.request_timeout_s)
+    except ModelcycleError as error:
+        code = str(error.http_status)
+        raise
+    finally:
+        state.metrics.requests.labels(served.name, str(loaded.version), protocol, code).inc()
+        state.metrics.latency.labels(served.name, protocol).observe(time.perf_counter() - started)
+    if version is None:
+        served.mirror(encode, outputs, state.settings.shadow_timeout_s)
+    return loaded, outputs

@@ -1,0 +1,65 @@
+"""A simple JSON API: ``POST /v1/models/{name}:predict`` with ``{"instances": [...]}`` in the caller's own
+terms (named features, raw text, nested lists of pixels), answered with labels and probabilities (or
+values)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from modelcycle.serve.app import answer, serving_state
+from modelcycle.serve.batcher import Tensors
+from modelcycle.serve.decode import instance_tensors
+from modelcycle.serve.versions import LoadedVersion
+from modelcycle.tasks.classification import softmax
+
+router = APIRouter(prefix="/v1", tags=["simple JSON"])
+
+
+class PredictRequest(BaseModel):
+    instances: list[Any] = Field(min_length=1)
+
+
+@router.post("/models/{name}:predict")
+async def predict(name: str, body: PredictRequest, request: Request) -> JSONResponse:
+    state = serving_state(request)
+    served = state.model(name)
+
+    def encode(loaded: LoadedVersion) -> Tensors:
+        settings = state.settings
+        return instance_tensors(
+            body.instances,
+            loaded.predictor,
+            max_rows=settings.max_rows_per_request,
+            max_text_chars=settings.max_text_chars,
+        )
+
+    loaded, outputs = await answer(state, served, encode, "v1")
+    manifest = loaded.bundle.manifest
+    predictions: list[dict[str, Any]]
+    if manifest.task == "classification":
+        labels = manifest.outputs.labels or [str(index) for index in range(outputs.shape[-1])]
+        probabilities = softmax(outputs)
+        predictions = [
+            {
+                "label": labels[int(row.argmax())],
+                "probabilities": dict(zip(labels, map(float, row), strict=True)),
+            }
+            for row in probabilities
+        ]
+    else:
+        values = loaded.predictor.encoder.inverse(np.asarray(outputs))
+        predictions = [{"value": row.tolist() if row.size > 1 else float(row[0])} for row in values]
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    payload = {
+        "predictions": predictions,
+        "model": name,
+        "model_version": str(loaded.version),
+        "request_id": request_id,
+    }
+    return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version), "X-Request-Id": request_id})
