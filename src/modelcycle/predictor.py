@@ -4,6 +4,7 @@ preprocessing and its label decoding, so that every later stage predicts exactly
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,9 +120,49 @@ def generate(
     seed: int | None = None,
 ) -> Generation:
     """Continue ``prompt`` with a language-model bundle; the same ``seed`` gives the same text."""
+    stream = stream_text(
+        predictor,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    text = "".join(stream)
+    return Generation(text, stream.prompt_tokens, stream.completion_tokens)
+
+
+@dataclass
+class TextStream:
+    """A generation in progress: iterating yields the text piece by piece as tokens are chosen; the counts
+    and ``finish_reason`` ("stop": the end-of-turn token or a stop string; "length") are final afterwards."""
+
+    pieces: Iterator[str]
+    prompt_tokens: int
+    completion_tokens: int = 0
+    finish_reason: str = "length"
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces
+
+
+def stream_text(
+    predictor: Predictor,
+    prompt: str,
+    *,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+) -> TextStream:
+    """Continue ``prompt`` token by token; stops at the model's end-of-turn token or at a ``stop`` string
+    (neither is part of the text)."""
     preprocessor = predictor.preprocessor
-    generate_ids = getattr(predictor.model, "generate", None)
-    if not isinstance(preprocessor, CorpusBlocks) or not callable(generate_ids):
+    next_tokens = getattr(predictor.model, "tokens", None)
+    if not isinstance(preprocessor, CorpusBlocks) or not callable(next_tokens):
         raise ConfigError(
             f"{predictor.bundle.ref}: a {predictor.bundle.manifest.task} model does not generate text",
             hint="generate with a language-model bundle, e.g. tiny-gpt",
@@ -129,20 +170,46 @@ def generate(
     ids = preprocessor.stream(prompt or LINE_BREAK)
     if len(ids) == 0:
         raise ConfigError(
-            f"--prompt: {prompt!r} holds no token {predictor.bundle.ref} knows",
+            f"prompt: {prompt!r} holds no token {predictor.bundle.ref} knows",
             hint="give a prompt with words from the training text",
         )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    output = generate_ids(
+    stop_token = preprocessor.stop_token()
+    tokens = next_tokens(
         torch.from_numpy(ids)[None],
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         generator=generator,
+        stop_token=stop_token,
     )
-    completion = output[0, len(ids) :].tolist()
-    return Generation(preprocessor.decode(completion), len(ids), len(completion))
+    result = TextStream(iter(()), prompt_tokens=len(ids))
+
+    def pieces() -> Iterator[str]:
+        completion: list[int] = []
+        sent = ""
+        for token in tokens:
+            result.completion_tokens += 1
+            if int(token) == stop_token:
+                result.finish_reason = "stop"
+                return
+            completion.append(int(token))
+            text = preprocessor.decode(completion)
+            cut = min((text.find(word) for word in stop or [] if word and word in text), default=-1)
+            if cut >= 0:
+                result.finish_reason = "stop"
+                if cut > len(sent):
+                    yield text[len(sent) : cut]
+                return
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            if len(text) > len(sent):
+                yield text[len(sent) :]
+                sent = text
+
+    result.pieces = pieces()
+    return result
 
 
 def training_split(bundle: Bundle, part: str = "test") -> Dataset:

@@ -3,11 +3,13 @@ vocabulary fitted on the training part), cut into blocks whose targets are the s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
-from modelcycle.data.text import TextPreprocessor, TokenizerFiles
+from modelcycle.data.text import CHAT_TEMPLATE, TextPreprocessor, TokenizerFiles
 from modelcycle.errors import DataError
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 
@@ -28,6 +30,16 @@ class CorpusBlocks:
 
     def vocabulary_size(self) -> int:
         raise NotImplementedError
+
+    def stop_token(self) -> int | None:
+        """The id that ends a reply (a chat model's end-of-turn token); None: generation runs to its limit."""
+        return None
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Chat messages as the text the model continues. Without a chat template of its own the turns are
+        written as ``role: content`` lines, ending with ``assistant:``."""
+        lines = [f"{message['role']}: {message['content']}" for message in messages]
+        return LINE_BREAK.join([*lines, "assistant:"])
 
     def _joined(self, dataset: Dataset) -> str:
         return LINE_BREAK.join(dataset.frame[dataset.features[0]].fillna("").astype(str))
@@ -108,3 +120,26 @@ class PretrainedCorpusPreprocessor(TokenizerFiles, CorpusBlocks, Estimator):
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return str(self._tokenizer.decode([int(token) for token in ids]))
+
+    def stop_token(self) -> int | None:
+        eos = self._special_tokens().get("eos_token")
+        return self._tokenizer.token_to_id(eos) if isinstance(eos, str) else None
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The model's own chat template (``chat_template.jinja``, rendered as Hugging Face renders it), or
+        the plain layout when it has none."""
+        template = self._directory / CHAT_TEMPLATE
+        if not template.is_file():
+            return super().chat_prompt(messages)
+        import jinja2.sandbox
+
+        environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        compiled = environment.from_string(template.read_text(encoding="utf-8"))
+        return compiled.render(messages=messages, add_generation_prompt=True, **self._special_tokens())
+
+    def _special_tokens(self) -> dict[str, str]:
+        config = self._directory / "tokenizer_config.json"
+        if not config.is_file():
+            return {}
+        raw = json.loads(config.read_text(encoding="utf-8"))
+        return {key: value for key, value in raw.items() if key.endswith("_token") and isinstance(value, str)}

@@ -24,13 +24,14 @@ from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 PAD, UNKNOWN = "[PAD]", "[UNK]"
 WORD_TOKENIZERS = ("word", "char")
 _WORD = re.compile(r"\w+|[^\w\s]")
+CHAT_TEMPLATE = "chat_template.jinja"
 # The chat template travels too: serving a chat model needs it (transformers 5 writes it as its own file).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
-    "chat_template.jinja",
+    CHAT_TEMPLATE,
 )
 BUNDLE_TOKENIZER_DIR = "tokenizer"
 # Every text model takes the same two tensors, whichever tokenizer made them.
@@ -148,6 +149,7 @@ class TokenizerFiles:
     tokenizer: str
     source_dir_: str
     _tokenizer: Tokenizer
+    _directory: Path
 
     def locate(self) -> None:
         self.source_dir_ = str(resolve_tokenizer_dir(self.tokenizer))
@@ -162,6 +164,7 @@ class TokenizerFiles:
 
     def _load(self, directory: Path) -> None:
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self._directory = directory  # where its other files (template, special tokens) are
 
     def copy_files(self, bundle_dir: Path) -> None:
         """Copy the tokenizer's files into ``bundle_dir/tokenizer`` so the bundle stands alone."""

@@ -6,6 +6,7 @@ stored de-quantized, as safetensors, loading in a fraction of the time)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -55,22 +56,44 @@ class CausalLM(nn.Module):
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
     ) -> torch.Tensor:
-        """``prompt`` (1, T) followed by up to ``max_new_tokens`` ids, one position's work per token (the
-        model's key / value cache), sampled as the gpt architecture samples; stops after ``stop_token``."""
+        """``prompt`` (1, T) followed by up to ``max_new_tokens`` ids; stops after ``stop_token``."""
+        new = self.tokens(
+            prompt,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            stop_token=stop_token,
+        )
+        return torch.cat([prompt, *new], dim=1)
+
+    @torch.no_grad()
+    def tokens(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        stop_token: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """The next ids (1, 1), one at a time (for streaming), one position's work per token (the model's
+        key / value cache), sampled as the gpt architecture samples; stops after ``stop_token``."""
         self.eval()
         output = self.network(input_ids=prompt, use_cache=True)
-        tokens = [prompt]
         for _ in range(max_new_tokens):
             next_token = sample_next(
                 output.logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             ).unsqueeze(1)
-            tokens.append(next_token)
+            yield next_token
             if stop_token is not None and int(next_token) == stop_token:
-                break
+                return
             output = self.network(
                 input_ids=next_token, past_key_values=output.past_key_values, use_cache=True
             )
-        return torch.cat(tokens, dim=1)
 
 
 def build(inputs: InputSchema, output_dim: int, params: CausalLMParams) -> nn.Module:

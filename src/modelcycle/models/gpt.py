@@ -4,6 +4,8 @@ prefix for every new token."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
@@ -125,25 +127,56 @@ class GPT(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        stop_token: int | None = None,
     ) -> torch.Tensor:
-        """``prompt`` (B, T) followed by ``max_new_tokens`` generated ids. With the cache each new token costs
-        one position's work; past the context length the window slides and the cache is rebuilt."""
+        """``prompt`` (B, T) followed by up to ``max_new_tokens`` generated ids (fewer when every row of a
+        single-row prompt reached ``stop_token``)."""
+        new = list(
+            self.tokens(
+                prompt,
+                max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                use_cache=use_cache,
+                stop_token=stop_token,
+            )
+        )
+        return torch.cat([prompt, *new], dim=1)
+
+    @torch.no_grad()
+    def tokens(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        stop_token: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """The next ids (B, 1), one at a time as they are chosen (for streaming). With the cache each new
+        token costs one position's work; past the context length the window slides and the cache is
+        rebuilt. A single-row prompt stops after ``stop_token``."""
         self.eval()
         tokens = prompt[:, -self.context_length :]
-        new: list[torch.Tensor] = []
         logits, caches = self._run(tokens, None, 0)
         for _ in range(max_new_tokens):
             next_token = sample_next(
                 logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             ).unsqueeze(1)
-            new.append(next_token)
+            yield next_token
+            if stop_token is not None and next_token.shape[0] == 1 and int(next_token) == stop_token:
+                return
             tokens = torch.cat([tokens, next_token], dim=1)
             if not use_cache or tokens.shape[1] > self.context_length:
                 tokens = tokens[:, -self.context_length :]
                 logits, caches = self._run(tokens, None, 0)
             else:
                 logits, caches = self._run(next_token, caches, tokens.shape[1] - 1)
-        return torch.cat([prompt, *new], dim=1)
 
 
 def _initialise(module: nn.Module) -> None:

@@ -105,10 +105,11 @@ def create_app(
     _install_error_handlers(app)
     _install_body_limit(app, state.settings.max_body_bytes)
     from modelcycle.serve.admin import router as admin_router
-    from modelcycle.serve.protocols import simple, v2
+    from modelcycle.serve.protocols import openai, simple, v2
 
     app.include_router(v2.router)
     app.include_router(simple.router)
+    app.include_router(openai.router)
     app.include_router(admin_router)
 
     @app.get("/metrics", include_in_schema=False)
@@ -146,17 +147,34 @@ def error_body(message: str, status: int, *, retry_after: int | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+# OpenAI clients read errors as {"error": {"message": ..., "type": ...}}; every other path gets the Open
+# Inference Protocol's {"error": "..."}.
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
+OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+
+
+def _error_for(
+    request: Request, message: str, status: int, *, retry_after: int | None = None
+) -> JSONResponse:
+    if request.url.path in OPENAI_PATHS:
+        kind = OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(body, status_code=status, headers=headers)
+    return error_body(message, status, retry_after=retry_after)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelcycleError)
     async def modelcycle_error(request: Request, error: ModelcycleError) -> JSONResponse:
         retry = 1 if isinstance(error, OverloadedError) else None
-        return error_body(str(error), error.http_status, retry_after=retry)
+        return _error_for(request, str(error), error.http_status, retry_after=retry)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part != "body")
-        return error_body(f"{where or 'body'}: {first['msg']}", 400)
+        return _error_for(request, f"{where or 'body'}: {first['msg']}", 400)
 
 
 def _install_body_limit(app: FastAPI, limit: int) -> None:

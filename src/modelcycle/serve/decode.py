@@ -71,15 +71,24 @@ def _v2_array(item: dict[str, Any], spec: TensorSpec) -> np.ndarray:
         raise RequestError(f"{field}.shape: {shape} does not fit the model's {spec.shape} (-1: any size)")
     if shape[0] == 0:
         raise RequestError(f"{field}.shape: the batch is empty")
-    try:
-        array = np.asarray(item.get("data"), dtype=NUMPY_DTYPES[datatype])
-    except (TypeError, ValueError, OverflowError):
-        raise RequestError(f"{field}.data: values are not all {datatype}") from None
+    dtype = np.dtype(NUMPY_DTYPES[datatype])
+    binary = item.get("binary")
+    if isinstance(binary, bytes):
+        if len(binary) % dtype.itemsize:
+            raise RequestError(f"{field}: {len(binary)} bytes of binary data are not whole {datatype} values")
+        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"))
+    else:
+        if item.get("data") is None:
+            raise RequestError(f"{field}.data: missing (and no binary data)")
+        try:
+            array = np.asarray(item.get("data"), dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise RequestError(f"{field}.data: values are not all {datatype}") from None
     if array.size != math.prod(shape):
         raise RequestError(f"{field}.data: {array.size} values for shape {shape} ({math.prod(shape)} needed)")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise RequestError(f"{field}.data: NaN or Inf is not a valid input")
-    return np.ascontiguousarray(array.reshape(shape))
+    return np.ascontiguousarray(array.reshape(shape), dtype=dtype)
 
 
 def instance_tensors(instances: Any, predictor: Predictor, *, max_rows: int, max_text_chars: int) -> Tensors:

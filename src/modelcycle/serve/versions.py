@@ -36,6 +36,7 @@ class LoadedVersion:
     variant: str
     predictor: Predictor
     batcher: Batcher
+    generating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one text generation at a time
 
     @property
     def version(self) -> int:

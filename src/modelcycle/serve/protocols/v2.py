@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from modelcycle import __version__
-from modelcycle.errors import NotFoundError
+from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.serve.app import ServerState, answer, error_body, serving_state
 from modelcycle.serve.batcher import Tensors
 from modelcycle.serve.decode import v2_datatype, v2_tensors
@@ -25,7 +25,7 @@ class InferTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the tensor travels as binary data
     parameters: dict[str, Any] | None = None
 
 
@@ -38,7 +38,7 @@ class InferRequest(BaseModel):
 
 @router.get("")
 def server_metadata() -> dict[str, Any]:
-    return {"name": "modelcycle", "version": __version__, "extensions": []}
+    return {"name": "modelcycle", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live")
@@ -104,10 +104,42 @@ def version_ready(name: str, version: str, request: Request) -> dict[str, Any]:
     return {"name": name, "ready": True, "version": str(_version(served, version).version)}
 
 
-async def _infer(state: ServerState, name: str, body: InferRequest, version: str | None) -> JSONResponse:
+async def _read(request: Request) -> tuple[InferRequest, list[dict[str, Any]]]:
+    """The request and its tensors. With the binary tensor data extension (what tritonclient sends by
+    default) the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
+    tensors, each ``parameters.binary_data_size`` long, in the order of the inputs."""
+    raw = await request.body()
+    declared = request.headers.get("inference-header-content-length")
+    header_size = int(declared) if declared is not None and declared.isdigit() else len(raw)
+    if header_size > len(raw):
+        raise RequestError(
+            f"Inference-Header-Content-Length: {header_size} exceeds the body's {len(raw)} bytes"
+        )
+    try:
+        body = InferRequest.model_validate_json(raw[:header_size])
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise RequestError(f"{where}: {first['msg']}") from None
+    tensors, offset = [], header_size
+    for item in body.inputs:
+        tensor = item.model_dump()
+        size = (item.parameters or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(raw):
+                raise RequestError(
+                    f"inputs[{item.name}].parameters.binary_data_size: {size} does not fit the body"
+                )
+            tensor["binary"] = raw[offset : offset + size]
+            offset += size
+        tensors.append(tensor)
+    return body, tensors
+
+
+async def _infer(state: ServerState, name: str, request: Request, version: str | None) -> JSONResponse:
     served = state.model(name)
     pinned = _version(served, version) if version is not None else None
-    tensors = [item.model_dump() for item in body.inputs]
+    body, tensors = await _read(request)
 
     def encode(loaded: LoadedVersion) -> Tensors:
         schema = loaded.bundle.manifest.inputs
@@ -131,11 +163,20 @@ async def _infer(state: ServerState, name: str, body: InferRequest, version: str
     return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version)})
 
 
-@router.post("/models/{name}/infer")
-async def infer(name: str, body: InferRequest, request: Request) -> JSONResponse:
-    return await _infer(serving_state(request), name, body, None)
+# The body is read by hand (JSON, or JSON + binary tensors); the schema is still published in OpenAPI.
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+    }
+}
 
 
-@router.post("/models/{name}/versions/{version}/infer")
-async def infer_version(name: str, version: str, body: InferRequest, request: Request) -> JSONResponse:
-    return await _infer(serving_state(request), name, body, version)
+@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
+async def infer(name: str, request: Request) -> JSONResponse:
+    return await _infer(serving_state(request), name, request, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def infer_version(name: str, version: str, request: Request) -> JSONResponse:
+    return await _infer(serving_state(request), name, request, version)

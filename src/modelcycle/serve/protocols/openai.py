@@ -1,0 +1,206 @@
+"""OpenAI-compatible text generation for language-model bundles: ``GET /v1/models``, ``POST /v1/completions``
+and ``POST /v1/chat/completions`` (with the model's own chat template), each with ``stream: true`` as
+server-sent events ending in ``data: [DONE]`` and with token ``usage``. Generation runs off the event loop,
+one request at a time per model (a language model's decoding loop holds its own cache)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from modelcycle.data.corpus import CorpusBlocks
+from modelcycle.errors import ConfigError, RequestError
+from modelcycle.predictor import TextStream, stream_text
+from modelcycle.serve.app import ServerState, serving_state
+from modelcycle.serve.versions import LoadedVersion, ServedModel
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+MAX_TOKENS = 4096
+
+
+class Sampling(BaseModel):
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    user: str | None = None
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str]
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict[str, Any]:
+    state = serving_state(request)
+    created = int(time.time())
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "modelcycle"}
+            for name in state.models
+        ],
+    }
+
+
+def _language_model(state: ServerState, name: str) -> tuple[ServedModel, LoadedVersion, CorpusBlocks]:
+    served = state.model(name)
+    loaded = served.route()
+    preprocessor = loaded.predictor.preprocessor
+    if not isinstance(preprocessor, CorpusBlocks):
+        raise RequestError(
+            f"model: '{name}' is a {loaded.bundle.manifest.task} model, not a language model",
+            hint=f"use /v1/models/{name}:predict",
+        )
+    return served, loaded, preprocessor
+
+
+@router.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    state = serving_state(request)
+    _, loaded, _ = _language_model(state, body.model)
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        raise RequestError("prompt: one prompt per request")
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    return await _respond(state, loaded, body, prompt, chat=False, limit=body.max_tokens or 16)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
+    state = serving_state(request)
+    _, loaded, preprocessor = _language_model(state, body.model)
+    prompt = preprocessor.chat_prompt([message.model_dump() for message in body.messages])
+    limit = body.max_completion_tokens or body.max_tokens or 256
+    return await _respond(state, loaded, body, prompt, chat=True, limit=limit)
+
+
+async def _respond(
+    state: ServerState, loaded: LoadedVersion, body: Sampling, prompt: str, *, chat: bool, limit: int
+) -> JSONResponse | StreamingResponse:
+    def start() -> TextStream:
+        try:
+            return stream_text(
+                loaded.predictor,
+                prompt,
+                max_new_tokens=limit,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                seed=body.seed,
+                stop=body.stops(),
+            )
+        except ConfigError as error:
+            raise RequestError(error.message) from None
+
+    identifier = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    created = int(time.time())
+    common = {"id": identifier, "created": created, "model": body.model}
+    headers = {"X-Model-Version": str(loaded.version)}
+    lock = loaded.generating
+    if not body.stream:
+        async with lock:
+            stream, text = await asyncio.get_running_loop().run_in_executor(None, _run_whole, start)
+        state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
+        choice: dict[str, Any] = {"index": 0, "finish_reason": stream.finish_reason}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice |= {"text": text, "logprobs": None}
+        payload = {
+            **common,
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": [choice],
+            "usage": _usage(stream),
+        }
+        return JSONResponse(payload, headers=headers)
+    stream = await asyncio.get_running_loop().run_in_executor(None, start)  # errors before the first byte
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    events = _events(stream, lock, common, chat=chat, include_usage=include_usage)
+    state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+def _run_whole(start: Callable[[], TextStream]) -> tuple[TextStream, str]:
+    stream = start()
+    return stream, "".join(stream)
+
+
+def _usage(stream: TextStream) -> dict[str, int]:
+    return {
+        "prompt_tokens": stream.prompt_tokens,
+        "completion_tokens": stream.completion_tokens,
+        "total_tokens": stream.prompt_tokens + stream.completion_tokens,
+    }
+
+
+async def _events(
+    stream: TextStream, lock: asyncio.Lock, common: dict[str, Any], *, chat: bool, include_usage: bool
+) -> AsyncIterator[str]:
+    """Server-sent events: one chunk per piece of text, a last chunk with the finish reason, optionally one
+    with the usage, then ``[DONE]``. Tokens are produced on a thread and handed over through a queue."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
+        if chat:
+            content: dict[str, Any] = {"role": "assistant"} if role else {}
+            if delta is not None:
+                content["content"] = delta
+            choice: dict[str, Any] = {"index": 0, "delta": content, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+        return f"data: {json.dumps({**common, 'object': kind, 'choices': [choice]})}\n\n"
+
+    async with lock:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce(pieces: Iterator[str]) -> None:
+            try:
+                for piece in pieces:
+                    if cancelled.is_set():  # the client went away: stop computing
+                        return
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = loop.run_in_executor(None, produce, iter(stream))
+        try:
+            if chat:
+                yield chunk(None, None, role=True)
+            while (piece := await queue.get()) is not None:
+                yield chunk(piece, None)
+            yield chunk(None, stream.finish_reason)
+            if include_usage:
+                usage = {**common, "object": kind, "choices": [], "usage": _usage(stream)}
+                yield f"data: {json.dumps(usage)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            cancelled.set()
+            await worker

@@ -1,0 +1,148 @@
+"""Clients nobody here wrote, unchanged, against a live server on 127.0.0.1: tritonclient.http (metadata and
+infer) on /v2, and the openai client (completions, chat with the model's chat template, streaming) on /v1
+with tiny-gpt and the imported SmolLM2. Generations are kept short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import tritonclient.http as triton
+
+from modelcycle.config import load_config
+from modelcycle.importer import import_model
+from modelcycle.inference import predict
+from modelcycle.pipeline import train
+from modelcycle.predictor import Predictor, generate, model_tensors, training_split
+from modelcycle.registry import Registry
+from modelcycle.serve import ServeSettings, create_app
+from tests.conftest import EXAMPLES
+from tests.test_serve import live_server
+
+TINY_GPT = [
+    "data.max_rows=400",
+    "data.preprocess.text.max_length=32",
+    "model.params.context_length=32",
+    "model.params.embed_dim=16",
+    "model.params.num_layers=1",
+    "model.params.num_heads=2",
+    "train.epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("clients-home")
+    registry = Registry(home)
+    try:
+        train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=1"]), registry)
+        train(load_config(EXAMPLES / "tiny-gpt.yaml", TINY_GPT), registry)
+    finally:
+        registry.close()
+    return home
+
+
+@pytest.fixture
+def home(shared_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELCYCLE_HOME", str(shared_home))
+    return shared_home
+
+
+def test_tritonclient_reads_metadata_and_infers_on_v2(registry: Registry) -> None:
+    bundle = registry.open("digits-cnn")
+    predictor = Predictor.load(bundle)
+    images = model_tensors(predictor.preprocessor, predictor.encoder, training_split(bundle, "test")).inputs
+    batch = images["image"][:5]
+    with live_server(create_app(registry, ["digits-cnn"], ServeSettings())) as http:
+        client = triton.InferenceServerClient(url=http.base_url.netloc.decode())
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("digits-cnn")
+        metadata = client.get_model_metadata("digits-cnn")
+        assert metadata["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+        tensor = triton.InferInput("image", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        result = client.infer("digits-cnn", [tensor], outputs=[triton.InferRequestedOutput("logits")])
+        np.testing.assert_allclose(
+            result.as_numpy("logits"), predict(predictor.model, {"image": batch}), atol=1e-5
+        )
+        client.close()
+
+
+def openai_client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: Registry) -> None:
+    expected = generate(Predictor.load(registry.open("tiny-gpt")), "To be", max_new_tokens=8, temperature=0)
+    with live_server(create_app(registry, ["tiny-gpt", "digits-cnn"], ServeSettings())) as http:
+        client = openai_client(str(http.base_url))
+        assert {model.id for model in client.models.list()} == {"tiny-gpt", "digits-cnn"}
+        completion = client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=8, temperature=0)
+        assert completion.choices[0].text == expected.text  # greedy: exactly what generate() gives
+        assert completion.usage.prompt_tokens == expected.prompt_tokens
+        assert completion.usage.completion_tokens == 8
+        assert completion.choices[0].finish_reason == "length"
+        pieces = list(
+            client.completions.create(
+                model="tiny-gpt", prompt="To be", max_tokens=8, temperature=0, stream=True
+            )
+        )
+        assert "".join(piece.choices[0].text for piece in pieces) == expected.text
+        assert pieces[-1].choices[0].finish_reason == "length"
+        chat = client.chat.completions.create(
+            model="tiny-gpt", messages=[{"role": "user", "content": "Who is there?"}], max_tokens=6, seed=3
+        )
+        assert chat.choices[0].message.role == "assistant"
+        assert chat.usage.completion_tokens == 6
+        chunks = list(
+            client.chat.completions.create(
+                model="tiny-gpt",
+                messages=[{"role": "user", "content": "Who is there?"}],
+                max_tokens=6,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert chunks[-1].usage.completion_tokens == 6
+        with pytest.raises(openai.BadRequestError, match="not a language model"):
+            client.completions.create(model="digits-cnn", prompt="hi", max_tokens=2)
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model="nope", prompt="hi", max_tokens=2)
+
+
+@pytest.mark.slow
+def test_the_openai_client_chats_with_smollm2_through_its_template(registry: Registry) -> None:
+    import_model("builtin:smollm2", "smollm2", registry)
+    with live_server(create_app(registry, ["smollm2"], ServeSettings())) as http:
+        client = openai_client(str(http.base_url))
+        chat = client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            max_tokens=12,
+            temperature=0,
+        )
+        assert "Paris" in chat.choices[0].message.content
+        assert chat.choices[0].finish_reason == "stop"  # ended at <|im_end|>, which is not in the text
+        assert "<|im_end|>" not in chat.choices[0].message.content
+        streamed = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                max_tokens=12,
+                temperature=0,
+                stream=True,
+            )
+            if chunk.choices
+        )
+        assert streamed == chat.choices[0].message.content
+        with http.stream(
+            "POST",
+            "/v1/completions",
+            json={"model": "smollm2", "prompt": "One, two,", "max_tokens": 3, "stream": True},
+        ) as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
