@@ -35,8 +35,13 @@ def tfidf_baseline(config: object) -> tuple[float, float]:
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     train_x = vectorizer.fit_transform(texts[split.train])
     best = max(
-        (LogisticRegression(C=c, max_iter=2000).fit(train_x, labels[split.train]) for c in (0.3, 1.0, 3.0, 10.0)),
-        key=lambda model: accuracy_score(labels[split.valid], model.predict(vectorizer.transform(texts[split.valid]))),
+        (
+            LogisticRegression(C=c, max_iter=2000).fit(train_x, labels[split.train])
+            for c in (0.3, 1.0, 3.0, 10.0)
+        ),
+        key=lambda model: accuracy_score(
+            labels[split.valid], model.predict(vectorizer.transform(texts[split.valid]))
+        ),
     )
     accuracy = accuracy_score(labels[split.test], best.predict(vectorizer.transform(texts[split.test])))
     return float(accuracy), time.perf_counter() - started

@@ -39,7 +39,9 @@ def model_and_data() -> tuple[torch.nn.Module, dict[str, np.ndarray], np.ndarray
     return model, train_set.inputs, train_set.targets, config
 
 
-def hand_written(model: torch.nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, config: object) -> float:
+def hand_written(
+    model: torch.nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, config: object
+) -> float:
     """What a user writes by hand: shuffle, slice, forward, loss, backward, step."""
     images, labels = torch.from_numpy(inputs["image"]), torch.from_numpy(targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.optimizer.lr)
@@ -87,8 +89,10 @@ def main() -> None:
         "",
         "| loop | samples/s (median) | all repetitions |",
         "| --- | --- | --- |",
-        *(f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |"
-          for name, values in speeds.items()),
+        *(
+            f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |"
+            for name, values in speeds.items()
+        ),
         "",
         f"Trainer / hand-written = {measured / baseline:.3f} → overhead {overhead:.1%} (goal ≤ 5 %).",
         "",

@@ -23,13 +23,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from modelcycle.bundle import Bundle
-from modelcycle.config import load_config
+from modelcycle.config import ServeConfig, load_config
 from modelcycle.errors import OverloadedError
 from modelcycle.inference import predict
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
-from modelcycle.serve import ServeSettings, create_app
+from modelcycle.serve import create_app
 from modelcycle.serve.batcher import Batcher
 from tests.conftest import EXAMPLES
 
@@ -69,7 +69,7 @@ def wait_ready(client: TestClient | httpx.Client, seconds: float = 60) -> None:
 
 @contextlib.contextmanager
 def serving(registry: Registry, refs: list[str], **settings: object) -> Iterator[TestClient]:
-    app = create_app(registry, refs, ServeSettings(**settings), admin_token=TOKEN)
+    app = create_app(registry, refs, ServeConfig(**settings), admin_token=TOKEN)
     with TestClient(app) as client:
         wait_ready(client)
         yield client
@@ -286,7 +286,7 @@ def test_a_full_queue_refuses_at_once() -> None:
 
 def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) -> None:
     app = create_app(
-        registry, ["breast-cancer-mlp@1"], ServeSettings(max_queue=4, max_batch_size=2), admin_token=TOKEN
+        registry, ["breast-cancer-mlp@1"], ServeConfig(max_queue=4, max_batch_size=2), admin_token=TOKEN
     )
     with live_server(app) as client:
         served = app.state.serving.models["breast-cancer-mlp"]
@@ -307,7 +307,7 @@ def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) 
 
 
 def test_promotions_back_and_forth_fail_no_request(registry: Registry) -> None:
-    app = create_app(registry, ["breast-cancer-mlp@1"], ServeSettings(), admin_token=TOKEN)
+    app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig(), admin_token=TOKEN)
     body = v2_body(batch_of(registry, 2))
     with live_server(app) as client:
         stop, results = threading.Event(), []
@@ -393,7 +393,7 @@ def test_canary_shadow_and_rollback_are_in_process_and_recorded(registry: Regist
 
 
 def test_the_admin_api_is_off_without_a_token_and_public_binds_need_one(registry: Registry, cli) -> None:
-    app = create_app(registry, ["breast-cancer-mlp@1"], ServeSettings())
+    app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig())
     with TestClient(app) as client:
         wait_ready(client)
         response = client.post("/admin/models/breast-cancer-mlp/rollback")
@@ -402,3 +402,31 @@ def test_the_admin_api_is_off_without_a_token_and_public_binds_need_one(registry
     result = cli("serve", "breast-cancer-mlp", "--host", "0.0.0.0")
     assert result.exit_code == 2
     assert "without an admin token" in result.stderr
+
+
+def test_text_instances_are_tokenized_and_overlong_text_is_refused(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from tests.test_sequence_models import keyword_reviews
+
+    overrides = [
+        "name=reviews",
+        f"data.source=csv:{keyword_reviews(tmp_path / 'reviews.csv', rows=200)}",
+        "data.target=label",
+        "data.preprocess.text.max_length=16",
+        "model.arch=transformer",
+        "model.params={embed_dim: 16, num_heads: 2, num_layers: 1}",
+        "train.epochs=1",
+    ]
+    train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", overrides), registry)
+    with serving(registry, ["reviews"]) as client:
+        response = client.post(
+            "/v1/models/reviews:predict", json={"instances": ["a great film", {"text": "dull"}]}
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 2
+        long = client.post("/v1/models/reviews:predict", json={"instances": ["word " * 40]})
+        assert long.status_code == 400
+        assert "instances[0]: 40 tokens, the model reads at most 16" in long.json()["error"]
+        wrong = client.post("/v1/models/reviews:predict", json={"instances": [3]})
+        assert wrong.status_code == 400

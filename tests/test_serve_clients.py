@@ -11,13 +11,13 @@ import openai
 import pytest
 import tritonclient.http as triton
 
-from modelcycle.config import load_config
+from modelcycle.config import ServeConfig, load_config
 from modelcycle.importer import import_model
 from modelcycle.inference import predict
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, generate, model_tensors, training_split
 from modelcycle.registry import Registry
-from modelcycle.serve import ServeSettings, create_app
+from modelcycle.serve import create_app
 from tests.conftest import EXAMPLES
 from tests.test_serve import live_server
 
@@ -55,7 +55,7 @@ def test_tritonclient_reads_metadata_and_infers_on_v2(registry: Registry) -> Non
     predictor = Predictor.load(bundle)
     images = model_tensors(predictor.preprocessor, predictor.encoder, training_split(bundle, "test")).inputs
     batch = images["image"][:5]
-    with live_server(create_app(registry, ["digits-cnn"], ServeSettings())) as http:
+    with live_server(create_app(registry, ["digits-cnn"], ServeConfig())) as http:
         client = triton.InferenceServerClient(url=http.base_url.netloc.decode())
         assert client.is_server_live()
         assert client.is_server_ready()
@@ -77,7 +77,7 @@ def openai_client(base_url: str) -> openai.OpenAI:
 
 def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: Registry) -> None:
     expected = generate(Predictor.load(registry.open("tiny-gpt")), "To be", max_new_tokens=8, temperature=0)
-    with live_server(create_app(registry, ["tiny-gpt", "digits-cnn"], ServeSettings())) as http:
+    with live_server(create_app(registry, ["tiny-gpt", "digits-cnn"], ServeConfig())) as http:
         client = openai_client(str(http.base_url))
         assert {model.id for model in client.models.list()} == {"tiny-gpt", "digits-cnn"}
         completion = client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=8, temperature=0)
@@ -116,7 +116,7 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: R
 @pytest.mark.slow
 def test_the_openai_client_chats_with_smollm2_through_its_template(registry: Registry) -> None:
     import_model("builtin:smollm2", "smollm2", registry)
-    with live_server(create_app(registry, ["smollm2"], ServeSettings())) as http:
+    with live_server(create_app(registry, ["smollm2"], ServeConfig())) as http:
         client = openai_client(str(http.base_url))
         chat = client.chat.completions.create(
             model="smollm2",

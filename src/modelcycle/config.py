@@ -190,6 +190,24 @@ class TuneConfig(Section):
     timeout_seconds: PositiveInt | None = None
 
 
+class ServeConfig(Section):
+    """``modelcycle serve``'s knobs (the command's options override them): the variant to run, the adaptive
+    batcher (rows per batch, the longest wait for a batch to fill under load, the queue bound beyond which
+    requests get 503), and the limits every request is checked against."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    variant: str = "auto"  # auto: the fastest measured variant whose gate passed; base; or a variant's name
+    max_batch_size: PositiveInt = 32
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    max_queue: PositiveInt = 256
+    request_timeout_s: float = Field(10.0, gt=0)
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    max_rows_per_request: PositiveInt = 1024
+    max_text_chars: PositiveInt = 20_000
+    shadow_timeout_s: float = Field(10.0, gt=0)
+
+
 class PipelineConfig(Section):
     """The whole pipeline YAML."""
 
@@ -199,10 +217,14 @@ class PipelineConfig(Section):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig | None = None
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the resolved config (for lineage and resume checks)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of the resolved config (for lineage and resume checks); how a model
+        is served is not part of what it is."""
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"serve"}), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,51 +18,80 @@ ADMIN_TOKEN = "MODELCYCLE_ADMIN_TOKEN"
 
 def serve(
     refs: Annotated[list[str], typer.Argument(help="Versions to serve, e.g. digits-cnn text-minilm@2.")],
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind.")] = 8000,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes.")] = 1,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="A pipeline YAML whose serve: section sets the defaults.")
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port [8000].")] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Server processes (more than one turns the admin API off)."),
+    ] = 1,
     variant: Annotated[
-        str,
-        typer.Option(
-            "--variant", help="auto (fastest measured variant that passed its gate), base or a name."
-        ),
-    ] = "auto",
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1)] = 32,
-    max_queue_delay_ms: Annotated[float, typer.Option("--max-queue-delay-ms", min=0.0)] = 2.0,
+        str | None,
+        typer.Option("--variant", help="auto (fastest measured variant that passed), base or a name."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option("--max-batch-size", min=1, help="Rows per batch [32].")
+    ] = None,
+    max_queue_delay_ms: Annotated[
+        float | None, typer.Option("--max-queue-delay-ms", min=0.0, help="Longest wait to fill a batch [2].")
+    ] = None,
     max_queue: Annotated[
-        int, typer.Option("--max-queue", min=1, help="Requests waiting per model before 503.")
-    ] = 256,
+        int | None, typer.Option("--max-queue", min=1, help="Requests waiting per model before 503 [256].")
+    ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.001, help="Seconds a request may take.")
-    ] = 10.0,
+        float | None, typer.Option("--timeout", min=0.001, help="Seconds a request may take [10].")
+    ] = None,
 ) -> None:
     """Serve versions over HTTP: Open Inference Protocol v2 (/v2), simple JSON (/v1/models/NAME:predict),
-    admin (/admin, token from MODELCYCLE_ADMIN_TOKEN), metrics (/metrics)."""
+    OpenAI-compatible (/v1/completions, /v1/chat/completions), admin (/admin, token from
+    MODELCYCLE_ADMIN_TOKEN), metrics (/metrics)."""
     import uvicorn
 
-    from modelcycle.serve import ServeSettings, create_app
+    from modelcycle.config import ServeConfig, load_config
+    from modelcycle.serve import create_app
 
+    base = load_config(config_file).serve if config_file is not None else ServeConfig()
+    given = {
+        "host": host,
+        "port": port,
+        "variant": variant,
+        "max_batch_size": max_batch_size,
+        "max_queue_delay_ms": max_queue_delay_ms,
+        "max_queue": max_queue,
+        "request_timeout_s": timeout,
+    }
+    settings = base.model_copy(update={key: value for key, value in given.items() if value is not None})
     token = os.environ.get(ADMIN_TOKEN) or None
-    if not _loopback(host) and token is None:
+    if not _loopback(settings.host) and token is None:
         raise ConfigError(
-            f"--host {host}: refusing to serve beyond this machine without an admin token",
+            f"--host {settings.host}: refusing to serve beyond this machine without an admin token",
             hint=f"set {ADMIN_TOKEN}, or bind 127.0.0.1",
         )
-    settings = ServeSettings(
-        host=host,
-        port=port,
-        variant=variant,
-        max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms,
-        max_queue=max_queue,
-        request_timeout_s=timeout,
-    )
     registry = open_registry()
     for ref in refs:
         registry.resolve(ref)  # unknown references fail here, before the server starts
-    say(f"serving {', '.join(refs)} on http://{host}:{port} (variant {variant})", style="bold")
+    say(
+        f"serving {', '.join(refs)} on http://{settings.host}:{settings.port} (variant {settings.variant})",
+        style="bold",
+    )
+    if workers > 1:
+        from modelcycle.serve.factory import SPEC, spec_for_workers
+
+        os.environ[SPEC] = spec_for_workers(refs, settings)
+        factory = "modelcycle.serve.factory:from_environment"
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="warning",
+        )
+        return
     app = create_app(registry, refs, settings, admin_token=token)
-    uvicorn.run(app, host=host, port=port, workers=None if workers == 1 else workers, log_level="warning")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
 def _loopback(host: str) -> bool:

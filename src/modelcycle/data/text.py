@@ -48,6 +48,8 @@ TEXT_INPUTS = InputSchema(
 class TextEncoder(Estimator, ABC):
     """Shared by both tokenizers: the dataset's single text column in, ``TEXT_INPUTS`` out."""
 
+    max_length: int
+
     @abstractmethod
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """``input_ids`` and ``attention_mask``, int64 (len(texts), sequence)."""
@@ -61,6 +63,11 @@ class TextEncoder(Estimator, ABC):
     @abstractmethod
     def vocabulary_size(self) -> int:
         """How many token ids there are."""
+
+    @abstractmethod
+    def token_count(self, text: str) -> int:
+        """How many tokens ``text`` is before the cut at ``max_length`` (serving refuses longer texts rather
+        than answer about a part of them)."""
 
 
 class TextPreprocessor(TextEncoder):
@@ -107,6 +114,9 @@ class TextPreprocessor(TextEncoder):
 
     def vocabulary_size(self) -> int:
         return len(self.vocabulary_)
+
+    def token_count(self, text: str) -> int:
+        return len(self.tokenize(text))
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """``input_ids`` (len(texts), longest ≤ max_length) int64, right-padded with 0, and the matching
@@ -201,6 +211,10 @@ class PretrainedTextPreprocessor(TokenizerFiles, TextEncoder):
             pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", PAD)
         )
         self._tokenizer.enable_truncation(self.max_length)
+
+    def token_count(self, text: str) -> int:
+        encoding = self._tokenizer.encode(text)
+        return len(encoding.ids) + sum(len(part.ids) for part in encoding.overflowing)
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)

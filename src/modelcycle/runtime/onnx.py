@@ -18,6 +18,9 @@ class OnnxModel(nn.Module):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
+        # Idle threads sleep instead of spinning: in a server the cores are shared with the HTTP stack, and
+        # spinning between requests burned them for ~4 µs less latency per call.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         self.path = path

@@ -22,7 +22,10 @@ def admin_state(request: Request) -> ServerState:
     """The server state, once the bearer token checks out (compared in constant time)."""
     state = serving_state(request)
     if state.admin_token is None:
-        raise AuthError("the admin API is disabled", hint="start the server with MODELCYCLE_ADMIN_TOKEN set")
+        raise AuthError(
+            "the admin API is disabled",
+            hint="start one server process (no --workers) with MODELCYCLE_ADMIN_TOKEN set",
+        )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
         raise AuthError("a valid 'Authorization: Bearer <token>' header is required")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from modelcycle.data import Dataset
+from modelcycle.data.text import TextEncoder
 from modelcycle.errors import ModelcycleError, RequestError
 from modelcycle.predictor import Predictor
 from modelcycle.schema import InputSchema, TensorSpec
@@ -103,6 +104,7 @@ def instance_tensors(instances: Any, predictor: Predictor, *, max_rows: int, max
         dataset = _tabular(instances, schema)
     elif schema.kind == "text":
         dataset = _text(instances, schema, max_text_chars)
+        _check_length(dataset, predictor)
     elif schema.kind == "image":
         dataset = _images(instances, schema)
     else:
@@ -157,6 +159,18 @@ def _text(instances: list[Any], schema: InputSchema, max_chars: int) -> Dataset:
             raise RequestError(f"instances[{index}]: {len(text)} characters, over the limit of {max_chars}")
         texts.append(text)
     return Dataset("request", "text", None, pd.DataFrame({feature: texts}), None, {feature: "text"})
+
+
+def _check_length(dataset: Dataset, predictor: Predictor) -> None:
+    """A text longer than the model reads is refused, not silently cut."""
+    preprocessor = predictor.preprocessor
+    if not isinstance(preprocessor, TextEncoder):
+        return
+    limit = preprocessor.max_length
+    for index, text in enumerate(dataset.frame[dataset.features[0]]):
+        count = preprocessor.token_count(text)
+        if count > limit:
+            raise RequestError(f"instances[{index}]: {count} tokens, the model reads at most {limit}")
 
 
 def _images(instances: list[Any], schema: InputSchema) -> Dataset:

@@ -16,12 +16,12 @@ import torch
 
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
+from modelcycle.config import ServeConfig
 from modelcycle.errors import ModelcycleError, NotFoundError, RequestError
 from modelcycle.inference import model_device
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
-from modelcycle.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 BatchStatsHook = Callable[[str, BatchStats], None]
@@ -63,7 +63,7 @@ def pick_variant(bundle: Bundle, requested: str, *, force: bool = False) -> str:
 
 
 def load_version(
-    bundle: Bundle, settings: ServeSettings, *, variant: str, on_batch: BatchStatsHook | None = None
+    bundle: Bundle, settings: ServeConfig, *, variant: str, on_batch: BatchStatsHook | None = None
 ) -> LoadedVersion:
     """Load and warm a version (one real row through the network), ready to take requests."""
     chosen = pick_variant(bundle, variant)
