@@ -430,3 +430,30 @@ def test_text_instances_are_tokenized_and_overlong_text_is_refused(
         assert "instances[0]: 40 tokens, the model reads at most 16" in long.json()["error"]
         wrong = client.post("/v1/models/reviews:predict", json={"instances": [3]})
         assert wrong.status_code == 400
+
+
+def test_a_rejected_variant_is_served_only_when_forced(registry: Registry) -> None:
+    from modelcycle.optimize import Gate, PruneSpec, prune_model
+
+    bundle = registry.open("breast-cancer-mlp@2")
+    if "pruned-l1-97" not in bundle.variant_names():
+        assert (
+            prune_model(bundle, PruneSpec.parse("l1-unstructured:0.97"), gate=Gate(0.0)).verdict == "rejected"
+        )
+    refused = create_app(
+        registry, ["breast-cancer-mlp@2"], ServeConfig(variant="pruned-l1-97"), admin_token=TOKEN
+    )
+    with TestClient(refused) as client:
+        deadline = time.monotonic() + 30
+        while refused.state.serving.load_error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "verdict 'rejected' and is not served" in ready.json()["error"]
+    forced = ServeConfig(variant="pruned-l1-97", force_variant=True)
+    with serving(registry, ["breast-cancer-mlp@2"], **forced.model_dump()) as client:
+        assert client.get("/v2/models/breast-cancer-mlp").json()["platform"] == "modelcycle_torch"
+        assert (
+            client.post("/v2/models/breast-cancer-mlp/infer", json=v2_body(batch_of(registry))).status_code
+            == 200
+        )

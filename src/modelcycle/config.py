@@ -198,6 +198,7 @@ class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     variant: str = "auto"  # auto: the fastest measured variant whose gate passed; base; or a variant's name
+    force_variant: bool = False  # serve a named variant even though its gate rejected it
     max_batch_size: PositiveInt = 32
     max_queue_delay_ms: float = Field(2.0, ge=0)
     max_queue: PositiveInt = 256

@@ -31,6 +31,9 @@ def serve(
         str | None,
         typer.Option("--variant", help="auto (fastest measured variant that passed), base or a name."),
     ] = None,
+    force: Annotated[
+        bool | None, typer.Option("--force", help="Serve a named variant even if its gate rejected it.")
+    ] = None,
     max_batch_size: Annotated[
         int | None, typer.Option("--max-batch-size", min=1, help="Rows per batch [32].")
     ] = None,
@@ -57,6 +60,7 @@ def serve(
         "host": host,
         "port": port,
         "variant": variant,
+        "force_variant": force,
         "max_batch_size": max_batch_size,
         "max_queue_delay_ms": max_queue_delay_ms,
         "max_queue": max_queue,

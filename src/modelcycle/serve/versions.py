@@ -6,7 +6,6 @@ so a promotion fails no request, and a version that cannot load leaves the old o
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +16,12 @@ import torch
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig
-from modelcycle.errors import ModelcycleError, NotFoundError, RequestError
+from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.inference import model_device
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
 
-logger = logging.getLogger(__name__)
 BatchStatsHook = Callable[[str, BatchStats], None]
 Run = Callable[[Tensors], np.ndarray]
 
@@ -55,8 +53,8 @@ def pick_variant(bundle: Bundle, requested: str, *, force: bool = False) -> str:
         return BASE
     verdict = bundle.variant(requested).manifest.verdict
     if verdict != "passed" and not force:
-        raise RequestError(
-            f"{bundle.ref}: variant {requested} has verdict '{verdict}' and is not served",
+        raise ConfigError(
+            f"--variant: {bundle.ref} variant {requested} has verdict '{verdict}' and is not served",
             hint="pass --force to serve it anyway",
         )
     return requested
@@ -65,8 +63,8 @@ def pick_variant(bundle: Bundle, requested: str, *, force: bool = False) -> str:
 def load_version(
     bundle: Bundle, settings: ServeConfig, *, variant: str, on_batch: BatchStatsHook | None = None
 ) -> LoadedVersion:
-    """Load and warm a version (one real row through the network), ready to take requests."""
-    chosen = pick_variant(bundle, variant)
+    """Load and warm a version (one call on a row of zeros), ready to take requests."""
+    chosen = pick_variant(bundle, variant, force=settings.force_variant)
     predictor = load_predictor(bundle, chosen)
     model = predictor.model
 
