@@ -79,18 +79,24 @@ class Batcher:
         answer takes longer than ``timeout`` seconds."""
         self.start()
         assert self._queue is not None
+        loop = asyncio.get_running_loop()
         rows = len(next(iter(inputs.values())))
-        pending = _Pending(inputs, rows, asyncio.get_running_loop().create_future())
+        pending = _Pending(inputs, rows, loop.create_future())
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise OverloadedError(f"the queue is full ({self.max_queue} requests waiting)") from None
+
+        def expire() -> None:  # a timer, not asyncio.wait_for: no extra task per request
+            if not pending.future.done():
+                pending.future.set_exception(OverloadedError(f"no answer within {timeout:g} s"))
+
+        deadline = loop.call_later(timeout, expire)
         self.in_flight += 1
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        except asyncio.TimeoutError:
-            raise OverloadedError(f"no answer within {timeout:g} s") from None
+            return await pending.future
         finally:
+            deadline.cancel()
             self.in_flight -= 1
 
     async def drain(self, timeout: float = 30.0) -> None:
