@@ -72,12 +72,8 @@ class ServerState:
                 ("shadow", served.shadow),
             ):
                 if loaded is not None:
-                    runtime = (
-                        "torch"
-                        if loaded.variant == "base"
-                        else loaded.bundle.variant(loaded.variant).manifest.runtime
-                    )
-                    self.metrics.info.labels(name, str(loaded.version), role, loaded.variant, runtime).set(1)
+                    labels = (name, str(loaded.version), role, loaded.variant, loaded.runtime)
+                    self.metrics.info.labels(*labels).set(1)
 
 
 def create_app(

@@ -40,6 +40,10 @@ class LoadedVersion:
     def version(self) -> int:
         return int(self.bundle.manifest.version or 0)
 
+    @property
+    def runtime(self) -> str:
+        return "torch" if self.variant == BASE else self.bundle.variant(self.variant).manifest.runtime
+
     async def infer(self, inputs: Tensors, timeout: float) -> np.ndarray:
         return await self.batcher.submit(inputs, timeout=timeout)
 

@@ -65,11 +65,10 @@ def _version(served: ServedModel, version: str | None) -> LoadedVersion:
 
 def _metadata(served: ServedModel, loaded: LoadedVersion) -> dict[str, Any]:
     manifest = loaded.bundle.manifest
-    runtime = "torch" if loaded.variant == "base" else loaded.bundle.variant(loaded.variant).manifest.runtime
     return {
         "name": served.name,
         "versions": [str(item.version) for item in served.versions()],
-        "platform": f"modelcycle_{runtime}",
+        "platform": f"modelcycle_{loaded.runtime}",
         "inputs": [
             {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": spec.shape}
             for spec in manifest.inputs.tensors
