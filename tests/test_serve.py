@@ -97,6 +97,14 @@ def live_server(app: FastAPI) -> Iterator[httpx.Client]:
         sock.close()
 
 
+def resident_mb() -> float:
+    """This process's resident memory (the server runs in a thread of it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def held_out(bundle: Bundle) -> tuple[Predictor, dict[str, np.ndarray]]:
     predictor = Predictor.load(bundle)
     return predictor, model_tensors(
@@ -293,6 +301,7 @@ def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) 
         run = served.primary.batcher.runner
         served.primary.batcher.runner = lambda inputs: (time.sleep(0.02), run(inputs))[1]  # a slow model
         body = v2_body(batch_of(registry, 1))
+        before = resident_mb()
         with ThreadPoolExecutor(32) as pool:
             responses = list(
                 pool.map(lambda _: client.post("/v2/models/breast-cancer-mlp/infer", json=body), range(160))
@@ -303,6 +312,7 @@ def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) 
         assert 200 in codes
         assert all(r.headers["retry-after"] == "1" for r in responses if r.status_code == 503)
         assert client.get("/v2/health/ready").status_code == 200  # still up
+        assert resident_mb() - before < 100  # the bounded queue keeps memory bounded
         assert 'modelcycle_requests_total{code="503"' in client.get("/metrics").text
 
 
@@ -457,3 +467,21 @@ def test_a_rejected_variant_is_served_only_when_forced(registry: Registry) -> No
             client.post("/v2/models/breast-cancer-mlp/infer", json=v2_body(batch_of(registry))).status_code
             == 200
         )
+
+
+def test_shutdown_answers_the_requests_in_flight(registry: Registry) -> None:
+    app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig(max_batch_size=1), admin_token=TOKEN)
+    body = v2_body(batch_of(registry, 1))
+    with ThreadPoolExecutor(6) as pool:
+        with live_server(app) as client:
+            batcher = app.state.serving.models["breast-cancer-mlp"].primary.batcher
+            run = batcher.runner
+            batcher.runner = lambda inputs: (time.sleep(0.1), run(inputs))[1]
+            url = f"{client.base_url}/v2/models/breast-cancer-mlp/infer"
+            pending = [pool.submit(httpx.post, url, json=body, timeout=30) for _ in range(6)]
+            deadline = time.monotonic() + 10
+            while batcher.in_flight < 6 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert batcher.in_flight == 6
+        # the server has stopped: every request it had accepted was answered
+        assert [future.result().status_code for future in pending] == [200] * 6
