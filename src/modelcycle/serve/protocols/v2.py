@@ -37,6 +37,26 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
+# The body is read by hand (JSON, or JSON + binary tensors); the schema is still published in OpenAPI.
+# The infer routes come first: routes are matched in order, and inference is the hot path.
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
+async def infer(name: str, request: Request) -> JSONResponse:
+    return await _infer(serving_state(request), name, request, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def infer_version(name: str, version: str, request: Request) -> JSONResponse:
+    return await _infer(serving_state(request), name, request, version)
+
+
 @router.get("")
 def server_metadata() -> dict[str, Any]:
     return {"name": "modelcycle", "version": __version__, "extensions": ["binary_tensor_data"]}
@@ -165,22 +185,3 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
         ],
     }
     return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version)})
-
-
-# The body is read by hand (JSON, or JSON + binary tensors); the schema is still published in OpenAPI.
-INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-    }
-}
-
-
-@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
-async def infer(name: str, request: Request) -> JSONResponse:
-    return await _infer(serving_state(request), name, request, None)
-
-
-@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
-async def infer_version(name: str, version: str, request: Request) -> JSONResponse:
-    return await _infer(serving_state(request), name, request, version)
