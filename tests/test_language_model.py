@@ -65,12 +65,18 @@ def test_cached_generation_equals_recomputing_the_prefix(temperature: float) -> 
     model = GPT(30, GPTParams(embed_dim=32, num_layers=2, num_heads=4, context_length=16, dropout=0.0))
     prompt = torch.randint(0, 30, (1, 5))
     runs = [
-        model.generate(
-            prompt,
-            20,
-            temperature=temperature,
-            generator=torch.Generator().manual_seed(3),
-            use_cache=use_cache,
+        torch.cat(
+            [
+                prompt,
+                *model.tokens(
+                    prompt,
+                    20,
+                    temperature=temperature,
+                    generator=torch.Generator().manual_seed(3),
+                    use_cache=use_cache,
+                ),
+            ],
+            dim=1,
         )
         for use_cache in (True, False)
     ]

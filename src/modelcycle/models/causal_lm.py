@@ -45,30 +45,6 @@ class CausalLM(nn.Module):
         return self.network(input_ids=input_ids, use_cache=False).logits
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompt: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-        stop_token: int | None = None,
-    ) -> torch.Tensor:
-        """``prompt`` (1, T) followed by up to ``max_new_tokens`` ids; stops after ``stop_token``."""
-        new = self.tokens(
-            prompt,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            stop_token=stop_token,
-        )
-        return torch.cat([prompt, *new], dim=1)
-
-    @torch.no_grad()
     def tokens(
         self,
         prompt: torch.Tensor,

@@ -117,35 +117,6 @@ class GPT(nn.Module):
         return self.head(self.norm(x)), new_caches
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompt: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        stop_token: int | None = None,
-    ) -> torch.Tensor:
-        """``prompt`` (B, T) followed by up to ``max_new_tokens`` generated ids (fewer when every row of a
-        single-row prompt reached ``stop_token``)."""
-        new = list(
-            self.tokens(
-                prompt,
-                max_new_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=generator,
-                use_cache=use_cache,
-                stop_token=stop_token,
-            )
-        )
-        return torch.cat([prompt, *new], dim=1)
-
-    @torch.no_grad()
     def tokens(
         self,
         prompt: torch.Tensor,
