@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelcycle import __version__
@@ -109,6 +110,8 @@ def create_app(
     app.include_router(simple.router)
     app.include_router(openai.router)
     app.include_router(admin_router)
+    for path in v2.FAST_ROUTES:
+        app.router.routes.insert(0, Route(path, v2.fast_infer, methods=["POST"]))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
