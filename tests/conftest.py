@@ -16,6 +16,16 @@ from modelcycle.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# examples/tiny-gpt.yaml cut down to seconds: a few hundred lines, one small layer, one epoch.
+TINY_GPT = [
+    "data.max_rows=400",
+    "data.preprocess.text.max_length=32",
+    "model.params.context_length=32",
+    "model.params.embed_dim=16",
+    "model.params.num_layers=1",
+    "model.params.num_heads=2",
+    "train.epochs=1",
+]
 
 
 @pytest.fixture

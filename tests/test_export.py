@@ -17,7 +17,7 @@ from modelcycle.inference import predict
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, TINY_GPT
 from tests.test_sequence_models import keyword_reviews
 
 
@@ -67,16 +67,7 @@ def test_text_transformer_export_has_a_dynamic_sequence(registry: Registry, tmp_
 
 
 def test_gpt_exports_next_token_logits(registry: Registry) -> None:
-    overrides = [
-        "data.max_rows=400",
-        "data.preprocess.text.max_length=32",
-        "model.params.context_length=32",
-        "model.params.embed_dim=16",
-        "model.params.num_layers=1",
-        "model.params.num_heads=2",
-        "train.epochs=1",
-    ]
-    bundle = registry.open(train(load_config(EXAMPLES / "tiny-gpt.yaml", overrides), registry).ref)
+    bundle = registry.open(train(load_config(EXAMPLES / "tiny-gpt.yaml", TINY_GPT), registry).ref)
     result = export_onnx(bundle)
     assert result.max_abs_diff <= 1e-4
     assert result.argmax_agreement == 1.0

@@ -18,18 +18,8 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, generate, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, TINY_GPT
 from tests.test_serve import live_server
-
-TINY_GPT = [
-    "data.max_rows=400",
-    "data.preprocess.text.max_length=32",
-    "model.params.context_length=32",
-    "model.params.embed_dim=16",
-    "model.params.num_layers=1",
-    "model.params.num_heads=2",
-    "train.epochs=1",
-]
 
 
 @pytest.fixture(scope="module")

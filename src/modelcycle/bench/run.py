@@ -22,7 +22,7 @@ from modelcycle.bench.report import BenchReport, VariantBench
 from modelcycle.bench.rows import bench_rows, is_tokens
 from modelcycle.bundle import Bundle
 from modelcycle.bundle.files import write_json_atomic
-from modelcycle.bundle.io import VARIANTS_DIR, WEIGHTS
+from modelcycle.bundle.io import VARIANTS_DIR
 from modelcycle.bundle.manifest import utc_now
 from modelcycle.errors import ConfigError, ModelcycleError
 from modelcycle.runtime import BASE
@@ -145,7 +145,7 @@ def _measure(bundle: Bundle, name: str, job: dict[str, Any]) -> VariantBench:
         raise ModelcycleError(f"{bundle.ref}: benchmarking variant '{name}' failed: {reason}")
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     if name == BASE:
-        runtime, size, verdict = "torch", (bundle.path / WEIGHTS).stat().st_size, None
+        runtime, size, verdict = "torch", bundle.weights_bytes, None
     else:
         manifest = bundle.variant(name).manifest
         runtime, size, verdict = manifest.runtime, manifest.size_bytes, manifest.verdict

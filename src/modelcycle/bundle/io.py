@@ -125,6 +125,11 @@ class Bundle:
     def ref(self) -> str:
         return f"{self.manifest.name}@{self.manifest.version}"
 
+    @property
+    def weights_bytes(self) -> int:
+        """The size of the version's own (fp32) weights, which a variant's size is compared with."""
+        return (self.path / WEIGHTS).stat().st_size
+
     def state_dict(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         return load_weights(self.path / WEIGHTS, device)
 

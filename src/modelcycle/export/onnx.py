@@ -23,6 +23,7 @@ from modelcycle.bundle import Bundle, VariantManifest
 from modelcycle.errors import BundleError, ExportError
 from modelcycle.inference import predict
 from modelcycle.predictor import Predictor, held_out_split, model_tensors
+from modelcycle.runtime import OnnxModel
 
 logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
@@ -53,7 +54,7 @@ def export_onnx(bundle: Bundle, *, opset: int | None = None, tolerance: float = 
         path = Path(scratch) / ONNX_FILE
         used_opset = _convert(predictor.model, inputs, names, path, opset)
         expected = predict(predictor.model, inputs)
-        got = _run_onnx(path, inputs)
+        got = predict(OnnxModel(path, names), inputs)
         difference = float(np.max(np.abs(got - expected))) if expected.size else 0.0
         agreement = _argmax_agreement(bundle.manifest.task, expected, got)
         if not difference <= tolerance:
@@ -149,14 +150,6 @@ def _convert(
             0,
         )
     )
-
-
-def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed_names = [item.name for item in session.get_inputs()]
-    return np.asarray(session.run(None, {name: inputs[name] for name in feed_names})[0], dtype=np.float32)
 
 
 def _argmax_agreement(task: str, expected: np.ndarray, got: np.ndarray) -> float | None:

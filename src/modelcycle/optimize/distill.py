@@ -18,7 +18,6 @@ from modelcycle.config import PipelineConfig
 from modelcycle.data.dataset import Dataset
 from modelcycle.errors import ConfigError
 from modelcycle.optimize.gate import Gate
-from modelcycle.optimize.variant import base_size
 from modelcycle.pipeline import TrainResult, train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
@@ -137,8 +136,8 @@ def distill(
         student_value=outcome.candidate,
         delta=outcome.delta,
         verdict=outcome.verdict,
-        teacher_size_bytes=base_size(teacher),
-        student_size_bytes=base_size(student_bundle),
+        teacher_size_bytes=teacher.weights_bytes,
+        student_size_bytes=student_bundle.weights_bytes,
         teacher_p50_ms=timing["teacher"],
         student_p50_ms=timing["student"],
         student_metrics=judged["student"],

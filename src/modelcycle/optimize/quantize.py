@@ -92,6 +92,8 @@ def _torch_model(validation: Validation, source: str) -> nn.Module:
     bundle = validation.predictor.bundle
     if _runtime_of(bundle, source) != "torch":
         raise ConfigError(f"--variant: {source} runs on ONNX Runtime; this method quantizes torch weights")
+    if source == BASE:  # loaded already to measure the base; quantizing and casting work on copies
+        return validation.predictor.model.cpu().eval()
     return load_model(bundle, source).cpu().eval()
 
 

@@ -13,7 +13,6 @@ from torch import nn
 
 from modelcycle.bench.timing import latency_ms
 from modelcycle.bundle import Bundle, VariantManifest
-from modelcycle.bundle.io import WEIGHTS
 from modelcycle.errors import BundleError, ExportError
 from modelcycle.optimize.gate import Gate, GateResult
 from modelcycle.predictor import Predictor, finite, held_out_split, model_tensors
@@ -78,11 +77,6 @@ class Validation:
         return {name: array[:1] for name, array in self.inputs.items()}
 
 
-def base_size(bundle: Bundle) -> int:
-    """The size of the version's fp32 weights, which a variant's size is compared with."""
-    return (bundle.path / WEIGHTS).stat().st_size
-
-
 def refuse_existing(bundle: Bundle, name: str) -> None:
     if name in bundle.variant_names():
         raise BundleError(
@@ -131,7 +125,7 @@ def add_gated_variant(
         method=method,
         runtime=runtime,
         size_bytes=variant.manifest.size_bytes,
-        base_size_bytes=base_size(bundle),
+        base_size_bytes=bundle.weights_bytes,
         metric=metric,
         base_value=judged.base,
         value=judged.candidate,
