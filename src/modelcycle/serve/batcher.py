@@ -26,11 +26,12 @@ class _Pending:
     rows: int
     future: asyncio.Future[np.ndarray]
     queued_at: float = field(default_factory=time.perf_counter)
+    signature: tuple[tuple[str, tuple[int, ...], np.dtype], ...] = field(init=False)
 
-    @property
-    def signature(self) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-        """Requests batch together only when every input agrees beyond the batch axis."""
-        return tuple((name, array.shape[1:], str(array.dtype)) for name, array in self.inputs.items())
+    def __post_init__(self) -> None:
+        # Requests batch together only when every input agrees beyond the batch axis. Computed once, and
+        # with dtype objects: str(dtype) is Python code in numpy and showed up in request profiles.
+        self.signature = tuple((name, array.shape[1:], array.dtype) for name, array in self.inputs.items())
 
 
 @dataclass(frozen=True)
@@ -161,5 +162,5 @@ class Batcher:
                 item.future.set_result(outputs[offset : offset + item.rows])
             offset += item.rows
         if self.on_batch is not None:
-            queued = float(np.mean([started - item.queued_at for item in live]))
+            queued = sum(started - item.queued_at for item in live) / len(live)
             self.on_batch(BatchStats(sum(item.rows for item in live), len(live), queued, finished - started))
