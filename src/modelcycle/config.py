@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from modelcycle.errors import ConfigError
 from modelcycle.plugins import did_you_mean
@@ -209,6 +218,75 @@ class ServeConfig(Section):
     shadow_timeout_s: float = Field(10.0, gt=0)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in ``30s``, ``15m``, ``1h`` or ``7d`` (ValueError otherwise)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match is None:
+        raise ValueError(f"'{text}' is not a duration (e.g. 30s, 15m, 1h, 7d)")
+    return float(match[1]) * DURATION_UNITS[match[2]]
+
+
+Duration = Annotated[str, AfterValidator(lambda text: duration_seconds(text) and text)]
+
+
+class PiiConfig(Section):
+    """What counts as personal data in stored inputs (see modelcycle.monitor.pii)."""
+
+    enabled: bool = True
+    rules: list[str] = Field(default_factory=lambda: ["email", "cn_id", "card", "iban", "ip", "phone"])
+    fields: list[str] | None = None  # only these keys of JSON inputs (default: every string)
+    patterns: dict[str, str] = Field(default_factory=dict)  # name → regular expression of the user's own
+    phone_region: str = "US"
+
+
+class AlertRule(Section):
+    """An alert: ``metric`` is ``drift`` (the dataset drifted) or a live quality metric of ``window``
+    (accuracy, precision_macro, recall_macro, f1_macro, roc_auc, mae, rmse) that must not go ``below`` or
+    ``above`` a threshold once ``min_samples`` labelled predictions are in the window."""
+
+    metric: str
+    window: Duration = "1h"
+    below: float | None = None
+    above: float | None = None
+    min_samples: PositiveInt = 30
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> AlertRule:
+        if self.metric != "drift" and (self.below is None) == (self.above is None):
+            raise ValueError(f"alert on {self.metric}: give exactly one of below / above")
+        return self
+
+
+class WebhookConfig(Section):
+    url: str
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0)
+
+
+class MonitorConfig(Section):
+    """Monitoring in the server (on by default): the prediction store, PII masking, live quality windows,
+    scheduled drift checks and alerts."""
+
+    enabled: bool = True
+    sample_rate: float = Field(1.0, ge=0, le=1)  # the share of requests stored
+    store: str | None = None  # SQLite file; default: monitor.db under MODELCYCLE_HOME
+    buffer_size: PositiveInt = 10_000
+    retention_days: float = Field(30.0, gt=0)
+    max_rows: PositiveInt = 1_000_000
+    interval_s: float = Field(30.0, gt=0)  # how often quality, drift and alerts are computed
+    windows: list[Duration] = Field(default_factory=lambda: ["1h", "24h"])
+    drift_window: Duration = "1h"
+    drift_min_rows: PositiveInt = 100
+    drift_alpha: float = Field(0.05, gt=0, lt=1)
+    drift_share: float = Field(0.5, gt=0, le=1)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(metric="drift")])
+    webhook: WebhookConfig | None = None
+
+
 class PipelineConfig(Section):
     """The whole pipeline YAML."""
 
@@ -219,12 +297,13 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig | None = None
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the resolved config (for lineage and resume checks); how a model
-        is served is not part of what it is."""
+        is served and watched is not part of what it is."""
         canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"serve"}), sort_keys=True, separators=(",", ":")
+            self.model_dump(mode="json", exclude={"serve", "monitor"}), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 

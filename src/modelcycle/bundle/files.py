@@ -112,7 +112,7 @@ def sweep_stale_temporaries(parent: Path, *, keep: Path | None = None) -> None:
             continue
         owner = entry.name.removeprefix(TEMP_PREFIX).rsplit("-", 2)[0]
         pid, _, owner_host = owner.partition("@")
-        dead_here = owner_host == host and pid.isdigit() and not _process_alive(int(pid))
+        dead_here = owner_host == host and pid.isascii() and pid.isdigit() and not _process_alive(int(pid))
         try:
             stale = time.time() - entry.stat().st_mtime > STALE_AFTER_SECONDS
         except FileNotFoundError:
@@ -133,11 +133,15 @@ def _process_alive(pid: int) -> bool:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to ``path`` so that readers see either the old file or the whole new one."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a fsynced temp file and a rename: the old file or the whole new one."""
     temp = temp_path(path.parent, path.name)
     try:
         with temp.open("w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)

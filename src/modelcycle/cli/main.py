@@ -22,6 +22,7 @@ from modelcycle.cli import (
     generate_cmd,
     import_cmd,
     models_cmd,
+    monitor_cmd,
     optimize_cmd,
     runs_cmd,
     serve_cmd,
@@ -42,6 +43,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(runs_cmd.app, name="runs")
 app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)

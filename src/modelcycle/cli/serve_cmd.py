@@ -19,7 +19,8 @@ ADMIN_TOKEN = "MODELCYCLE_ADMIN_TOKEN"
 def serve(
     refs: Annotated[list[str], typer.Argument(help="Versions to serve, e.g. digits-cnn text-minilm@2.")],
     config_file: Annotated[
-        Path | None, typer.Option("--config", help="A pipeline YAML whose serve: section sets the defaults.")
+        Path | None,
+        typer.Option("--config", help="A pipeline YAML whose serve: and monitor: sections set the defaults."),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to bind [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port [8000].")] = None,
@@ -52,10 +53,12 @@ def serve(
     MODELCYCLE_ADMIN_TOKEN), metrics (/metrics)."""
     import uvicorn
 
-    from modelcycle.config import ServeConfig, load_config
+    from modelcycle.config import MonitorConfig, ServeConfig, load_config
     from modelcycle.serve import create_app
 
-    base = load_config(config_file).serve if config_file is not None else ServeConfig()
+    pipeline = load_config(config_file) if config_file is not None else None
+    base = pipeline.serve if pipeline is not None else ServeConfig()
+    monitoring = pipeline.monitor if pipeline is not None else MonitorConfig()
     given = {
         "host": host,
         "port": port,
@@ -83,7 +86,7 @@ def serve(
     if workers > 1:
         from modelcycle.serve.factory import SPEC, spec_for_workers
 
-        os.environ[SPEC] = spec_for_workers(refs, settings)
+        os.environ[SPEC] = spec_for_workers(refs, settings, monitoring)
         factory = "modelcycle.serve.factory:from_environment"
         uvicorn.run(
             factory,
@@ -94,7 +97,7 @@ def serve(
             log_level="warning",
         )
         return
-    app = create_app(registry, refs, settings, admin_token=token)
+    app = create_app(registry, refs, settings, admin_token=token, monitoring=monitoring)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -31,11 +31,11 @@ def profile_dataset(dataset: Dataset) -> dict[str, Any]:
         if kind == "image":
             features[name] = _image_profile(dataset.images)
         elif kind == "numeric":
-            features[name] = _numeric_profile(dataset.frame[name].to_numpy(dtype=np.float64))
+            features[name] = numeric_profile(dataset.frame[name].to_numpy(dtype=np.float64))
         elif kind == "text":
             features[name] = _text_profile(dataset.frame[name].fillna("").astype(str))
         else:
-            features[name] = _categorical_profile(dataset.frame[name])
+            features[name] = categorical_profile(dataset.frame[name])
     profile: dict[str, Any] = {
         "profile_version": PROFILE_VERSION,
         "rows": len(dataset),
@@ -45,9 +45,9 @@ def profile_dataset(dataset: Dataset) -> dict[str, Any]:
     if dataset.target is not None:
         target = dataset.frame[dataset.target]
         profile["target"] = (
-            _categorical_profile(target, top=len(dataset.label_names or []) or TOP_VALUES)
+            categorical_profile(target, top=len(dataset.label_names or []) or TOP_VALUES)
             if dataset.task == "classification"
-            else _numeric_profile(target.to_numpy(dtype=np.float64))
+            else numeric_profile(target.to_numpy(dtype=np.float64))
         )
     return profile
 
@@ -56,7 +56,7 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [float(f"{value:.6g}") for value in values]
 
 
-def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
+def numeric_profile(values: np.ndarray) -> dict[str, Any]:
     present = values[~np.isnan(values)]
     summary: dict[str, Any] = {
         "type": "numeric",
@@ -77,7 +77,7 @@ def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
     return summary
 
 
-def _categorical_profile(column: pd.Series, top: int = TOP_VALUES) -> dict[str, Any]:
+def categorical_profile(column: pd.Series, top: int = TOP_VALUES) -> dict[str, Any]:
     labels = column.map(lambda value: MISSING_CATEGORY if pd.isna(value) else label_text(value))
     counts = labels.value_counts()
     frequencies = {str(value): int(count) for value, count in counts.iloc[:top].items()}
@@ -98,8 +98,8 @@ def _text_profile(texts: pd.Series) -> dict[str, Any]:
     return {
         "type": "text",
         "count": len(texts),
-        "characters": _numeric_profile(texts.str.len().to_numpy(dtype=np.float64)),
-        "words": _numeric_profile(words.map(len).to_numpy(dtype=np.float64)),
+        "characters": numeric_profile(texts.str.len().to_numpy(dtype=np.float64)),
+        "words": numeric_profile(words.map(len).to_numpy(dtype=np.float64)),
         "top_tokens": dict(tokens.most_common(TOP_VALUES)),
     }
 
@@ -114,5 +114,5 @@ def _image_profile(images: np.ndarray | None) -> dict[str, Any]:
         "shape": list(images.shape[1:]),
         "channel_mean": _rounded(per_channel.mean(axis=1)),
         "channel_std": _rounded(per_channel.std(axis=1)),
-        "intensity": _numeric_profile(images.mean(axis=(1, 2, 3), dtype=np.float64)),
+        "intensity": numeric_profile(images.mean(axis=(1, 2, 3), dtype=np.float64)),
     }

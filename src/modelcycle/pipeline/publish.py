@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, OutputSchema
@@ -9,9 +11,11 @@ from modelcycle.bundle.manifest import code_version
 from modelcycle.config import PipelineConfig
 from modelcycle.data import profile_dataset
 from modelcycle.data.preprocess import CarriesFiles
+from modelcycle.monitor.embeddings import embed, embedding_profile
 from modelcycle.pipeline.prepare import PreparedData
 from modelcycle.pipeline.resolve import ResolvedPipeline
 from modelcycle.registry import Registry
+from modelcycle.schema import DataKind
 from modelcycle.tasks import Task
 from modelcycle.train import FitResult
 
@@ -58,7 +62,7 @@ def register_model(
         builder.write_json(
             "preprocess.json", {"features": data.preprocessor.state(), "target": data.encoder.state()}
         )
-        builder.write_json("reference.json", profile_dataset(data.parts["train"]))
+        builder.write_json("reference.json", reference_profile(data, model))
         builder.write_json("config.json", config.model_dump(mode="json"))
         history = {
             "best_epoch": outcome.best_epoch,
@@ -68,3 +72,19 @@ def register_model(
         builder.write_json("history.json", history)
         reason = f"trained by run {run_id}" + (f", distilled from {parent}" if parent else "")
         return registry.register(builder, manifest, reason=reason)
+
+
+EMBEDDED_KINDS: tuple[DataKind, ...] = ("image", "text")
+EMBEDDING_ROWS = 1000
+
+
+def reference_profile(data: PreparedData, model: nn.Module) -> dict[str, Any]:
+    """The training split's profile; for text and images also the model's embeddings of training rows, the
+    reference that drift of what the model sees is measured against."""
+    profile = profile_dataset(data.parts["train"])
+    if data.dataset.kind in EMBEDDED_KINDS and data.task != "language_modeling":
+        inputs = {name: array[:EMBEDDING_ROWS] for name, array in data.tensors["train"].inputs.items()}
+        embeddings = embed(model, inputs, data.num_outputs)
+        if embeddings is not None and len(embeddings) > 1:
+            profile["embedding"] = embedding_profile(embeddings)
+    return profile

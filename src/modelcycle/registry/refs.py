@@ -38,7 +38,7 @@ def parse_ref(text: str) -> ModelRef:
     name, selector = match["name"], match["selector"]
     if selector is None:
         return ModelRef(name)
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():
         if not 0 < int(selector) <= MAX_VERSION:
             raise ConfigError(f"'{text}': version numbers run from 1 to {MAX_VERSION}")
         return ModelRef(name, version=int(selector))

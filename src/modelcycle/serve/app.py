@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
@@ -20,11 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelcycle import __version__
-from modelcycle.config import ServeConfig
+from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.errors import ModelcycleError, NotFoundError, OverloadedError
+from modelcycle.monitor.live import LiveMonitor, Watched
+from modelcycle.monitor.metrics import ServerMetrics
 from modelcycle.registry import Registry
-from modelcycle.serve.batcher import Tensors
-from modelcycle.serve.metrics import ServerMetrics
+from modelcycle.serve.batcher import BatchStats, Tensors
 from modelcycle.serve.versions import LoadedVersion, ServedModel, load_version
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class ServerState:
     settings: ServeConfig
     admin_token: str | None
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    monitor: LiveMonitor | None = None
     models: dict[str, ServedModel] = field(default_factory=dict)
     ready: bool = False
     load_error: str | None = None
@@ -57,10 +60,29 @@ class ServerState:
         bundle = self.registry.open(ref)
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(
-            None, lambda: load_version(bundle, self.settings, variant=variant, on_batch=self.metrics.batch)
+            None, lambda: load_version(bundle, self.settings, variant=variant, on_batch=self._batch)
         )
         loaded.batcher.start()
         return loaded
+
+    def _batch(self, ref: str, stats: BatchStats) -> None:
+        self.metrics.batch(ref.split("@", 1)[0], stats.rows, stats.queue_seconds)
+
+    def watched(self) -> list[Watched]:
+        """The versions that answer requests (primary and canary), as monitoring sees them."""
+        return [
+            Watched(
+                name,
+                loaded.version,
+                loaded.bundle.manifest.task,
+                loaded.predictor.encoder.classes_ or None,
+                loaded.reference,
+                loaded.embed_stored,
+            )
+            for name, served in self.models.items()
+            for loaded in (served.primary, served.canary)
+            if loaded is not None
+        ]
 
     def describe(self) -> None:
         """Refresh the model-info gauge after any change of versions."""
@@ -82,32 +104,44 @@ def create_app(
     settings: ServeConfig | None = None,
     *,
     admin_token: str | None = None,
+    monitoring: MonitorConfig | None = None,
 ) -> FastAPI:
-    """The application; models load in the background after start-up (``/v2/health/ready`` tells when)."""
+    """The application; models load in the background after start-up (``/v2/health/ready`` tells when).
+    Monitoring is on unless ``monitoring.enabled`` is false."""
     state = ServerState(registry, refs, settings or ServeConfig(), admin_token)
+    monitoring = monitoring or MonitorConfig()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(_load_all(state))
+        if monitoring.enabled:
+            state.monitor = LiveMonitor(monitoring, registry, state.metrics)
+        tasks = [asyncio.create_task(_load_all(state))]
+        if state.monitor is not None:
+            tasks.append(asyncio.create_task(_watch(state, state.monitor, monitoring.interval_s)))
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loading
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             for served in state.models.values():
                 await served.close()  # graceful: every accepted request is answered first
+            if state.monitor is not None:
+                state.monitor.close()  # after the drain, so the last answers are stored too
 
     app = FastAPI(title="modelcycle", version=__version__, lifespan=lifespan)
     app.state.serving = state
     _install_error_handlers(app)
     from modelcycle.serve.admin import router as admin_router
+    from modelcycle.serve.feedback import router as feedback_router
     from modelcycle.serve.protocols import openai, simple, v2
 
     app.add_middleware(Gateway, limit=state.settings.max_body_bytes, hot_path=v2.hot_path)
     app.include_router(v2.router)
     app.include_router(simple.router)
     app.include_router(openai.router)
+    app.include_router(feedback_router)
     app.include_router(admin_router)
 
     @app.get("/metrics", include_in_schema=False)
@@ -137,6 +171,19 @@ async def _load_all(state: ServerState) -> None:
     except Exception as error:  # the server stays up and says why it is not ready
         state.load_error = str(error)
         logger.error("could not load the models: %s", error)
+
+
+async def _watch(state: ServerState, monitor: LiveMonitor, interval_s: float) -> None:
+    """Every ``interval_s``: live quality, drift and alerts, computed in a thread off the event loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        if not state.ready:
+            continue
+        try:
+            await loop.run_in_executor(None, monitor.check, state.watched())
+        except Exception:  # a failed round is logged and the next one tries again; serving goes on
+            logger.exception("monitoring round failed")
 
 
 def serving_state(request: Request) -> ServerState:
@@ -222,22 +269,38 @@ Encoder = Callable[[LoadedVersion], Tensors]
 
 
 async def answer(
-    state: ServerState, served: ServedModel, encode: Encoder, protocol: str, *, version: int | None = None
+    state: ServerState,
+    served: ServedModel,
+    encode: Encoder,
+    protocol: str,
+    *,
+    request_id: str,
+    instances: list[Any] | None = None,
+    version: int | None = None,
 ) -> tuple[LoadedVersion, np.ndarray]:
     """Route a request to a version, encode it with that version's own schema and preprocessing (a canary
-    may preprocess differently), wait for the batcher, mirror it to the shadow, and count it; returns the
-    version that answered and its outputs."""
+    may preprocess differently), wait for the batcher, mirror it to the shadow, count it and hand it to
+    monitoring (``instances``: the rows as the caller sent them, else the model-ready tensors are stored);
+    returns the version that answered and its outputs."""
     started = time.perf_counter()
     loaded = served.route(version)
     code = "200"
     try:
-        outputs = await loaded.infer(encode(loaded), state.settings.request_timeout_s)
+        tensors = encode(loaded)
+        outputs = await loaded.infer(tensors, state.settings.request_timeout_s)
     except ModelcycleError as error:
         code = str(error.http_status)
         raise
     finally:
+        elapsed = time.perf_counter() - started
         state.metrics.requests.labels(served.name, str(loaded.version), protocol, code).inc()
-        state.metrics.latency.labels(served.name, protocol).observe(time.perf_counter() - started)
+        state.metrics.latency.labels(served.name, protocol).observe(elapsed)
+    if state.monitor is not None:
+        inputs = instances if instances is not None else tensors
+        target = loaded.predictor.encoder
+        state.monitor.record(
+            request_id, served.name, loaded.version, protocol, inputs, outputs, target, elapsed * 1000
+        )
     if version is None:
         served.mirror(encode, outputs, state.settings.shadow_timeout_s)
     return loaded, outputs

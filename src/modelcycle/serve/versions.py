@@ -6,9 +6,11 @@ so a promotion fails no request, and a version that cannot load leaves the old o
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,11 @@ from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.inference import model_device
+from modelcycle.monitor.embeddings import embed, output_layer
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
+from modelcycle.serve.decode import instance_tensors
 
 BatchStatsHook = Callable[[str, BatchStats], None]
 Run = Callable[[Tensors], np.ndarray]
@@ -39,6 +43,51 @@ class LoadedVersion:
     @property
     def version(self) -> int:
         return int(self.bundle.manifest.version or 0)
+
+    @functools.cached_property
+    def reference(self) -> dict[str, Any]:
+        """The training data's profile (``reference.json``), what drift is measured against."""
+        reference: dict[str, Any] = self.bundle.read_json("reference.json")
+        return reference
+
+    def embed_stored(self, rows: list[Any]) -> np.ndarray | None:
+        """The model's embeddings of stored request rows (model-ready tensors by name, or instances as the
+        caller sent them), for drift; None when the model has no output layer to read them from."""
+        network = self._embedding_network
+        if network is None:
+            return None
+        schema = self.bundle.manifest.inputs
+        names = [spec.name for spec in schema.tensors]
+        groups: dict[Any, list[Any]] = {}
+        for row in rows:
+            ready = isinstance(row, dict) and sorted(row) == sorted(names)
+            key = tuple(np.shape(row[name]) for name in names) if ready else "instances"
+            groups.setdefault(key, []).append(row)
+        width = int(self.bundle.manifest.outputs.tensors[0].shape[-1])
+        parts = []
+        for key, members in groups.items():
+            if key == "instances":
+                tensors = instance_tensors(
+                    members, self.predictor, max_rows=len(members), max_text_chars=10**9
+                )
+            else:
+                tensors = {
+                    spec.name: np.asarray([row[spec.name] for row in members], dtype=spec.dtype)
+                    for spec in schema.tensors
+                }
+            embedded = embed(network, tensors, width)
+            if embedded is not None:
+                parts.append(embedded)
+        return np.concatenate(parts) if parts else None
+
+    @functools.cached_property
+    def _embedding_network(self) -> torch.nn.Module | None:
+        """The served network when it is torch with an output layer, else the base weights loaded once."""
+        width = int(self.bundle.manifest.outputs.tensors[0].shape[-1])
+        if output_layer(self.predictor.model, width) is not None:
+            return self.predictor.model
+        base = Predictor.load(self.bundle).model
+        return base if output_layer(base, width) is not None else None
 
     @property
     def runtime(self) -> str:

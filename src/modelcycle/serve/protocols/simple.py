@@ -39,7 +39,10 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
             max_text_chars=settings.max_text_chars,
         )
 
-    loaded, outputs = await answer(state, served, encode, "v1")
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    loaded, outputs = await answer(
+        state, served, encode, "v1", request_id=request_id, instances=body.instances
+    )
     manifest = loaded.bundle.manifest
     predictions: list[dict[str, Any]]
     if manifest.task == "classification":
@@ -55,7 +58,6 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
     else:
         values = loaded.predictor.encoder.inverse(np.asarray(outputs))
         predictions = [{"value": row.tolist() if row.size > 1 else float(row[0])} for row in values]
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     payload = {
         "predictions": predictions,
         "model": name,

@@ -80,7 +80,7 @@ def ready(request: Request) -> dict[str, Any] | JSONResponse:
 def _version(served: ServedModel, version: str | None) -> LoadedVersion:
     if version is None:
         return served.primary
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise NotFoundError(f"model '{served.name}' has no version '{version}'")
     return served.route(int(version))
 
@@ -132,8 +132,8 @@ async def _read(request: Request) -> tuple[str | None, list[dict[str, Any]]]:
     tritonclient sends by default) the body is a JSON header of ``Inference-Header-Content-Length`` bytes
     followed by the raw tensors, each ``parameters.binary_data_size`` long, in the order of the inputs."""
     raw = await request.body()
-    declared = request.headers.get("inference-header-content-length")
-    header_size = int(declared) if declared is not None and declared.isdigit() else len(raw)
+    declared = request.headers.get("inference-header-content-length", "")
+    header_size = int(declared) if declared.isascii() and declared.isdigit() else len(raw)
     if header_size > len(raw):
         raise RequestError(
             f"Inference-Header-Content-Length: {header_size} exceeds the body's {len(raw)} bytes"
@@ -171,12 +171,14 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
         schema = loaded.bundle.manifest.inputs
         return v2_tensors(tensors, schema, max_rows=state.settings.max_rows_per_request)
 
-    loaded, outputs = await answer(state, served, encode, "v2", version=pinned.version if pinned else None)
+    request_id = request_id or uuid.uuid4().hex
+    pinned_version = pinned.version if pinned else None
+    loaded, outputs = await answer(state, served, encode, "v2", request_id=request_id, version=pinned_version)
     spec = loaded.bundle.manifest.outputs.tensors[0]
     payload = {
         "model_name": name,
         "model_version": str(loaded.version),
-        "id": request_id or uuid.uuid4().hex,
+        "id": request_id,
         "outputs": [
             {
                 "name": spec.name,

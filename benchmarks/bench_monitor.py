@@ -1,0 +1,133 @@
+"""What monitoring costs a request: the same server with monitoring on (every request stored with PII masking,
+predictions counted) and off (`monitor.enabled: false`), side by side in one run, alternating on / off twice
+per cell so drift of the machine does not favour either. wrk, one thread, 127.0.0.1.
+
+- digits-cnn over the Open Inference Protocol (HTTP-bound: the worst case for any per-request work);
+- breast-cancer-mlp over the simple JSON API (30 named features per row, stored as sent).
+
+Goal: ≤ 5 % throughput lost at the best concurrency, ≤ 1 ms added to p50 at concurrency 1.
+
+Run: .venv/bin/python benchmarks/bench_monitor.py  → benchmarks/results/monitor.md   (needs `wrk`)
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import PYTHON, ROOT, Load, free_port, start, stop, wrk
+from machine import describe_machine
+
+from modelcycle.config import load_config
+from modelcycle.export import export_onnx
+from modelcycle.pipeline import train
+from modelcycle.predictor import training_split
+from modelcycle.registry import Registry
+
+CONCURRENCY = (1, 64)
+ROUNDS = 2
+
+
+def serve_config(directory: Path, example: str, enabled: bool) -> Path:
+    path = directory / f"{example}-{'on' if enabled else 'off'}.yaml"
+    text = (ROOT / "examples" / f"{example}.yaml").read_text()
+    path.write_text(
+        text + f"\nmonitor:\n  enabled: {str(enabled).lower()}\n  store: {directory / 'monitor.db'}\n"
+    )
+    return path
+
+
+def measure(registry: Registry, ref: str, example: str, path: str, body: dict, directory: Path) -> list[str]:
+    results: dict[bool, list[list[Load]]] = {True: [], False: []}
+    for _ in range(ROUNDS):
+        for enabled in (False, True):
+            port = free_port()
+            command = [PYTHON, "-m", "modelcycle", "serve", ref, "--port", str(port)]
+            command += ["--config", str(serve_config(directory, example, enabled))]
+            process = start(
+                command, f"http://127.0.0.1:{port}/v2/health/ready", {"MODELCYCLE_HOME": str(registry.home)}
+            )
+            try:
+                results[enabled].append([wrk(f"http://127.0.0.1:{port}{path}", body, c) for c in CONCURRENCY])
+            finally:
+                stop(process)
+    lines = [
+        f"## {ref} ({path})",
+        "",
+        "| monitoring | " + " | ".join(f"c={c}: req/s, p50 / p99 ms" for c in CONCURRENCY) + " |",
+    ]
+    lines.append("| --- |" + " --- |" * len(CONCURRENCY))
+    summary: dict[bool, tuple[float, float]] = {}
+    for enabled in (False, True):
+        for round_index, loads in enumerate(results[enabled]):
+            cells = [
+                f"{load.requests_per_second:.0f}, {load.p50_ms:.2f} / {load.p99_ms:.2f}" for load in loads
+            ]
+            lines.append(
+                f"| {'on' if enabled else 'off'} (round {round_index + 1}) | " + " | ".join(cells) + " |"
+            )
+        best = sum(max(load.requests_per_second for load in loads) for loads in results[enabled]) / ROUNDS
+        p50 = sum(loads[0].p50_ms for loads in results[enabled]) / ROUNDS
+        summary[enabled] = (best, p50)
+    loss = 1 - summary[True][0] / summary[False][0]
+    added = summary[True][1] - summary[False][1]
+    failed = sum(load.failed for runs in results.values() for loads in runs for load in loads)
+    lines += [
+        "",
+        f"- throughput at the best concurrency (mean of {ROUNDS} rounds): off {summary[False][0]:.0f} req/s, "
+        f"on {summary[True][0]:.0f} req/s → **{loss:+.1%} lost** (goal ≤ 5 %).",
+        f"- p50 at c=1: off {summary[False][1]:.3f} ms, on {summary[True][1]:.3f} ms "
+        f"→ **{added * 1000:+.0f} µs** "
+        "(goal ≤ 1 ms).",
+        f"- failed requests: {failed}.",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    started = time.perf_counter()
+    lines = ["# Monitoring on vs off", "", f"Machine: {describe_machine()}", ""]
+    lines += [
+        "wrk, one thread, 8 s per cell, one row per request, 127.0.0.1; monitoring on means every request is "
+        "stored (SQLite WAL, background writer, PII masking of strings) and counted by predicted class.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as home:
+        registry = Registry(Path(home))
+        digits = train(load_config(ROOT / "examples" / "digits-cnn.yaml"), registry)
+        mlp = train(load_config(ROOT / "examples" / "breast-cancer-mlp.yaml"), registry)
+        assert digits is not None
+        assert mlp is not None
+        export_onnx(registry.open(digits.ref))
+        pixels = training_split(registry.open(digits.ref), "test").images[0]
+        v2 = {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, *pixels.shape],
+                    "datatype": "FP32",
+                    "data": pixels.ravel().tolist(),
+                }
+            ]
+        }
+        dataset = training_split(registry.open(mlp.ref), "test")
+        instance = dataset.frame[dataset.features].iloc[0].to_dict()
+        simple = {"instances": [instance]}
+        lines += measure(registry, digits.ref, "digits-cnn", "/v2/models/digits-cnn/infer", v2, Path(home))
+        lines += measure(
+            registry, mlp.ref, "breast-cancer-mlp", "/v1/models/breast-cancer-mlp:predict", simple, Path(home)
+        )
+    lines.append(f"Whole run: {time.perf_counter() - started:.0f} s.")
+    (ROOT / "benchmarks" / "results" / "monitor.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Monitoring inside the server: what each answered request leaves behind (a stored record, a count by
+predicted class), feedback joined to it later, and the periodic round that turns the store into live
+quality, drift and alerts. The request path only counts and enqueues; everything else runs in a thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelcycle.config import MonitorConfig, duration_seconds
+from modelcycle.data import TargetEncoder
+from modelcycle.errors import NotFoundError, RequestError
+from modelcycle.monitor.alerts import Alert, Alerter
+from modelcycle.monitor.drift import DriftReport
+from modelcycle.monitor.metrics import ServerMetrics
+from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.quality import LiveQuality, live_quality
+from modelcycle.monitor.reference import drift
+from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.registry import Registry
+
+logger = logging.getLogger(__name__)
+DRIFT_MAX_ROWS = 5000  # the newest rows of the drift window; enough for every test, bounded in memory
+EMBED_ROWS = 200  # embedding rows costs a forward pass each: a bounded share of the CPU per round
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A served version as monitoring sees it."""
+
+    model: str
+    version: int
+    task: str
+    labels: list[str] | None
+    reference: dict[str, Any]
+    embed: Callable[[list[Any]], np.ndarray | None] | None = None  # stored rows → the model's embeddings
+
+
+def store_path(config: MonitorConfig, registry: Registry) -> Path:
+    return Path(config.store) if config.store else registry.home / "monitor.db"
+
+
+class LiveMonitor:
+    def __init__(self, config: MonitorConfig, registry: Registry, metrics: ServerMetrics) -> None:
+        self.config, self.metrics = config, metrics
+        pii = config.pii
+        self.masker = (
+            Masker(pii.rules, fields=pii.fields, patterns=pii.patterns, phone_region=pii.phone_region)
+            if pii.enabled
+            else None
+        )
+        self.store = PredictionStore(
+            store_path(config, registry),
+            masker=self.masker,
+            buffer_size=config.buffer_size,
+            retention_days=config.retention_days,
+            max_rows=config.max_rows,
+        )
+        self.alerter = Alerter(registry, config.alerts, config.webhook)
+        store = self.store
+        metrics.watch_counts(
+            "modelcycle_monitor_records",
+            "Prediction records by outcome: stored, or dropped because the store's buffer was full.",
+            "outcome",
+            lambda: {"stored": store.written, "dropped": store.dropped},
+        )
+        masker = self.masker
+        metrics.watch_counts(
+            "modelcycle_pii_masked",
+            "Personal data found and masked in stored inputs, by rule.",
+            "rule",
+            lambda: dict(masker.counts) if masker is not None else {},
+        )
+
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        version: int,
+        protocol: str,
+        inputs: list[Any] | dict[str, np.ndarray],
+        outputs: np.ndarray,
+        target: TargetEncoder | None,
+        latency_ms: float,
+    ) -> None:
+        """Count the predicted classes and hand the request to the store (a sample of them, if configured).
+        ``inputs`` is one JSON value per row, or the model-ready tensors by name."""
+        if target is not None and target.task == "classification" and outputs.ndim == 2:
+            labels = target.classes_
+            for index in outputs.argmax(axis=1).tolist():
+                self.metrics.predicted(model, str(version), labels[index] if labels else str(index))
+        if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
+            return
+        self.store.record(
+            PredictionRecord(
+                request_id, model, version, protocol, time.time(), latency_ms, inputs, outputs, target
+            )
+        )
+
+    def feedback(
+        self, request_id: str, row: int, label: str | None, value: float | None, labels_of: Any
+    ) -> str:
+        """Join a label (classification) or value (regression) to a stored prediction; returns the model.
+        ``labels_of(model, version)`` gives that version's class names (None for regression)."""
+        if (label is None) == (value is None):
+            raise RequestError(
+                "feedback: give exactly one of 'label' (classification) and 'value' (regression)"
+            )
+        self.store.flush()  # the prediction may still be in the buffer
+        with connect(self.store.path) as connection:
+            found = connection.execute(
+                "SELECT model, version FROM predictions WHERE request_id = ? AND row = ?", (request_id, row)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(
+                    f"request_id: no stored prediction '{request_id}' (row {row})",
+                    hint="it may be unknown, sampled out or past retention",
+                )
+            model, version = found
+            labels = labels_of(model, version)
+            if labels is None and label is not None:
+                raise RequestError(f"label: {model} predicts values; send 'value'")
+            if labels is not None and value is not None:
+                raise RequestError(f"value: {model} is a classifier; send 'label'")
+            if labels is not None and label not in labels:
+                raise RequestError(
+                    f"label: '{label}' is not a class of {model}@{version}",
+                    hint=f"classes: {', '.join(labels[:20])}",
+                )
+            connection.execute(
+                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?)",
+                (request_id, row, label, value, time.time()),
+            )
+        self.metrics.feedback.labels(model).inc()
+        return str(model)
+
+    def check(self, watched: list[Watched], now: float | None = None) -> list[Alert]:
+        """One monitoring round (blocking; the server runs it in a thread): live quality per version and
+        window, drift per model, then alerts. Results go to the metrics and to the store."""
+        now = time.time() if now is None else now
+        self.store.flush()
+        alerts: list[Alert] = []
+        with connect(self.store.path) as connection:
+            by_model: dict[str, list[Watched]] = {}
+            for item in watched:
+                by_model.setdefault(item.model, []).append(item)
+            for model, versions in by_model.items():
+                first = versions[0]
+                for item in versions:
+                    for window in self.config.windows:
+                        result = live_quality(
+                            connection,
+                            model,
+                            item.task,
+                            item.labels,
+                            window=window,
+                            now=now,
+                            version=item.version,
+                        )
+                        self._publish_quality(connection, result, now)
+                # alerts judge the model as its users see it: every served version together
+                quality = {
+                    window: live_quality(connection, model, first.task, first.labels, window=window, now=now)
+                    for window in self.config.windows
+                }
+                alerts += self.alerter.check(model, quality, self._drift(connection, first, now))
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.model, alert.name).set(1 if alert.firing else 0)
+        return alerts
+
+    def _publish_quality(self, connection: Any, result: LiveQuality, now: float) -> None:
+        labels = (result.model, str(result.version), result.window)
+        self.metrics.live_samples.labels(*labels).set(result.samples)
+        for metric, value in result.metrics.items():
+            self.metrics.live_quality.labels(*labels, metric).set(value)
+            connection.execute(
+                "INSERT INTO quality VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (result.model, result.version, result.window, metric, value, result.samples, now),
+            )
+
+    def _drift(self, connection: Any, item: Watched, now: float) -> DriftReport | None:
+        since = now - duration_seconds(self.config.drift_window)
+        rows = connection.execute(
+            "SELECT inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
+            "ORDER BY created DESC LIMIT ?",
+            (item.model, since, DRIFT_MAX_ROWS),
+        ).fetchall()
+        if len(rows) < self.config.drift_min_rows:
+            return None
+        stored = [json.loads(inputs) for inputs, _ in rows]
+        embeddings = None
+        if item.embed is not None and "embedding" in item.reference:
+            embeddings = item.embed(stored[:EMBED_ROWS])
+        report = drift(
+            item.reference,
+            stored_columns(item.reference, stored),
+            predictions=[prediction for _, prediction in rows if prediction is not None] or None,
+            embeddings=embeddings,
+            alpha=self.config.drift_alpha,
+            share=self.config.drift_share,
+        )
+        for feature in report.features:
+            self.metrics.drift_score.labels(item.model, feature.feature, feature.method).set(feature.score)
+            self.metrics.drift_detected.labels(item.model, feature.feature).set(int(feature.drifted))
+            connection.execute(
+                "INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.model,
+                    feature.feature,
+                    feature.method,
+                    feature.score,
+                    int(feature.drifted),
+                    feature.rows,
+                    now,
+                ),
+            )
+        self.metrics.drift_detected.labels(item.model, "dataset").set(int(report.drifted))
+        return report
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def stored_columns(reference: dict[str, Any], stored: list[Any]) -> dict[str, list[Any]]:
+    """The feature columns of stored inputs: a JSON object per row gives the features it names (tabular),
+    a string is the text feature, a nested list the image; model-ready tensors whose names are not
+    features (encoded tabular rows, token ids) give nothing."""
+    features = reference.get("features", {})
+    single = next(iter(features)) if len(features) == 1 else None
+    columns: dict[str, list[Any]] = {name: [] for name in features}
+    for row in stored:
+        if isinstance(row, dict):
+            for name, value in row.items():
+                if name in columns:
+                    columns[name].append(value)
+        elif single is not None:
+            columns[single].append(row)
+    return {name: values for name, values in columns.items() if values}

@@ -1,0 +1,169 @@
+"""``modelcycle monitor report``: one static HTML page about a model's live traffic since a time — requests
+and latency over time, predicted classes, drift per feature (latest check) and live quality over time —
+read from the prediction store. The plots are PNGs inside the page, so it is one file to mail or archive."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelcycle.bundle.files import write_text_atomic
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ model }} — monitoring</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+td, th { border: 1px solid #ccc; padding: .3rem .6rem; }
+th { background: #f3f3f3; }
+.drifted { color: #b00020; font-weight: 600; }
+img { max-width: 100%; }
+</style></head><body>
+<h1>{{ model }}: monitoring since {{ since }}</h1>
+<p>{{ summary.requests }} stored predictions, {{ summary.labelled }} with feedback;
+latency p50 {{ "%.2f"|format(summary.p50_ms) }} ms, p95 {{ "%.2f"|format(summary.p95_ms) }} ms.
+Generated {{ generated }}.</p>
+{% for title, image in figures %}
+<h2>{{ title }}</h2><img alt="{{ title }}" src="data:image/png;base64,{{ image }}">
+{% endfor %}
+<h2>Drift per feature (latest check)</h2>
+{% if drift %}
+<table><tr><th>feature</th><th>method</th><th>score</th><th>rows</th><th>drifted</th></tr>
+{% for row in drift %}
+<tr><td>{{ row.feature }}</td><td>{{ row.method }}</td><td>{{ "%.4g"|format(row.score) }}</td>
+<td>{{ row.rows }}</td>
+<td class="{{ 'drifted' if row.drifted else '' }}">{{ 'yes' if row.drifted else 'no' }}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p>No drift check in this period.</p>{% endif %}
+</body></html>
+"""
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    labelled: int
+    p50_ms: float
+    p95_ms: float
+
+
+def monitor_report(
+    store: Path, model: str, *, since_seconds: float, out: Path, now: float | None = None
+) -> Path:
+    """Write the report for ``model`` over the last ``since_seconds`` to ``out`` (atomically)."""
+    import jinja2
+
+    now = time.time() if now is None else now
+    since = now - since_seconds
+    with sqlite3.connect(store) as connection:
+        traffic = connection.execute(
+            "SELECT created, latency_ms, version, prediction FROM predictions "
+            "WHERE model = ? AND created >= ? ORDER BY created",
+            (model, since),
+        ).fetchall()
+        labelled = connection.execute(
+            "SELECT COUNT(*) FROM feedback f JOIN predictions p "
+            "ON p.request_id = f.request_id AND p.row = f.row WHERE p.model = ? AND p.created >= ?",
+            (model, since),
+        ).fetchone()[0]
+        quality = connection.execute(
+            "SELECT created, version, window, metric, value FROM quality WHERE model = ? AND created >= ? "
+            "ORDER BY created",
+            (model, since),
+        ).fetchall()
+        drift = connection.execute(
+            "SELECT feature, method, score, rows, drifted FROM drift WHERE model = ? AND created = "
+            "(SELECT MAX(created) FROM drift WHERE model = ? AND created >= ?) ORDER BY score",
+            (model, model, since),
+        ).fetchall()
+    latencies = np.array([row[1] for row in traffic]) if traffic else np.zeros(1)
+    summary = Summary(len(traffic), int(labelled), *np.percentile(latencies, [50, 95]).tolist())
+    figures = [(title, _png(draw)) for title, draw in _figures(traffic, quality, now)]
+    page = (
+        jinja2.Environment(autoescape=True)
+        .from_string(TEMPLATE)
+        .render(
+            model=model,
+            since=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(since)),
+            generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now)),
+            summary=summary,
+            figures=figures,
+            drift=[
+                dict(zip(("feature", "method", "score", "rows", "drifted"), row, strict=True))
+                for row in drift
+            ],
+        )
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, page)
+    return out
+
+
+def _figures(traffic: list[Any], quality: list[Any], now: float) -> list[tuple[str, Any]]:
+    figures: list[tuple[str, Any]] = []
+    if traffic:
+        created = np.array([row[0] for row in traffic])
+        latency = np.array([row[1] for row in traffic])
+        edges = np.linspace(created.min(), max(created.max(), created.min() + 1), 41)
+        minutes = (edges[:-1] - now) / 60
+
+        def traffic_plot(axes: Any) -> None:
+            counts = np.histogram(created, edges)[0]
+            axes.bar(minutes, counts / np.diff(edges), width=np.diff(edges) / 60, align="edge")
+            axes.set_xlabel("minutes before now")
+            axes.set_ylabel("predictions / s")
+
+        def latency_plot(axes: Any) -> None:
+            slot = np.clip(np.searchsorted(edges, created, side="right") - 1, 0, len(minutes) - 1)
+            for percentile in (50, 95, 99):
+                values = [
+                    np.percentile(latency[slot == index], percentile) if np.any(slot == index) else np.nan
+                    for index in range(len(minutes))
+                ]
+                axes.plot(minutes, values, label=f"p{percentile}")
+            axes.set_xlabel("minutes before now")
+            axes.set_ylabel("ms")
+            axes.legend()
+
+        def classes_plot(axes: Any) -> None:
+            labels, counts = np.unique(
+                [str(row[3]) for row in traffic if row[3] is not None], return_counts=True
+            )
+            axes.bar(labels, counts)
+            axes.set_ylabel("predictions")
+
+        figures += [("Traffic", traffic_plot), ("Latency", latency_plot)]
+        if any(row[3] is not None for row in traffic):
+            figures.append(("Predicted classes", classes_plot))
+    if quality:
+
+        def quality_plot(axes: Any) -> None:
+            series: dict[tuple[int, str, str], list[tuple[float, float]]] = {}
+            for created, version, window, metric, value in quality:
+                series.setdefault((version, window, metric), []).append(((created - now) / 60, value))
+            for (version, window, metric), points in sorted(series.items()):
+                xs, ys = zip(*points, strict=True)
+                axes.plot(xs, ys, marker=".", label=f"v{version} {metric} ({window})")
+            axes.set_xlabel("minutes before now")
+            axes.legend(fontsize="small", ncol=2)
+
+        figures.append(("Live quality (from feedback)", quality_plot))
+    return figures
+
+
+def _png(draw: Any) -> str:
+    from matplotlib.figure import Figure  # heavy: imported only when a report is drawn
+
+    figure = Figure(figsize=(10, 3.2), layout="constrained")
+    draw(figure.subplots())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()

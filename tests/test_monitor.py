@@ -1,0 +1,364 @@
+"""Monitoring: the prediction store (masking, dropping, retention), feedback joined into live quality that
+equals scikit-learn on the same rows, drift of served traffic, alerts as registry events and webhook calls,
+and the metrics that deploy/ refers to."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.metrics import accuracy_score, f1_score
+
+from modelcycle.config import AlertRule, MonitorConfig, ServeConfig, WebhookConfig, load_config
+from modelcycle.data import TargetEncoder
+from modelcycle.monitor.alerts import Alerter
+from modelcycle.monitor.drift import DriftReport, FeatureDrift
+from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.quality import LiveQuality
+from modelcycle.monitor.reference import dataset_drift
+from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.pipeline import train
+from modelcycle.predictor import training_split
+from modelcycle.registry import Registry
+from modelcycle.serve import create_app
+from tests.conftest import EXAMPLES
+from tests.test_serve import wait_ready
+
+CLASSIFIER = TargetEncoder("classification")
+CLASSIFIER.classes_ = ["no", "yes"]
+
+
+def _record(request_id: str, inputs: list[Any], created: float | None = None) -> PredictionRecord:
+    outputs = np.tile([[0.0, 1.0]], (len(inputs), 1))
+    return PredictionRecord(
+        request_id, "m", 1, "v1", created or time.time(), 1.0, inputs, outputs, CLASSIFIER
+    )
+
+
+def test_the_store_masks_before_writing_and_decodes_predictions(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db", masker=Masker())
+    store.record(_record("r1", [{"note": "mail jane@example.com", "age": 41}, "call +44 20 7946 0958"]))
+    assert store.flush()
+    store.close()
+    with connect(tmp_path / "monitor.db") as connection:
+        rows = connection.execute(
+            "SELECT row, inputs, prediction, score, probabilities FROM predictions"
+        ).fetchall()
+    assert [json.loads(row[1]) for row in rows] == [{"note": "mail [EMAIL]", "age": 41}, "call [PHONE]"]
+    assert all(row[2] == "yes" for row in rows)
+    assert rows[0][3] == pytest.approx(np.exp(1) / (1 + np.exp(1)))
+    assert json.loads(rows[0][4]) == pytest.approx([1 / (1 + np.e), np.e / (1 + np.e)], abs=1e-6)
+    assert "jane@example.com" not in (tmp_path / "monitor.db").read_bytes().decode("latin-1")
+
+
+class _BlockingMasker(Masker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def mask(self, value: Any, *, field: str | None = None) -> Any:
+        self.release.wait(10)
+        return value
+
+
+def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    masker = _BlockingMasker()
+    store = PredictionStore(tmp_path / "monitor.db", masker=masker, buffer_size=2)
+    assert store.record(_record("first", [{}]))
+    deadline = time.monotonic() + 5
+    while store._buffer.qsize() and time.monotonic() < deadline:  # the writer has taken the first one
+        time.sleep(0.01)
+    started = time.perf_counter()
+    accepted = [store.record(_record(f"r{index}", [{}])) for index in range(5)]
+    assert time.perf_counter() - started < 0.5  # never waits for the writer
+    assert accepted == [True, True, False, False, False]
+    assert store.dropped == 3
+    masker.release.set()
+    assert store.flush()
+    store.close()
+    with connect(tmp_path / "monitor.db") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 3
+
+
+def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db", retention_days=7, max_rows=3)
+    now = time.time()
+    store.record(_record("ancient", [{}], created=now - 8 * 86_400))
+    for index in range(5):
+        store.record(_record(f"r{index}", [{}], created=now - 100 + index))
+    assert store.flush()
+    store.retain()
+    store.close()
+    with connect(tmp_path / "monitor.db") as connection:
+        kept = [row[0] for row in connection.execute("SELECT request_id FROM predictions ORDER BY created")]
+    assert kept == ["r2", "r3", "r4"]
+
+
+@pytest.fixture(scope="module")
+def mlp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("monitor-home")
+    registry = Registry(home)
+    try:
+        train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", ["train.epochs=10"]), registry)
+    finally:
+        registry.close()
+    return home
+
+
+@pytest.fixture
+def served(mlp_home: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Registry]]:
+    registry = Registry(mlp_home)
+    monitoring = MonitorConfig(store=str(tmp_path / "monitor.db"), interval_s=3600, drift_min_rows=100)
+    app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig(), monitoring=monitoring)
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield client, registry
+    registry.close()
+
+
+def _instances(registry: Registry, rows: int) -> tuple[list[dict[str, float]], list[str]]:
+    dataset = training_split(registry.open("breast-cancer-mlp@1"), "test")
+    frame = dataset.frame.iloc[:rows]
+    features = frame[dataset.features].to_dict(orient="records")
+    return features, [str(label) for label in frame[dataset.target]]
+
+
+def test_feedback_turns_into_live_quality_equal_to_sklearn(served: tuple[TestClient, Registry]) -> None:
+    client, registry = served
+    instances, truth = _instances(registry, 40)
+    predicted, ids = [], []
+    for start in range(0, 40, 10):  # multi-row requests: feedback names the row
+        answer = client.post(
+            "/v1/models/breast-cancer-mlp:predict", json={"instances": instances[start : start + 10]}
+        )
+        assert answer.status_code == 200
+        predicted += [item["label"] for item in answer.json()["predictions"]]
+        ids += [(answer.json()["request_id"], row) for row in range(10)]
+    for (request_id, row), label in zip(ids, truth, strict=True):
+        reply = client.post("/v1/feedback", json={"request_id": request_id, "row": row, "label": label})
+        assert reply.status_code == 200, reply.text
+    state = client.app.state.serving  # type: ignore[attr-defined]
+    state.monitor.check(state.watched())
+    metrics = client.get("/metrics").text
+    expected_accuracy = accuracy_score(truth, predicted)
+    expected_f1 = f1_score(truth, predicted, average="macro")
+    version = {"model": "breast-cancer-mlp", "version": "1", "window": "1h"}
+    quality = "modelcycle_live_quality"
+    assert _sample(metrics, quality, **version, metric="accuracy") == pytest.approx(expected_accuracy)
+    assert _sample(metrics, quality, **version, metric="f1_macro") == pytest.approx(expected_f1)
+    assert _sample(metrics, "modelcycle_live_quality_samples", **version) == 40
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("modelcycle_predictions_total{")
+    )
+    assert counted == 40
+    assert _sample(metrics, "modelcycle_feedback_total", model="breast-cancer-mlp") == 40
+    assert _sample(metrics, "modelcycle_monitor_records_total", outcome="stored") == 4
+
+
+def test_bad_feedback_is_a_4xx_naming_the_field(served: tuple[TestClient, Registry]) -> None:
+    client, registry = served
+    instances, _ = _instances(registry, 1)
+    request_id = client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": instances}).json()[
+        "request_id"
+    ]
+    unknown = client.post("/v1/feedback", json={"request_id": "nope", "label": "malignant"})
+    assert unknown.status_code == 404
+    assert "request_id" in unknown.json()["error"]
+    wrong_label = client.post("/v1/feedback", json={"request_id": request_id, "label": "purple"})
+    assert wrong_label.status_code == 400
+    assert "label" in wrong_label.json()["error"]
+    both = client.post("/v1/feedback", json={"request_id": request_id, "label": "malignant", "value": 1.0})
+    assert both.status_code == 400
+    assert "exactly one" in both.json()["error"]
+    bad_row = client.post("/v1/feedback", json={"request_id": request_id, "row": 5, "label": "malignant"})
+    assert bad_row.status_code == 404
+
+
+def test_shifted_traffic_raises_a_drift_alert_in_the_registry(served: tuple[TestClient, Registry]) -> None:
+    client, registry = served
+    instances, _ = _instances(registry, 60)
+    same = client.app.state.serving  # type: ignore[attr-defined]
+    for _ in range(2):  # 120 rows like the training data: no alert
+        assert (
+            client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": instances}).status_code
+            == 200
+        )
+    assert same.monitor.check(same.watched()) == []
+    shifted = [{name: value * 2.5 for name, value in row.items()} for row in instances]
+    for _ in range(6):  # now most of the window is shifted
+        assert (
+            client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": shifted}).status_code
+            == 200
+        )
+    alerts = same.monitor.check(same.watched())
+    assert [(alert.name, alert.firing) for alert in alerts] == [("drift", True)]
+    metrics = client.get("/metrics").text
+    assert _sample(metrics, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset") == 1
+    assert _sample(metrics, "modelcycle_alert_firing", model="breast-cancer-mlp", alert="drift") == 1
+    events = [event.kind for event in registry.history("breast-cancer-mlp")]
+    assert "alert" in events
+    assert same.monitor.check(same.watched()) == []  # still drifted: announced once, not every round
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+    failures_left = 1
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = 500 if _Hook.failures_left > 0 else 200
+        _Hook.failures_left -= 1
+        if status == 200:
+            _Hook.received.append(body)
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_quality_alerts_go_to_the_registry_and_a_retried_webhook(mlp_home: Path) -> None:
+    hook = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=hook.serve_forever, daemon=True)
+    thread.start()
+    registry = Registry(mlp_home)
+    try:
+        webhook = WebhookConfig(url=f"http://127.0.0.1:{hook.server_port}/alerts", retries=2, timeout_s=2)
+        rule = AlertRule(metric="accuracy", window="1h", below=0.9, min_samples=10)
+        alerter = Alerter(registry, [rule], webhook)
+        low = {"1h": LiveQuality("breast-cancer-mlp", None, "1h", 50, {"accuracy": 0.72})}
+        few = {"1h": LiveQuality("breast-cancer-mlp", None, "1h", 5, {"accuracy": 0.10})}
+        good = {"1h": LiveQuality("breast-cancer-mlp", None, "1h", 50, {"accuracy": 0.95})}
+        assert alerter.check("breast-cancer-mlp", few, None) == []  # too few labels to judge
+        raised = alerter.check("breast-cancer-mlp", low, None)
+        assert [(alert.name, alert.firing, alert.value) for alert in raised] == [
+            ("accuracy_1h_below_0.9", True, 0.72)
+        ]
+        resolved = alerter.check("breast-cancer-mlp", good, None)
+        assert [alert.firing for alert in resolved] == [False]
+        assert [(body["event"], body["value"]) for body in _Hook.received] == [
+            ("alert", 0.72),
+            ("alert_resolved", 0.95),
+        ]
+        kinds = [event.kind for event in registry.history("breast-cancer-mlp")]
+        assert {"alert", "alert_resolved"} <= set(kinds)
+    finally:
+        hook.shutdown()
+        registry.close()
+
+
+def test_a_drift_report_alerts_only_when_the_share_is_reached(mlp_home: Path) -> None:
+    registry = Registry(mlp_home)
+    try:
+        alerter = Alerter(registry, [AlertRule(metric="drift")])
+        one = FeatureDrift("a", "numeric", 200, "ks", 0.001, 0.05, True)
+        calm = FeatureDrift("b", "numeric", 200, "ks", 0.6, 0.05, False)
+        assert alerter.check("breast-cancer-mlp", {}, DriftReport([one, calm, calm], 0.5, 200)) == []
+        assert len(alerter.check("breast-cancer-mlp", {}, DriftReport([one, one, calm], 0.5, 200))) == 1
+    finally:
+        registry.close()
+
+
+def _sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of the sample ``name`` with exactly ``labels``, parsed as Prometheus does."""
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def test_store_tables_exist_for_readers_before_the_first_write(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db")
+    try:
+        with sqlite3.connect(tmp_path / "monitor.db") as connection:
+            tables = {
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        assert {"predictions", "feedback", "quality", "drift"} <= tables
+    finally:
+        store.close()
+
+
+def test_monitor_drift_command_on_same_and_shifted_data(
+    mlp_home: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELCYCLE_HOME", str(mlp_home))
+    same = cli("monitor", "drift", "breast-cancer-mlp@1", "--data", "builtin:breast_cancer", "--json")
+    assert same.exit_code == 0, same.stderr
+    report = json.loads(same.stdout)
+    assert report["drifted"] is False
+    assert report["rows"] == 569
+    assert {"mean radius", "prediction"} <= {item["feature"] for item in report["features"]}
+    frame = training_split(Registry(mlp_home).open("breast-cancer-mlp@1"), "test").frame
+    shifted = tmp_path / "shifted.csv"
+    frame.drop(columns=["target"]).mul(2.5).to_csv(shifted, index=False)
+    moved = json.loads(
+        cli("monitor", "drift", "breast-cancer-mlp@1", "--data", str(shifted), "--json").stdout
+    )
+    assert moved["drifted"] is True
+    assert len(moved["drifted_features"]) >= 15
+    missing = cli("monitor", "drift", "breast-cancer-mlp@1", "--data", str(tmp_path / "absent.csv"))
+    assert missing.exit_code != 0
+    assert "absent.csv" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_monitor_report_writes_one_html_page_with_plots(
+    mlp_home: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELCYCLE_HOME", str(mlp_home))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        (EXAMPLES / "breast-cancer-mlp.yaml").read_text() + f"\nmonitor:\n  store: {tmp_path / 'store.db'}\n"
+    )
+    absent = cli("monitor", "report", "breast-cancer-mlp", "--config", str(config))
+    assert absent.exit_code != 0
+    assert "no prediction store" in absent.stderr
+    store = PredictionStore(tmp_path / "store.db")
+    for index in range(30):
+        record = _record(f"r{index}", [{"x": index}], created=time.time() - index * 60)
+        store.record(PredictionRecord(**{**record.__dict__, "model": "breast-cancer-mlp"}))
+    store.close()
+    out = tmp_path / "report.html"
+    written = cli(
+        "monitor", "report", "breast-cancer-mlp", "--since", "2h", "--config", str(config), "--out", str(out)
+    )
+    assert written.exit_code == 0, written.stderr
+    page = out.read_text()
+    assert page.count('src="data:image/png;base64,') == 3  # traffic, latency, predicted classes
+    assert "30 stored predictions" in page
+    bad = cli("monitor", "report", "breast-cancer-mlp", "--since", "yesterday", "--config", str(config))
+    assert bad.exit_code == 2
+    assert "--since" in bad.stderr
+
+
+def test_image_drift_is_seen_through_the_models_embeddings(registry: Registry) -> None:
+    result = train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=1"]), registry)
+    assert result is not None
+    bundle = registry.open(result.ref)
+    profile = bundle.read_json("reference.json")["embedding"]
+    assert len(profile["sample"]) == 256
+    assert len(profile["components"]) == 16
+    assert len(profile["mean"]) == profile["dim"]
+    test = training_split(bundle, "test")
+    same = {item.feature: item for item in dataset_drift(bundle, test).features}
+    assert not same["embedding"].drifted
+    assert test.images is not None
+    inverted = dataclasses.replace(test, images=16.0 - test.images)
+    moved = {item.feature: item for item in dataset_drift(bundle, inverted).features}
+    assert moved["embedding"].drifted
+    assert moved["embedding"].score < 0.01
