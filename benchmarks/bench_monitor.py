@@ -1,6 +1,6 @@
-"""What monitoring costs a request: the same server with monitoring on (every request stored with PII masking,
-predictions counted) and off (`monitor.enabled: false`), side by side in one run, alternating on / off twice
-per cell so drift of the machine does not favour either. wrk, one thread, 127.0.0.1.
+"""What monitoring costs a request: the same server with monitoring on (every request stored with PII
+masking, predictions counted), on with a 25 % sample stored, and off (`monitor.enabled: false`), side by
+side in one run, alternating twice per cell so drift of the machine favours none. wrk, one thread, 127.0.0.1.
 
 - digits-cnn over the Open Inference Protocol (HTTP-bound: the worst case for any per-request work);
 - breast-cancer-mlp over the simple JSON API (30 named features per row, stored as sent).
@@ -32,60 +32,56 @@ CONCURRENCY = (1, 64)
 ROUNDS = 2
 
 
-def serve_config(directory: Path, example: str, enabled: bool) -> Path:
-    path = directory / f"{example}-{'on' if enabled else 'off'}.yaml"
+MODES = {"off": "enabled: false", "on": "enabled: true", "on, 25 % stored": "sample_rate: 0.25"}
+
+
+def serve_config(directory: Path, example: str, mode: str) -> Path:
+    path = directory / f"{example}-{list(MODES).index(mode)}.yaml"
     text = (ROOT / "examples" / f"{example}.yaml").read_text()
-    path.write_text(
-        text + f"\nmonitor:\n  enabled: {str(enabled).lower()}\n  store: {directory / 'monitor.db'}\n"
-    )
+    path.write_text(text + f"\nmonitor:\n  {MODES[mode]}\n  store: {directory / 'monitor.db'}\n")
     return path
 
 
 def measure(registry: Registry, ref: str, example: str, path: str, body: dict, directory: Path) -> list[str]:
-    results: dict[bool, list[list[Load]]] = {True: [], False: []}
+    results: dict[str, list[list[Load]]] = {mode: [] for mode in MODES}
     for _ in range(ROUNDS):
-        for enabled in (False, True):
+        for mode in MODES:
             port = free_port()
             command = [PYTHON, "-m", "modelcycle", "serve", ref, "--port", str(port)]
-            command += ["--config", str(serve_config(directory, example, enabled))]
-            process = start(
-                command, f"http://127.0.0.1:{port}/v2/health/ready", {"MODELCYCLE_HOME": str(registry.home)}
-            )
+            command += ["--config", str(serve_config(directory, example, mode))]
+            home = {"MODELCYCLE_HOME": str(registry.home)}
+            process = start(command, f"http://127.0.0.1:{port}/v2/health/ready", home)
             try:
-                results[enabled].append([wrk(f"http://127.0.0.1:{port}{path}", body, c) for c in CONCURRENCY])
+                results[mode].append([wrk(f"http://127.0.0.1:{port}{path}", body, c) for c in CONCURRENCY])
             finally:
                 stop(process)
     lines = [
         f"## {ref} ({path})",
         "",
         "| monitoring | " + " | ".join(f"c={c}: req/s, p50 / p99 ms" for c in CONCURRENCY) + " |",
+        "| --- |" + " --- |" * len(CONCURRENCY),
     ]
-    lines.append("| --- |" + " --- |" * len(CONCURRENCY))
-    summary: dict[bool, tuple[float, float]] = {}
-    for enabled in (False, True):
-        for round_index, loads in enumerate(results[enabled]):
+    summary: dict[str, tuple[float, float]] = {}
+    for mode, runs in results.items():
+        for round_index, loads in enumerate(runs):
             cells = [
                 f"{load.requests_per_second:.0f}, {load.p50_ms:.2f} / {load.p99_ms:.2f}" for load in loads
             ]
-            lines.append(
-                f"| {'on' if enabled else 'off'} (round {round_index + 1}) | " + " | ".join(cells) + " |"
-            )
-        best = sum(max(load.requests_per_second for load in loads) for loads in results[enabled]) / ROUNDS
-        p50 = sum(loads[0].p50_ms for loads in results[enabled]) / ROUNDS
-        summary[enabled] = (best, p50)
-    loss = 1 - summary[True][0] / summary[False][0]
-    added = summary[True][1] - summary[False][1]
+            lines.append(f"| {mode} (round {round_index + 1}) | " + " | ".join(cells) + " |")
+        best = sum(max(load.requests_per_second for load in loads) for loads in runs) / ROUNDS
+        summary[mode] = (best, sum(loads[0].p50_ms for loads in runs) / ROUNDS)
     failed = sum(load.failed for runs in results.values() for loads in runs for load in loads)
-    lines += [
-        "",
-        f"- throughput at the best concurrency (mean of {ROUNDS} rounds): off {summary[False][0]:.0f} req/s, "
-        f"on {summary[True][0]:.0f} req/s → **{loss:+.1%} lost** (goal ≤ 5 %).",
-        f"- p50 at c=1: off {summary[False][1]:.3f} ms, on {summary[True][1]:.3f} ms "
-        f"→ **{added * 1000:+.0f} µs** "
-        "(goal ≤ 1 ms).",
-        f"- failed requests: {failed}.",
-        "",
-    ]
+    lines.append("")
+    off_rate, off_p50 = summary["off"]
+    for mode in list(MODES)[1:]:
+        rate, p50 = summary[mode]
+        lines.append(
+            f"- {mode}: {rate:.0f} req/s at the best concurrency vs {off_rate:.0f} off "
+            f"(mean of {ROUNDS} rounds) "
+            f"→ **{1 - rate / off_rate:+.1%} lost** (goal ≤ 5 %); p50 at c=1 {p50:.3f} ms vs {off_p50:.3f} "
+            f"→ **{(p50 - off_p50) * 1000:+.0f} µs** (goal ≤ 1 ms)."
+        )
+    lines += [f"- failed requests: {failed}.", ""]
     return lines
 
 

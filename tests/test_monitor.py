@@ -77,7 +77,7 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> N
     store = PredictionStore(tmp_path / "monitor.db", masker=masker, buffer_size=2)
     assert store.record(_record("first", [{}]))
     deadline = time.monotonic() + 5
-    while store._buffer.qsize() and time.monotonic() < deadline:  # the writer has taken the first one
+    while store._buffer and time.monotonic() < deadline:  # the writer has taken the first one
         time.sleep(0.01)
     started = time.perf_counter()
     accepted = [store.record(_record(f"r{index}", [{}])) for index in range(5)]
@@ -331,7 +331,7 @@ def test_monitor_report_writes_one_html_page_with_plots(
     store = PredictionStore(tmp_path / "store.db")
     for index in range(30):
         record = _record(f"r{index}", [{"x": index}], created=time.time() - index * 60)
-        store.record(PredictionRecord(**{**record.__dict__, "model": "breast-cancer-mlp"}))
+        store.record(dataclasses.replace(record, model="breast-cancer-mlp"))
     store.close()
     out = tmp_path / "report.html"
     written = cli(

@@ -216,6 +216,9 @@ class ServeConfig(Section):
     max_rows_per_request: PositiveInt = 1024
     max_text_chars: PositiveInt = 20_000
     shadow_timeout_s: float = Field(10.0, gt=0)
+    max_concurrent_explanations: PositiveInt = (
+        1  # more get 503 at once: explanations must not starve predictions
+    )
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}

@@ -18,6 +18,7 @@ from modelcycle.cli import (
     config_cmd,
     data_cmd,
     evaluate_cmd,
+    explain_cmd,
     export_cmd,
     generate_cmd,
     import_cmd,
@@ -54,6 +55,7 @@ app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 app.command("optimize")(optimize_cmd.optimize)
 app.command("serve")(serve_cmd.serve)
+app.command("explain")(explain_cmd.explain)
 
 INTERNAL_ERROR_EXIT = 70
 

@@ -90,6 +90,14 @@ class TabularPreprocessor(Estimator):
                 names.extend([f"{name}={value}" for value in self.categories_[name]] + [f"{name}=<unknown>"])
         return names
 
+    def column_features(self) -> list[str]:
+        """For each output column, the feature it comes from (a one-hot group maps back to one feature)."""
+        features: list[str] = []
+        for name in self._order():
+            one_hot = name in self.categories_ and self.categorical != "ordinal"
+            features.extend([name] * (len(self.categories_[name]) + 1 if one_hot else 1))
+        return features
+
     def _order(self) -> list[str]:
         return [*self.numeric_, *self.categories_]
 

@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,14 @@ class TextEncoder(Estimator, ABC):
         """How many tokens ``text`` is before the cut at ``max_length`` (serving refuses longer texts rather
         than answer about a part of them)."""
 
+    @abstractmethod
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """The token each id stands for (to show which words an explanation is about)."""
+
+    @abstractmethod
+    def pad_id(self) -> int:
+        """The id that means "no token" (the baseline of a text explanation)."""
+
 
 class TextPreprocessor(TextEncoder):
     """Text to token ids with a vocabulary fitted on the training split: words (``\\w+`` and punctuation) or
@@ -117,6 +126,12 @@ class TextPreprocessor(TextEncoder):
 
     def token_count(self, text: str) -> int:
         return len(self.tokenize(text))
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self.vocabulary_[index] if 0 <= index < len(self.vocabulary_) else UNKNOWN for index in ids]
+
+    def pad_id(self) -> int:
+        return 0
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """``input_ids`` (len(texts), longest ≤ max_length) int64, right-padded with 0, and the matching
@@ -215,6 +230,12 @@ class PretrainedTextPreprocessor(TokenizerFiles, TextEncoder):
     def token_count(self, text: str) -> int:
         encoding = self._tokenizer.encode(text)
         return len(encoding.ids) + sum(len(part.ids) for part in encoding.overflowing)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self._tokenizer.id_to_token(int(index)) or "" for index in ids]
+
+    def pad_id(self) -> int:
+        return int((self._tokenizer.padding or {}).get("pad_id", 0))
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)

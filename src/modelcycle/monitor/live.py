@@ -91,12 +91,8 @@ class LiveMonitor:
         target: TargetEncoder | None,
         latency_ms: float,
     ) -> None:
-        """Count the predicted classes and hand the request to the store (a sample of them, if configured).
-        ``inputs`` is one JSON value per row, or the model-ready tensors by name."""
-        if target is not None and target.task == "classification" and outputs.ndim == 2:
-            labels = target.classes_
-            for index in outputs.argmax(axis=1).tolist():
-                self.metrics.predicted(model, str(version), labels[index] if labels else str(index))
+        """Hand the request to the store (a sample of them, if configured). ``inputs`` is one JSON value
+        per row, or the model-ready tensors by name."""
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
             return
         self.store.record(

@@ -100,12 +100,12 @@ class ServerMetrics:
         self.batch_size.labels(model).observe(rows)
         self.queue_time.labels(model).observe(queue_seconds)
 
-    def predicted(self, model: str, version: str, label: str) -> None:
+    def predicted(self, model: str, version: str, label: str, rows: int = 1) -> None:
         key = (model, version, label)
         child = self._label_children.get(key)  # labels() takes a lock and builds a tuple: cache the child
         if child is None:
             child = self._label_children[key] = self.predictions.labels(*key)
-        child.inc()
+        child.inc(rows)
 
     def watch_counts(
         self, name: str, documentation: str, label: str, counts: Callable[[], dict[str, int]]

@@ -42,6 +42,7 @@ class BatchStats:
     requests: int
     queue_seconds: float
     run_seconds: float
+    outputs: np.ndarray  # the batch's outputs, rows in order
 
 
 class Batcher:
@@ -163,4 +164,5 @@ class Batcher:
             offset += item.rows
         if self.on_batch is not None:
             queued = sum(started - item.queued_at for item in live) / len(live)
-            self.on_batch(BatchStats(sum(item.rows for item in live), len(live), queued, finished - started))
+            rows = sum(item.rows for item in live)
+            self.on_batch(BatchStats(rows, len(live), queued, finished - started, outputs[:rows]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +21,13 @@ from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.inference import model_device
+from modelcycle.instances import instance_tensors
 from modelcycle.monitor.embeddings import embed, output_layer
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
-from modelcycle.serve.decode import instance_tensors
 
-BatchStatsHook = Callable[[str, BatchStats], None]
+BatchStatsHook = Callable[[str, list[str], BatchStats], None]  # (ref, class names, stats)
 Run = Callable[[Tensors], np.ndarray]
 
 
@@ -39,6 +40,7 @@ class LoadedVersion:
     predictor: Predictor
     batcher: Batcher
     generating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one text generation at a time
+    analysis_lock: threading.Lock = field(default_factory=threading.Lock)  # guards torch_predictor
 
     @property
     def version(self) -> int:
@@ -53,6 +55,10 @@ class LoadedVersion:
     def embed_stored(self, rows: list[Any]) -> np.ndarray | None:
         """The model's embeddings of stored request rows (model-ready tensors by name, or instances as the
         caller sent them), for drift; None when the model has no output layer to read them from."""
+        with self.analysis_lock:
+            return self._embed_stored(rows)
+
+    def _embed_stored(self, rows: list[Any]) -> np.ndarray | None:
         network = self._embedding_network
         if network is None:
             return None
@@ -67,9 +73,7 @@ class LoadedVersion:
         parts = []
         for key, members in groups.items():
             if key == "instances":
-                tensors = instance_tensors(
-                    members, self.predictor, max_rows=len(members), max_text_chars=10**9
-                )
+                tensors = instance_tensors(members, self.predictor)
             else:
                 tensors = {
                     spec.name: np.asarray([row[spec.name] for row in members], dtype=spec.dtype)
@@ -81,13 +85,17 @@ class LoadedVersion:
         return np.concatenate(parts) if parts else None
 
     @functools.cached_property
+    def torch_predictor(self) -> Predictor:
+        """The base weights in torch, for what needs gradients or hooks (explanations, embeddings): a copy
+        of their own, loaded on first use, so a hook never touches a model that is answering requests.
+        Whoever uses it holds ``analysis_lock``."""
+        return Predictor.load(self.bundle)
+
+    @functools.cached_property
     def _embedding_network(self) -> torch.nn.Module | None:
-        """The served network when it is torch with an output layer, else the base weights loaded once."""
         width = int(self.bundle.manifest.outputs.tensors[0].shape[-1])
-        if output_layer(self.predictor.model, width) is not None:
-            return self.predictor.model
-        base = Predictor.load(self.bundle).model
-        return base if output_layer(base, width) is not None else None
+        model = self.torch_predictor.model
+        return model if output_layer(model, width) is not None else None
 
     @property
     def runtime(self) -> str:
@@ -127,13 +135,13 @@ def load_version(
         tensors = [torch.from_numpy(array).to(device) for array in inputs.values()]
         return model(*tensors).float().cpu().numpy()
 
-    ref = bundle.ref
+    ref, classes = bundle.ref, predictor.encoder.classes_
     batcher = Batcher(
         run,
         max_batch_size=settings.max_batch_size,
         max_queue_delay_ms=settings.max_queue_delay_ms,
         max_queue=settings.max_queue,
-        on_batch=(lambda stats: on_batch(ref, stats)) if on_batch is not None else None,
+        on_batch=(lambda stats: on_batch(ref, classes, stats)) if on_batch is not None else None,
     )
     warm_up(predictor, run)
     return LoadedVersion(bundle, chosen, predictor, batcher)

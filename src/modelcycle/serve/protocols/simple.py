@@ -4,7 +4,6 @@ values)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import numpy as np
@@ -12,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from modelcycle.serve.app import answer, serving_state
+from modelcycle.instances import instance_tensors
+from modelcycle.serve.app import answer, new_request_id, serving_state
 from modelcycle.serve.batcher import Tensors
-from modelcycle.serve.decode import instance_tensors
 from modelcycle.serve.versions import LoadedVersion
 from modelcycle.tasks.classification import softmax
 
@@ -39,7 +38,7 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
             max_text_chars=settings.max_text_chars,
         )
 
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or new_request_id()
     loaded, outputs = await answer(
         state, served, encode, "v1", request_id=request_id, instances=body.instances
     )

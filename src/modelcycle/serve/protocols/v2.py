@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from modelcycle import __version__
 from modelcycle.errors import NotFoundError, RequestError
-from modelcycle.serve.app import ServerState, answer, error_body, serving_state
+from modelcycle.serve.app import ServerState, answer, error_body, new_request_id, serving_state
 from modelcycle.serve.batcher import Tensors
 from modelcycle.serve.decode import v2_datatype, v2_tensors
 from modelcycle.serve.versions import LoadedVersion, ServedModel
@@ -171,7 +170,7 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
         schema = loaded.bundle.manifest.inputs
         return v2_tensors(tensors, schema, max_rows=state.settings.max_rows_per_request)
 
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or new_request_id()
     pinned_version = pinned.version if pinned else None
     loaded, outputs = await answer(state, served, encode, "v2", request_id=request_id, version=pinned_version)
     spec = loaded.bundle.manifest.outputs.tensors[0]

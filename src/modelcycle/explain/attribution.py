@@ -1,0 +1,370 @@
+"""``explain``: why a version answered what it did, per input, with Captum's attribution methods.
+
+Every kind of model gets the form its users think in: tabular attributions per named feature (one-hot columns
+summed back into their feature), image attributions per pixel (a heatmap), text attributions per token
+(computed on the embedding layer, since token ids cannot be interpolated), and for language models the
+attribution of the chosen next token to each prompt token. The baseline — what "no information" means — is
+the training mean for tabular and image inputs (zero after the bundle's standardisation) and the padding
+token for text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelcycle.data.corpus import CorpusBlocks
+from modelcycle.data.preprocess import TabularPreprocessor
+from modelcycle.data.text import TextEncoder
+from modelcycle.errors import ConfigError, RequestError
+from modelcycle.instances import instance_tensors
+from modelcycle.predictor import Predictor
+from modelcycle.tasks.classification import softmax
+
+METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap")
+IG_STEPS = 50
+KERNELSHAP_SAMPLES = 200
+GRADSHAP_SAMPLES = 20
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One input's explanation. ``attributions``: {feature: value} (tabular), [[token, value], …] (text and
+    language models) or rows × columns of per-pixel values (images, channels summed)."""
+
+    ref: str
+    kind: str
+    method: str
+    baseline: str
+    target: str | None
+    target_index: int
+    prediction: str | float | None
+    probability: float | None
+    attributions: Any
+    convergence_delta: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """Features or tokens by the size of their attribution, largest first (tabular and text)."""
+        pairs = self.attributions.items() if isinstance(self.attributions, dict) else self.attributions
+        return sorted(((str(name), float(value)) for name, value in pairs), key=lambda item: -abs(item[1]))
+
+
+def explain(
+    predictor: Predictor, instances: Sequence[Any], *, method: str = "ig", target: str | None = None
+) -> list[Explanation]:
+    """Explain instances given in the caller's terms (as ``:predict`` takes them; prompts for a language
+    model)."""
+    if isinstance(predictor.preprocessor, CorpusBlocks):
+        return [_explain_prompt(predictor, prompt, method, target) for prompt in _prompts(instances)]
+    return explain_tensors(
+        predictor, instance_tensors(list(instances), predictor), method=method, target=target
+    )
+
+
+def explain_tensors(
+    predictor: Predictor, tensors: Tensors, *, method: str = "ig", target: str | None = None
+) -> list[Explanation]:
+    """Explain model-ready tensors (what ``/v2/.../infer`` takes), one explanation per row."""
+    if method not in METHODS:
+        raise ConfigError(f"--method: unknown method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+    model = predictor.model
+    kind = predictor.bundle.manifest.inputs.kind
+    _check_tensors(predictor, tensors)
+    names = list(tensors)
+    inputs = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in tensors.items()}
+    with torch.no_grad():
+        outputs = model(*inputs.values()).float().numpy()
+    targets = _targets(predictor, outputs, target)
+    target_tensor = torch.tensor(targets)
+    if kind == "text":
+        values, delta, baseline = _text_attributions(predictor, inputs, names, method, target_tensor)
+    else:
+        values, delta, baseline = _dense_attributions(predictor, inputs[names[0]], method, target_tensor)
+    probabilities = softmax(outputs.astype(np.float64)) if predictor.encoder.classes_ else None
+    explanations = []
+    for row, index in enumerate(targets):
+        explanations.append(
+            Explanation(
+                ref=predictor.bundle.ref,
+                kind=kind,
+                method=method,
+                baseline=baseline,
+                target=predictor.encoder.classes_[index] if predictor.encoder.classes_ else None,
+                target_index=index,
+                prediction=_prediction(predictor, outputs[row]),
+                probability=float(probabilities[row, index]) if probabilities is not None else None,
+                attributions=_shape(predictor, inputs, row, values[row]),
+                convergence_delta=None if delta is None else float(delta[row]),
+            )
+        )
+    return explanations
+
+
+def _check_tensors(predictor: Predictor, tensors: Tensors) -> None:
+    """Names and shapes as the bundle's schema says (-1: any size), before any model code sees them."""
+    specs = {spec.name: spec for spec in predictor.bundle.manifest.inputs.tensors}
+    if list(tensors) != list(specs):
+        raise RequestError(
+            f"inputs: the model takes {', '.join(specs)}; got {', '.join(tensors) or 'nothing'}"
+        )
+    for name, array in tensors.items():
+        wanted = specs[name].shape
+        if len(array.shape) != len(wanted) or any(
+            w not in (-1, g) for w, g in zip(wanted, array.shape, strict=True)
+        ):
+            raise RequestError(f"inputs[{name}]: shape {list(array.shape)} does not fit the model's {wanted}")
+
+
+def _targets(predictor: Predictor, outputs: np.ndarray, target: str | None) -> list[int]:
+    classes = predictor.encoder.classes_
+    if not classes:
+        if target is not None:
+            raise RequestError(f"target: {predictor.bundle.ref} predicts values; a class cannot be chosen")
+        return [0] * len(outputs)
+    if target is None:
+        return outputs.argmax(axis=1).tolist()
+    if str(target) not in classes:
+        raise RequestError(
+            f"target: '{target}' is not a class of {predictor.bundle.ref}",
+            hint=f"classes: {', '.join(classes[:20])}",
+        )
+    return [classes.index(str(target))] * len(outputs)
+
+
+def _prediction(predictor: Predictor, row: np.ndarray) -> str | float:
+    classes = predictor.encoder.classes_
+    if classes:
+        return classes[int(row.argmax())]
+    return float(predictor.encoder.inverse(row[None])[0, 0])
+
+
+def _dense_attributions(
+    predictor: Predictor, inputs: torch.Tensor, method: str, target: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Tabular rows or images: the method straight on the float input tensor."""
+    import captum.attr as attr  # heavy: only when something is explained
+
+    model = predictor.model
+    inputs = inputs.float().requires_grad_()
+    baseline = torch.zeros_like(inputs)
+    mask = _feature_mask(predictor, inputs)
+    delta = None
+    if method == "ig":
+        values, delta = attr.IntegratedGradients(model).attribute(
+            inputs, baselines=baseline, target=target, n_steps=IG_STEPS, return_convergence_delta=True
+        )
+    elif method == "saliency":
+        values = attr.Saliency(model).attribute(inputs, target=target)  # |∂ output / ∂ input|
+    elif method == "gradshap":
+        values = attr.GradientShap(model).attribute(
+            inputs,
+            baselines=torch.cat([baseline[:1], baseline[:1] + 0.1]),
+            target=target,
+            n_samples=GRADSHAP_SAMPLES,
+        )
+    elif method == "occlusion":
+        values = attr.FeatureAblation(model).attribute(
+            inputs, baselines=baseline, target=target, feature_mask=mask
+        )
+    else:
+        values = torch.cat(
+            [
+                attr.KernelShap(model).attribute(
+                    inputs[row : row + 1],
+                    baselines=baseline[row : row + 1],
+                    target=target[row : row + 1],
+                    feature_mask=mask[row : row + 1],
+                    n_samples=KERNELSHAP_SAMPLES,
+                )
+                for row in range(len(inputs))
+            ]
+        )
+    described = "training mean (zero after standardisation)"
+    return values.detach().numpy(), None if delta is None else delta.detach().numpy(), described
+
+
+def _feature_mask(predictor: Predictor, inputs: torch.Tensor) -> torch.Tensor:
+    """Which inputs are switched together by occlusion and KernelSHAP: each feature's one-hot columns for
+    tabular rows, square patches (an eighth of the side) for images."""
+    preprocessor = predictor.preprocessor
+    if isinstance(preprocessor, TabularPreprocessor):
+        features = preprocessor.column_features()
+        index = {name: position for position, name in enumerate(dict.fromkeys(features))}
+        return torch.tensor([index[name] for name in features]).expand_as(inputs).contiguous()
+    height, width = inputs.shape[-2:]
+    patch = max(1, min(height, width) // 8)
+    rows = torch.arange(height) // patch
+    columns = torch.arange(width) // patch
+    grid = rows[:, None] * ((width + patch - 1) // patch) + columns[None, :]
+    return grid.expand_as(inputs).contiguous()
+
+
+def _text_attributions(
+    predictor: Predictor, inputs: dict[str, torch.Tensor], names: list[str], method: str, target: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Token ids: gradient methods on the embedding layer's output (summed over its width); occlusion and
+    KernelSHAP replace tokens by the padding token."""
+    import captum.attr as attr
+
+    encoder = predictor.preprocessor
+    assert isinstance(encoder, TextEncoder)
+    model, ids = predictor.model, inputs[names[0]]
+    extra = tuple(inputs[name] for name in names[1:])
+    pad = torch.full_like(ids, encoder.pad_id())
+    layer = _embedding_layer(model)
+    delta = None
+    if method == "ig":
+        values, delta = attr.LayerIntegratedGradients(model, layer).attribute(
+            ids,
+            baselines=pad,
+            target=target,
+            additional_forward_args=extra,
+            n_steps=IG_STEPS,
+            internal_batch_size=IG_STEPS,
+            return_convergence_delta=True,
+        )
+    elif method == "saliency":
+        values = attr.LayerGradientXActivation(model, layer).attribute(
+            ids, target=target, additional_forward_args=extra
+        )
+    elif method == "gradshap":  # in embedding space: token ids cannot be sampled between
+        with torch.no_grad():
+            embedded, baseline = layer(ids), layer(pad[:1])
+        values = attr.GradientShap(_from_embeddings(model, layer)).attribute(
+            embedded,
+            baselines=torch.cat([baseline, (baseline + embedded[:1]) / 2]),
+            target=target,
+            additional_forward_args=extra,
+            n_samples=GRADSHAP_SAMPLES,
+        )
+    else:
+        mask = torch.arange(ids.shape[1]).expand_as(ids).contiguous()
+        explainer = attr.FeatureAblation(model) if method == "occlusion" else attr.KernelShap(model)
+        options = {"n_samples": KERNELSHAP_SAMPLES} if method == "kernelshap" else {}
+        values = torch.cat(
+            [
+                explainer.attribute(
+                    ids[row : row + 1],
+                    baselines=pad[row : row + 1],
+                    target=target[row : row + 1],
+                    additional_forward_args=tuple(tensor[row : row + 1] for tensor in extra),
+                    feature_mask=mask[row : row + 1],
+                    **options,
+                )
+                for row in range(len(ids))
+            ]
+        ).float()
+    per_token = values.detach().float()
+    if per_token.ndim == 3:
+        per_token = per_token.sum(dim=-1)
+    return per_token.numpy(), None if delta is None else delta.detach().numpy(), "padding token"
+
+
+def _from_embeddings(model: nn.Module, layer: nn.Embedding) -> Callable[..., torch.Tensor]:
+    """The model as a function of its token embeddings (the embedding layer's output is replaced)."""
+
+    def forward(embeddings: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        handle = layer.register_forward_hook(lambda _module, _inputs, _output: embeddings)
+        try:
+            return model(torch.zeros(embeddings.shape[:2], dtype=torch.long), *extra)
+        finally:
+            handle.remove()
+
+    return forward
+
+
+def _embedding_layer(model: nn.Module) -> nn.Embedding:
+    """The token embedding: the first Embedding a model registers (ours and Hugging Face models alike)."""
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            return module
+    raise ConfigError("this model has no embedding layer to attribute tokens through")
+
+
+def _shape(predictor: Predictor, inputs: dict[str, torch.Tensor], row: int, values: np.ndarray) -> Any:
+    """One row's attributions in the user's terms."""
+    preprocessor = predictor.preprocessor
+    if isinstance(preprocessor, TabularPreprocessor):
+        summed: dict[str, float] = {}
+        for name, value in zip(preprocessor.column_features(), values.tolist(), strict=True):
+            summed[name] = summed.get(name, 0.0) + value
+        return summed
+    if isinstance(preprocessor, TextEncoder):
+        ids = next(iter(inputs.values()))[row]
+        mask = inputs["attention_mask"][row] if "attention_mask" in inputs else torch.ones_like(ids)
+        kept = [position for position, flag in enumerate(mask.tolist()) if flag]
+        tokens = preprocessor.token_strings([int(ids[position]) for position in kept])
+        return [[token, float(values[position])] for token, position in zip(tokens, kept, strict=True)]
+    return values.sum(axis=0).tolist()  # images: channels summed, rows × columns
+
+
+def _prompts(instances: Sequence[Any]) -> list[str]:
+    prompts = []
+    for index, instance in enumerate(instances):
+        text = instance.get("prompt") if isinstance(instance, dict) else instance
+        if not isinstance(text, str) or not text:
+            raise RequestError(f"instances[{index}]: a prompt (a non-empty string) is required")
+        prompts.append(text)
+    return prompts
+
+
+def _explain_prompt(predictor: Predictor, prompt: str, method: str, target: str | None) -> Explanation:
+    """Attribution of the next token (the most likely one, or ``target``) to each prompt token."""
+    import captum.attr as attr
+
+    if method != "ig":
+        raise ConfigError(f"--method: a language model is explained with ig, not {method}")
+    corpus = predictor.preprocessor
+    assert isinstance(corpus, CorpusBlocks)
+    ids = torch.from_numpy(np.asarray(corpus.stream(prompt), dtype=np.int64))[None]
+    if ids.shape[1] == 0:
+        raise RequestError(f"prompt: {prompt!r} holds no token {predictor.bundle.ref} knows")
+    model = predictor.model
+
+    def next_token_logits(tokens: torch.Tensor) -> torch.Tensor:
+        return model(tokens)[:, -1, :]
+
+    with torch.no_grad():
+        logits = next_token_logits(ids)[0].float()
+    chosen = _next_token(corpus, logits, target)
+    values, delta = attr.LayerIntegratedGradients(next_token_logits, _embedding_layer(model)).attribute(
+        ids,
+        baselines=torch.zeros_like(ids),
+        target=chosen,
+        n_steps=IG_STEPS,
+        internal_batch_size=IG_STEPS,
+        return_convergence_delta=True,
+    )
+    per_token = values.detach().float().sum(dim=-1)[0].tolist()
+    tokens = [corpus.decode([int(index)]) for index in ids[0]]
+    probability = float(torch.softmax(logits, dim=0)[chosen])
+    return Explanation(
+        ref=predictor.bundle.ref,
+        kind="corpus",
+        method=method,
+        baseline="token id 0",
+        target=corpus.decode([chosen]),
+        target_index=chosen,
+        prediction=corpus.decode([int(logits.argmax())]),
+        probability=probability,
+        attributions=[[token, value] for token, value in zip(tokens, per_token, strict=True)],
+        convergence_delta=float(delta[0]),
+    )
+
+
+def _next_token(corpus: CorpusBlocks, logits: torch.Tensor, target: str | None) -> int:
+    if target is None:
+        return int(logits.argmax())
+    ids = corpus.stream(target)
+    if len(ids) != 1:
+        raise RequestError(f"target: '{target}' is {len(ids)} tokens for this model; give one token")
+    return int(ids[0])
