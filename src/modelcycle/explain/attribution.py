@@ -30,6 +30,7 @@ METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap")
 IG_STEPS = 50
 KERNELSHAP_SAMPLES = 200
 GRADSHAP_SAMPLES = 20
+PERTURBATIONS_PER_EVAL = 16  # occlusion / KernelSHAP: perturbed copies per forward pass (one batch, not 16)
 Tensors = dict[str, np.ndarray]
 
 
@@ -78,6 +79,11 @@ def explain_tensors(
         raise ConfigError(f"--method: unknown method '{method}'", hint=f"use one of {', '.join(METHODS)}")
     model = predictor.model
     kind = predictor.bundle.manifest.inputs.kind
+    if kind == "corpus":
+        raise RequestError(
+            f"{predictor.bundle.ref}: a language model is explained from prompts, not tensors",
+            hint='POST /v1/models/NAME:explain with {"instances": ["a prompt"]}',
+        )
     _check_tensors(predictor, tensors)
     names = list(tensors)
     inputs = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in tensors.items()}
@@ -173,7 +179,11 @@ def _dense_attributions(
         )
     elif method == "occlusion":
         values = attr.FeatureAblation(model).attribute(
-            inputs, baselines=baseline, target=target, feature_mask=mask
+            inputs,
+            baselines=baseline,
+            target=target,
+            feature_mask=mask,
+            perturbations_per_eval=PERTURBATIONS_PER_EVAL,
         )
     else:
         values = torch.cat(
@@ -184,6 +194,7 @@ def _dense_attributions(
                     target=target[row : row + 1],
                     feature_mask=mask[row : row + 1],
                     n_samples=KERNELSHAP_SAMPLES,
+                    perturbations_per_eval=PERTURBATIONS_PER_EVAL,
                 )
                 for row in range(len(inputs))
             ]
@@ -249,7 +260,9 @@ def _text_attributions(
     else:
         mask = torch.arange(ids.shape[1]).expand_as(ids).contiguous()
         explainer = attr.FeatureAblation(model) if method == "occlusion" else attr.KernelShap(model)
-        options = {"n_samples": KERNELSHAP_SAMPLES} if method == "kernelshap" else {}
+        options: dict[str, Any] = {"perturbations_per_eval": PERTURBATIONS_PER_EVAL}
+        if method == "kernelshap":
+            options["n_samples"] = KERNELSHAP_SAMPLES
         values = torch.cat(
             [
                 explainer.attribute(
