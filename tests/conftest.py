@@ -28,6 +28,20 @@ TINY_GPT = [
 ]
 
 
+def train_into(home: Path, *runs: tuple[str, list[str]]) -> Path:
+    """Train each (example file, overrides) into the registry at ``home`` (for module-scoped fixtures)."""
+    from modelcycle.config import load_config
+    from modelcycle.pipeline import train
+
+    registry = Registry(home)
+    try:
+        for example, overrides in runs:
+            train(load_config(EXAMPLES / example, overrides), registry)
+    finally:
+        registry.close()
+    return home
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "home"

@@ -17,11 +17,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from modelcycle.config import MonitorConfig, ServeConfig, load_config
-from modelcycle.pipeline import train
+from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import ROOT, train_into
 from tests.test_serve import live_server, wait_ready
 
 DEPLOY = ROOT / "deploy"
@@ -35,13 +34,7 @@ needs_promtool = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("deploy-home")
-    registry = Registry(path)
-    try:
-        train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", ["train.epochs=2"]), registry)
-    finally:
-        registry.close()
-    return path
+    return train_into(tmp_path_factory.mktemp("deploy-home"), ("breast-cancer-mlp.yaml", ["train.epochs=2"]))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES, TINY_GPT, CliResult
+from tests.conftest import EXAMPLES, TINY_GPT, CliResult, train_into
 from tests.test_serve import wait_ready
 
 FEATURES = [f"x{index}" for index in range(5)]
@@ -37,18 +37,8 @@ def signal_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame = pd.DataFrame(rng.normal(size=(1200, 5)), columns=FEATURES)
     frame["label"] = np.where(frame["x2"] > 0, "up", "down")
     frame.to_csv(home / "signal.csv", index=False)
-    overrides = [
-        f"data.source={home / 'signal.csv'}",
-        "data.target=label",
-        "name=signal",
-        "train.epochs=15",
-    ]
-    registry = Registry(home)
-    try:
-        train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", overrides), registry)
-    finally:
-        registry.close()
-    return home
+    overrides = [f"data.source={home / 'signal.csv'}", "data.target=label", "name=signal", "train.epochs=15"]
+    return train_into(home, ("breast-cancer-mlp.yaml", overrides))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, train_into
 from tests.test_serve import wait_ready
 
 CLASSIFIER = TargetEncoder("classification")
@@ -107,13 +107,9 @@ def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mlp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("monitor-home")
-    registry = Registry(home)
-    try:
-        train(load_config(EXAMPLES / "breast-cancer-mlp.yaml", ["train.epochs=10"]), registry)
-    finally:
-        registry.close()
-    return home
+    return train_into(
+        tmp_path_factory.mktemp("monitor-home"), ("breast-cancer-mlp.yaml", ["train.epochs=10"])
+    )
 
 
 @pytest.fixture

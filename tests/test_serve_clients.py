@@ -11,27 +11,20 @@ import openai
 import pytest
 import tritonclient.http as triton
 
-from modelcycle.config import ServeConfig, load_config
+from modelcycle.config import ServeConfig
 from modelcycle.importer import import_model
 from modelcycle.inference import predict
-from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, generate, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES, TINY_GPT
+from tests.conftest import TINY_GPT, train_into
 from tests.test_serve import live_server
 
 
 @pytest.fixture(scope="module")
 def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("clients-home")
-    registry = Registry(home)
-    try:
-        train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=1"]), registry)
-        train(load_config(EXAMPLES / "tiny-gpt.yaml", TINY_GPT), registry)
-    finally:
-        registry.close()
-    return home
+    return train_into(home, ("digits-cnn.yaml", ["train.epochs=1"]), ("tiny-gpt.yaml", TINY_GPT))
 
 
 @pytest.fixture
