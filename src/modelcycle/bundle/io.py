@@ -33,6 +33,7 @@ from modelcycle.errors import BundleError, NotFoundError
 MANIFEST = "bundle.json"
 VARIANT_MANIFEST = "variant.json"
 VARIANTS_DIR = "variants"
+REPORT = "report.html"  # derived (it shows variants measured later): rewritten, not part of the hash
 WEIGHTS = "weights.safetensors"
 
 M = TypeVar("M", bound=BaseModel)
@@ -119,7 +120,7 @@ class Bundle:
             raise NotFoundError(f"{self.path}: bundle directory not found")
         self.manifest = _read_manifest(self.path / MANIFEST, BundleManifest)
         if verify:
-            _verify_files(self.path, self.manifest.files, exclude=(MANIFEST, VARIANTS_DIR))
+            _verify_files(self.path, self.manifest.files, exclude=(MANIFEST, VARIANTS_DIR, REPORT))
 
     @property
     def ref(self) -> str:
@@ -218,7 +219,7 @@ class BundleBuilder:
         """Hash and fsync every file written so far; slow for big weights, so callers do it before taking a
         lock. Nothing may be written after sealing."""
         if self._files is None:
-            self._files = hash_files(self.path, exclude=(MANIFEST, VARIANTS_DIR))
+            self._files = hash_files(self.path, exclude=(MANIFEST, VARIANTS_DIR, REPORT))
             fsync_tree(self.path)
         return self._files
 

@@ -25,6 +25,7 @@ from modelcycle.cli import (
     models_cmd,
     monitor_cmd,
     optimize_cmd,
+    report_cmd,
     runs_cmd,
     serve_cmd,
     train_cmd,
@@ -56,6 +57,7 @@ app.command("bench")(bench_cmd.bench)
 app.command("optimize")(optimize_cmd.optimize)
 app.command("serve")(serve_cmd.serve)
 app.command("explain")(explain_cmd.explain)
+app.command("report")(report_cmd.report)
 
 INTERNAL_ERROR_EXIT = 70
 

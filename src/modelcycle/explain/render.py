@@ -4,31 +4,33 @@ snippet), and a bar chart of global importance. Files are written atomically."""
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
 from modelcycle.explain.attribution import Explanation
 from modelcycle.explain.importance import Importance
+from modelcycle.plots import png_bytes
+
+
+def draw_heatmap(axes: Any, image: np.ndarray, explanation: Explanation) -> None:
+    """The input image (channels averaged, grey) with the attribution map over it (red: towards the target,
+    blue: against it)."""
+    heat = np.asarray(explanation.attributions, dtype=np.float64)
+    limit = float(np.abs(heat).max()) or 1.0
+    axes.imshow(np.asarray(image, dtype=np.float64).mean(axis=0), cmap="gray")
+    overlay = axes.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
+    axes.figure.colorbar(overlay, ax=axes, shrink=0.8)
+    axes.set_title(f"{explanation.method}: towards '{explanation.target}'", fontsize=10)
+    axes.axis("off")
 
 
 def heatmap_png(image: np.ndarray, explanation: Explanation, path: Path) -> Path:
-    """The input image (channels averaged, grey) with the attribution map over it (red: towards the target,
-    blue: against it)."""
-    from matplotlib.figure import Figure  # heavy: imported only when a picture is drawn
-
-    heat = np.asarray(explanation.attributions, dtype=np.float64)
-    limit = float(np.abs(heat).max()) or 1.0
-    figure = Figure(figsize=(4.2, 4), layout="constrained")
-    axes = figure.subplots()
-    axes.imshow(np.asarray(image, dtype=np.float64).mean(axis=0), cmap="gray")
-    overlay = axes.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
-    figure.colorbar(overlay, ax=axes, shrink=0.8)
-    axes.set_title(f"{explanation.method}: towards '{explanation.target}'", fontsize=10)
-    axes.axis("off")
-    return _save(figure, path)
+    return _write(
+        path, png_bytes(lambda axes: draw_heatmap(axes, image, explanation), size=(4.2, 4), dpi=100)
+    )
 
 
 def tokens_html(explanation: Explanation) -> str:
@@ -59,13 +61,9 @@ def write_html(explanation: Explanation, path: Path) -> Path:
     return path
 
 
-def importance_png(importance: Importance, path: Path, *, top_k: int = 10) -> Path:
+def draw_importance(axes: Any, importance: Importance, *, top_k: int = 10) -> None:
     """Horizontal bars of the ``top_k`` most important features, with their spread over the repeats."""
-    from matplotlib.figure import Figure
-
     shown = importance.features[:top_k][::-1]
-    figure = Figure(figsize=(7, 0.4 * len(shown) + 1.2), layout="constrained")
-    axes = figure.subplots()
     axes.barh(
         [item.feature for item in shown],
         [item.mean for item in shown],
@@ -74,14 +72,21 @@ def importance_png(importance: Importance, path: Path, *, top_k: int = 10) -> Pa
     )
     axes.set_xlabel(f"drop in {importance.metric} when shuffled ({importance.repeats} repeats)")
     axes.set_title(f"{importance.ref}: permutation importance", fontsize=10)
-    return _save(figure, path)
 
 
-def _save(figure: object, path: Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)  # type: ignore[attr-defined]
+def importance_size(importance: Importance, top_k: int = 10) -> tuple[float, float]:
+    return (7.0, 0.4 * min(top_k, len(importance.features)) + 1.2)
+
+
+def importance_png(importance: Importance, path: Path, *, top_k: int = 10) -> Path:
+    draw = lambda axes: draw_importance(axes, importance, top_k=top_k)  # noqa: E731
+    return _write(path, png_bytes(draw, size=importance_size(importance, top_k), dpi=100))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Write ``data`` through a temp file and a rename, so a reader never sees half a picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(buffer.getvalue())
+    temp.write_bytes(data)
     temp.replace(path)
     return path

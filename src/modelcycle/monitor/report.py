@@ -4,8 +4,6 @@ read from the prediction store. The plots are PNGs inside the page, so it is one
 
 from __future__ import annotations
 
-import base64
-import io
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
+from modelcycle.plots import png_base64
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ model }} — monitoring</title>
@@ -86,7 +85,7 @@ def monitor_report(
         ).fetchall()
     latencies = np.array([row[1] for row in traffic]) if traffic else np.zeros(1)
     summary = Summary(len(traffic), int(labelled), *np.percentile(latencies, [50, 95]).tolist())
-    figures = [(title, _png(draw)) for title, draw in _figures(traffic, quality, now)]
+    figures = [(title, png_base64(draw)) for title, draw in _figures(traffic, quality, now)]
     page = (
         jinja2.Environment(autoescape=True)
         .from_string(TEMPLATE)
@@ -157,13 +156,3 @@ def _figures(traffic: list[Any], quality: list[Any], now: float) -> list[tuple[s
 
         figures.append(("Live quality (from feedback)", quality_plot))
     return figures
-
-
-def _png(draw: Any) -> str:
-    from matplotlib.figure import Figure  # heavy: imported only when a report is drawn
-
-    figure = Figure(figsize=(10, 3.2), layout="constrained")
-    draw(figure.subplots())
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return base64.b64encode(buffer.getvalue()).decode()

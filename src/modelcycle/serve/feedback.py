@@ -17,9 +17,9 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 
 class Feedback(BaseModel):
     request_id: str = Field(min_length=1, max_length=200)
-    row: int = Field(0, ge=0)  # which row of a multi-row request
+    row: int = Field(0, ge=0, lt=2**31)  # which row of a multi-row request
     label: str | int | None = None
-    value: float | None = None
+    value: float | None = Field(None, allow_inf_nan=False)
 
 
 @router.post("/feedback")
