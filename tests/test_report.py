@@ -17,7 +17,7 @@ from modelcycle.bundle import Bundle
 from modelcycle.data import TargetEncoder
 from modelcycle.export import export_onnx
 from modelcycle.monitor.report import monitor_report
-from modelcycle.monitor.store import PredictionRecord, PredictionStore
+from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
 from modelcycle.registry import Registry
 from tests.conftest import CliResult, train_into
 
@@ -52,6 +52,15 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             PredictionRecord(f"r{index}", "breast-cancer-mlp", 1, "v1", created, 1.5, [{}], outputs, labels)
         )
     store.close()
+    checked = time.time()  # one monitoring round writes all its rows at one time
+    with connect(home / "monitor.db") as connection:
+        for feature, score, drifted in (
+            ("mean radius", 0.001, 1),
+            ("mean area", 0.4, 0),
+            ("prediction", 0.03, 1),
+        ):
+            row = ("breast-cancer-mlp", feature, "ks", score, drifted, 50, checked)
+            connection.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?)", row)
     written["monitor"] = monitor_report(
         home / "monitor.db", "breast-cancer-mlp", since_seconds=7200, out=home / "m.html"
     )
@@ -77,6 +86,12 @@ def test_each_kind_of_model_gets_its_sections(reports: dict[str, Path]) -> None:
     assert "Global importance" not in digits  # needs named features
     text = reports["text-student"].read_text()
     assert text.count('class="explanation"') == 3
+
+
+def test_the_monitoring_report_plots_drift_per_feature(reports: dict[str, Path]) -> None:
+    page = reports["monitor"].read_text()
+    assert "<h2>Drift per feature (latest check)</h2><img" in page
+    assert page.count('class="drifted">yes') == 2
 
 
 def test_the_bundle_still_verifies_with_its_report(reports: dict[str, Path]) -> None:

@@ -86,6 +86,11 @@ def monitor_report(
     latencies = np.array([row[1] for row in traffic]) if traffic else np.zeros(1)
     summary = Summary(len(traffic), int(labelled), *np.percentile(latencies, [50, 95]).tolist())
     figures = [(title, png_base64(draw)) for title, draw in _figures(traffic, quality, now)]
+    if drift:
+        height = 0.28 * len(drift) + 1.4
+        figures.append(
+            ("Drift per feature (latest check)", png_base64(_drift_plot(drift), size=(10, height)))
+        )
     page = (
         jinja2.Environment(autoescape=True)
         .from_string(TEMPLATE)
@@ -104,6 +109,19 @@ def monitor_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, page)
     return out
+
+
+def _drift_plot(drift: list[Any]) -> Any:
+    """Each feature's deciding score against its threshold; red where it drifted."""
+
+    def draw(axes: Any) -> None:
+        names = [f"{feature} ({method})" for feature, method, *_ in drift]
+        colours = ["#b00020" if drifted else "#4472c4" for *_, drifted in drift]
+        axes.barh(names, [score for _, _, score, *_ in drift], color=colours)
+        axes.set_xscale("symlog", linthresh=1e-3)
+        axes.set_xlabel("score (p-value for tests, distance otherwise); red: drifted")
+
+    return draw
 
 
 def _figures(traffic: list[Any], quality: list[Any], now: float) -> list[tuple[str, Any]]:
