@@ -290,6 +290,31 @@ class MonitorConfig(Section):
     webhook: WebhookConfig | None = None
 
 
+class UpdateConfig(Section):
+    """``modelcycle update``: when a candidate is made from feedback, how it is judged, and how it goes live.
+
+    The candidate must not be worse than production by more than ``tolerance`` on either the original
+    holdout or recent labelled traffic, and must beat production on recent traffic by at least ``margin``.
+    Then it takes ``canary_percent`` of live traffic; once ``canary_min_samples`` of its answers are
+    labelled, it is promoted, unless its live primary metric trails production's by more than
+    ``rollback_drop`` (rolled back) — or ``canary_timeout_s`` passes without enough labels (rolled back)."""
+
+    window: Duration = "7d"  # feedback this recent is used
+    min_feedback: PositiveInt = 50
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)  # of the labelled feedback, kept for judging
+    replay_ratio: float = Field(1.0, ge=0)  # training rows replayed per feedback row (against forgetting)
+    epochs: PositiveInt = 5
+    tolerance: float = Field(0.01, ge=0)
+    margin: float = Field(0.0, ge=0)
+    canary_percent: float = Field(20.0, gt=0, le=100)
+    canary_min_samples: PositiveInt = 30
+    canary_timeout_s: float = Field(600.0, gt=0)
+    rollback_drop: float = Field(0.05, ge=0)
+    poll_s: float = Field(5.0, gt=0)  # how often a canary's live quality is read
+    server: str | None = None  # the running server's base URL (for canary and promotion)
+    watch_every: Duration = "1h"  # --watch: also run on this schedule, not only on alerts
+
+
 class PipelineConfig(Section):
     """The whole pipeline YAML."""
 
@@ -301,12 +326,15 @@ class PipelineConfig(Section):
     tune: TuneConfig | None = None
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the resolved config (for lineage and resume checks); how a model
         is served and watched is not part of what it is."""
         canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"serve", "monitor"}), sort_keys=True, separators=(",", ":")
+            self.model_dump(mode="json", exclude={"serve", "monitor", "update"}),
+            sort_keys=True,
+            separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 

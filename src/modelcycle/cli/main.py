@@ -30,6 +30,7 @@ from modelcycle.cli import (
     serve_cmd,
     train_cmd,
     tune_cmd,
+    update_cmd,
 )
 from modelcycle.cli.render import print_error
 from modelcycle.cli.state import STATE
@@ -58,6 +59,7 @@ app.command("optimize")(optimize_cmd.optimize)
 app.command("serve")(serve_cmd.serve)
 app.command("explain")(explain_cmd.explain)
 app.command("report")(report_cmd.report)
+app.command("update")(update_cmd.update)
 
 INTERNAL_ERROR_EXIT = 70
 

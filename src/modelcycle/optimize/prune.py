@@ -15,13 +15,12 @@ from torch.nn.utils import prune
 from modelcycle.bundle import Bundle
 from modelcycle.bundle.io import save_weights
 from modelcycle.config import PipelineConfig
-from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError
 from modelcycle.optimize.gate import Gate
 from modelcycle.optimize.variant import OptimizeResult, Validation, add_gated_variant, refuse_existing
 from modelcycle.predictor import Predictor, model_tensors, training_split
-from modelcycle.seeding import seed_everything
-from modelcycle.train import Hooks, TensorSet, Trainer
+from modelcycle.train import TensorSet
+from modelcycle.train.finetune import finetune
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 KINDS = {"l1-unstructured": "l1", "structured": "structured"}
@@ -112,11 +111,14 @@ def _finetune(predictor: Predictor, validation: Validation, epochs: int) -> None
     """Train the masked network a few more epochs on its own training rows and settings."""
     bundle = predictor.bundle
     config = PipelineConfig.model_validate(bundle.read_json("config.json"))
-    settings = config.train.model_copy(update={"epochs": epochs, "checkpoint_every_steps": None})
     rows = model_tensors(predictor.preprocessor, predictor.encoder, training_split(bundle, "train"))
-    hooks = Hooks(validate=validation.measure)
-    generator = seed_everything(config.seed)
-    device = pick_device(settings.device)
-    trainer = Trainer(predictor.model, predictor.task, settings, device=device, hooks=hooks)
-    trainer.fit(TensorSet(rows.inputs, rows.training_targets), generator)
-    predictor.model.to(torch.device("cpu"))
+    training = TensorSet(rows.inputs, rows.training_targets)
+    finetune(
+        predictor.model,
+        predictor.task,
+        training,
+        config.train,
+        epochs=epochs,
+        seed=config.seed,
+        validate=validation.measure,
+    )

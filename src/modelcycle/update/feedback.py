@@ -1,0 +1,63 @@
+"""The labelled live traffic of a model: stored predictions (as the callers sent them) joined to the feedback
+that arrived for them, as a dataset in the model's own features, oldest first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from modelcycle.data import Dataset
+from modelcycle.errors import ModelcycleError
+from modelcycle.instances import instances_dataset
+from modelcycle.monitor.store import connect
+from modelcycle.predictor import Predictor
+
+
+def labelled_traffic(store: Path, predictor: Predictor, *, since: float) -> Dataset | None:
+    """Every labelled prediction of the model since ``since`` whose inputs were stored in the caller's terms
+    (``:predict`` instances; model-ready tensors cannot be turned back into features); None if none."""
+    manifest = predictor.bundle.manifest
+    with connect(store) as connection:
+        rows = connection.execute(
+            "SELECT p.inputs, f.label, f.value FROM predictions p JOIN feedback f "
+            "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ? "
+            "ORDER BY p.created",
+            (manifest.name, since),
+        ).fetchall()
+    instances, targets = [], []
+    for inputs, label, value in rows:
+        instance = json.loads(inputs)
+        if _raw(instance, predictor):
+            instances.append(instance)
+            targets.append(label if label is not None else value)
+    if not instances:
+        return None
+    target = manifest.outputs.target or "target"
+    try:
+        dataset = instances_dataset(instances, predictor)
+    except ModelcycleError as error:  # a stored row the model no longer accepts: say which store and why
+        raise ModelcycleError(
+            f"{store}: stored inputs of {manifest.name} do not fit {predictor.bundle.ref}: {error}"
+        ) from None
+    labels = np.asarray(targets, dtype=object if manifest.task == "classification" else np.float64)
+    return replace(
+        dataset,
+        source="feedback",
+        task=manifest.task,  # type: ignore[arg-type]
+        frame=dataset.frame.assign(**{target: labels}),
+        target=target,
+        label_names=manifest.outputs.labels,
+    )
+
+
+def _raw(instance: object, predictor: Predictor) -> bool:
+    kind = predictor.bundle.manifest.inputs.kind
+    if kind == "tabular":
+        names = {feature.name for feature in predictor.bundle.manifest.inputs.features}
+        return isinstance(instance, dict) and set(instance) == names
+    if kind == "text":
+        return isinstance(instance, str)
+    return isinstance(instance, list)
