@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/modelcycle train examples/digits-cnn.yaml
+	$(BIN)/modelcycle demo
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -17,6 +17,7 @@ from modelcycle.cli import (
     bench_cmd,
     config_cmd,
     data_cmd,
+    demo_cmd,
     evaluate_cmd,
     explain_cmd,
     export_cmd,
@@ -60,6 +61,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("explain")(explain_cmd.explain)
 app.command("report")(report_cmd.report)
 app.command("update")(update_cmd.update)
+app.command("demo")(demo_cmd.demo)
 
 INTERNAL_ERROR_EXIT = 70
 

@@ -91,7 +91,10 @@ def report(
         raise NotFoundError(
             f"{store}: no prediction store yet", hint="serve the model first (monitoring is on by default)"
         )
-    path = monitor_report(store, name, since_seconds=seconds, out=out or Path(f"{name}-monitor.html"))
+    events = registry.history(name)
+    path = monitor_report(
+        store, name, since_seconds=seconds, out=out or Path(f"{name}-monitor.html"), events=events
+    )
     say(f"wrote {path}")
 
 

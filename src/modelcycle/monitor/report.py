@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
 from modelcycle.plots import png_base64
+from modelcycle.registry.events import EventRecord
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ model }} — monitoring</title>
@@ -42,6 +45,15 @@ Generated {{ generated }}.</p>
 {% endfor %}
 </table>
 {% else %}<p>No drift check in this period.</p>{% endif %}
+<h2>Timeline (alerts, updates, canaries, promotions)</h2>
+{% if timeline %}
+<table><tr><th>when</th><th>event</th><th>version</th><th>why</th></tr>
+{% for event in timeline %}
+<tr><td>{{ event.at }}</td><td>{{ event.kind }}</td><td>{{ event.version or "" }}</td>
+<td>{{ event.reason or "" }}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p>No events in this period.</p>{% endif %}
 </body></html>
 """
 
@@ -55,9 +67,16 @@ class Summary:
 
 
 def monitor_report(
-    store: Path, model: str, *, since_seconds: float, out: Path, now: float | None = None
+    store: Path,
+    model: str,
+    *,
+    since_seconds: float,
+    out: Path,
+    events: Sequence[EventRecord] = (),
+    now: float | None = None,
 ) -> Path:
-    """Write the report for ``model`` over the last ``since_seconds`` to ``out`` (atomically)."""
+    """Write the report for ``model`` over the last ``since_seconds`` to ``out`` (atomically); ``events``
+    (the model's registry history) give the timeline of alerts, updates, canaries and promotions."""
     import jinja2
 
     now = time.time() if now is None else now
@@ -104,11 +123,32 @@ def monitor_report(
                 dict(zip(("feature", "method", "score", "rows", "drifted"), row, strict=True))
                 for row in drift
             ],
+            timeline=sorted(
+                (event for event in events if event.kind in TIMELINE and _epoch(event.at) >= since),
+                key=lambda event: event.id,
+            ),
         )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, page)
     return out
+
+
+UPDATE_OUTCOMES = ("skipped", "rejected", "registered", "promoted", "rolled_back")
+TIMELINE = (
+    "registered",
+    "alert",
+    "alert_resolved",
+    "canary",
+    "promoted",
+    "rollback",
+    "aliased",
+    *(f"update_{outcome}" for outcome in UPDATE_OUTCOMES),
+)
+
+
+def _epoch(at: str) -> float:
+    return datetime.fromisoformat(at).timestamp()
 
 
 def _drift_plot(drift: list[Any]) -> Any:

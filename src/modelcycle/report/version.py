@@ -115,7 +115,7 @@ def _training(bundle: Bundle) -> list[Section]:
         for key in sorted({key for row in epochs for key in row}):
             if (key.endswith("loss") and key != "valid_log_loss") or key == primary:
                 axes.plot(steps, [row.get(key, np.nan) for row in epochs], marker=".", label=key)
-        axes.axvline(history.get("best_epoch", steps[-1]), color="grey", linestyle=":", label="kept")
+        axes.axvline(history.get("best_epoch") or steps[-1], color="grey", linestyle=":", label="kept")
         axes.set_xlabel("epoch")
         axes.legend()
 

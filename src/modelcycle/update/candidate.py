@@ -51,6 +51,7 @@ class Candidate:
     judgement: Judgement
     rows: dict[str, int]  # feedback, replay, recent holdout
     history: list[dict[str, float]]
+    best_epoch: int
 
 
 def split_traffic(traffic: Dataset, holdout_fraction: float) -> tuple[Dataset, Dataset]:
@@ -87,7 +88,7 @@ def make_candidate(production: Bundle, traffic: Dataset, settings: UpdateConfig)
         Predictor.load(production), candidate, training_split(production, "test"), recent, settings
     )
     counts = {"feedback": len(learn), "replay": len(replay), "recent_holdout": len(recent)}
-    return Candidate(candidate, judgement, counts, outcome.history)
+    return Candidate(candidate, judgement, counts, outcome.history, outcome.best_epoch)
 
 
 def judge(

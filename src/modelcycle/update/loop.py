@@ -158,7 +158,8 @@ def register_candidate(registry: Registry, production: Bundle, candidate: Candid
             (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
         builder.write_weights(candidate.predictor.model.state_dict())
         builder.write_json(
-            "history.json", {"best_epoch": None, "stopped_early": False, "epochs": candidate.history}
+            "history.json",
+            {"best_epoch": candidate.best_epoch, "stopped_early": False, "epochs": candidate.history},
         )
         return registry.register(
             builder, manifest, actor=ACTOR, reason=f"fine-tuned on feedback from {production.ref}"

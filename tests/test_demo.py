@@ -1,0 +1,48 @@
+"""The demo completes the loop on built-in data: the shift is detected, the updated model is better on the
+shifted traffic than the old one, it is promoted, and no request fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelcycle.bundle import Bundle
+from modelcycle.demo import SHIFTED, run_demo
+
+
+@pytest.mark.slow
+def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_demo(tmp_path, say=lines.append)
+    assert [stage.name for stage in result.stages] == [
+        "train",
+        "optimize + export",
+        "bench",
+        "register",
+        "serve",
+        "traffic",
+        "shift",
+        "feedback",
+        "update",
+        "canary",
+        "reports",
+    ]
+    assert result.drift_detected
+    shift = next(stage.figures for stage in result.stages if stage.name == "shift")
+    assert all(feature in shift for feature in SHIFTED)
+    assert result.old_live_accuracy is not None
+    assert result.new_live_accuracy is not None
+    assert result.new_live_accuracy > result.old_live_accuracy
+    assert result.promoted
+    assert result.failed_requests == 0
+    assert result.requests > 900
+    assert [path.name for path in result.reports] == [
+        "breast-cancer-mlp-monitor.html",
+        "report.html",
+        "report.html",
+    ]
+    assert Bundle(result.reports[2].parent).manifest.lineage.parent == "breast-cancer-mlp@1"
+    assert len(lines) == len(result.stages)
+    timeline = result.reports[0].read_text()  # the loop report: drift, live quality, the promotion timeline
+    assert all(kind in timeline for kind in ("alert", "update_registered", "canary", "update_promoted"))
