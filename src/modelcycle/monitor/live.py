@@ -68,9 +68,13 @@ class LiveMonitor:
         store = self.store
         metrics.watch_counts(
             "modelcycle_monitor_records",
-            "Prediction records by outcome: stored, or dropped because the store's buffer was full.",
+            "Prediction records by outcome: stored, dropped (buffer full) or failed (the write failed).",
             "outcome",
-            lambda: {"stored": store.written, "dropped": store.dropped},
+            lambda: {
+                "stored": store.written - store.failed,
+                "dropped": store.dropped,
+                "failed": store.failed,
+            },
         )
         masker = self.masker
         metrics.watch_counts(

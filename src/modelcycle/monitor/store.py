@@ -96,9 +96,10 @@ class PredictionStore:
         self.buffer_size = buffer_size
         self.retention_seconds = retention_days * 86_400
         self.max_rows = max_rows
-        self.dropped = 0
+        self.dropped = 0  # refused: the buffer was full
+        self.failed = 0  # taken, but the write failed
         self.accepted = 0
-        self.written = 0
+        self.written = 0  # taken and handled (stored or failed): what flush waits for
         # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer wakes on a
         # timer (or a flush), so serving pays neither a thread switch nor a GIL hand-over per request.
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
@@ -153,8 +154,9 @@ class PredictionStore:
         try:
             with connection:
                 connection.executemany(INSERT, self._rows(records))
-        except sqlite3.Error as error:  # a full disk must not take the server down with it
-            logger.error("prediction store %s: %d records lost: %s", self.path, len(records), error)
+        except Exception:  # the writer thread is a boundary: if it died, storing would stop without a word
+            logger.exception("prediction store %s: %d records lost", self.path, len(records))
+            self.failed += len(records)
         with self._committed:
             self.written += len(records)
             self._committed.notify_all()

@@ -16,7 +16,7 @@ import httpx
 from modelcycle.bundle import Bundle
 from modelcycle.bundle.io import REPORT, VARIANTS_DIR
 from modelcycle.config import MonitorConfig, UpdateConfig, duration_seconds
-from modelcycle.errors import ConfigError, NotFoundError
+from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.monitor.store import connect
@@ -127,7 +127,10 @@ def watch(
             last_run = time.time()
             trigger = f"alert: {alerts[0].reason}" if alerts else f"schedule (every {settings.watch_every})"
             logger.info("update %s triggered by %s", name, trigger)
-            on_result(update(registry, ref, settings, monitoring, admin=admin))
+            try:
+                on_result(update(registry, ref, settings, monitoring, admin=admin))
+            except (ModelcycleError, httpx.HTTPError) as error:  # a watcher outlives one failed round
+                logger.error("update %s failed: %s", name, error)
         if rounds is None or checks < rounds:
             time.sleep(settings.poll_s)
 
