@@ -79,10 +79,16 @@ def _tabular(instances: list[Any], schema: InputSchema) -> Dataset:
                     raise RequestError(f"instances[{index}].{name}: NaN or Inf is not a valid value")
             elif types[name] == "categorical" and value is not None and not isinstance(value, (str, int)):
                 raise RequestError(f"instances[{index}].{name}: a category (string or integer) is required")
-    frame = pd.DataFrame([{name: instance[name] for name in names} for instance in instances], columns=names)
-    for name in names:
-        if types[name] == "numeric":
-            frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    # each column typed as it is built: converting 30 columns after the fact cost ~3 ms a request
+    columns = {
+        name: (
+            np.array([np.nan if row[name] is None else row[name] for row in instances], dtype=np.float64)
+            if types[name] == "numeric"
+            else pd.Series([row[name] for row in instances], dtype=object)
+        )
+        for name in names
+    }
+    frame = pd.DataFrame(columns, columns=names)
     return Dataset("request", "tabular", None, frame, None, dict(types))
 
 

@@ -109,7 +109,11 @@ class TabularPreprocessor(Estimator):
             column = dataset.frame[name]
             if name in self.numeric_:
                 stats = self.numeric_[name]
-                values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+                values = (
+                    column.to_numpy()
+                    if column.dtype == np.float64  # already numbers: pd.to_numeric costs ~15 µs a column
+                    else pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+                )
                 blocks.append(
                     ((np.where(np.isnan(values), stats["fill"], values) - stats["mean"]) / stats["std"])[
                         :, None
