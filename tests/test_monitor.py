@@ -24,6 +24,8 @@ from modelcycle.config import AlertRule, MonitorConfig, ServeConfig, WebhookConf
 from modelcycle.data import TargetEncoder
 from modelcycle.monitor.alerts import Alerter
 from modelcycle.monitor.drift import DriftReport, FeatureDrift
+from modelcycle.monitor.live import LiveMonitor, TokenBucket
+from modelcycle.monitor.metrics import ServerMetrics
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.quality import LiveQuality
 from modelcycle.monitor.reference import dataset_drift
@@ -358,3 +360,17 @@ def test_image_drift_is_seen_through_the_models_embeddings(registry: Registry) -
     moved = {item.feature: item for item in dataset_drift(bundle, inverted).features}
     assert moved["embedding"].drifted
     assert moved["embedding"].score < 0.01
+
+
+def test_the_records_budget_samples_out_beyond_its_rate(tmp_path: Path) -> None:
+    bucket = TokenBucket(100)
+    assert sum(bucket.take() for _ in range(1000)) == 100  # a second's burst, then nothing
+    time.sleep(0.1)
+    assert 8 <= sum(bucket.take() for _ in range(1000)) <= 12  # refilled at 100 a second
+    config = MonitorConfig(store=str(tmp_path / "m.db"), max_records_per_s=50)
+    monitor = LiveMonitor(config, Registry(tmp_path / "home"), ServerMetrics())
+    for index in range(200):
+        monitor.record(f"r{index}", "m", 1, "v1", [{}], np.zeros((1, 2)), CLASSIFIER, 1.0)
+    monitor.close()
+    assert monitor.sampled_out == 150
+    assert monitor.store.written == 50

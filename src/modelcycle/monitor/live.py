@@ -44,6 +44,24 @@ class Watched:
     embed: Callable[[list[Any]], np.ndarray | None] | None = None  # stored rows → the model's embeddings
 
 
+class TokenBucket:
+    """At most ``rate`` takes a second on average, with bursts of up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 def store_path(config: MonitorConfig, registry: Registry) -> Path:
     return Path(config.store) if config.store else registry.home / "monitor.db"
 
@@ -65,12 +83,15 @@ class LiveMonitor:
             max_rows=config.max_rows,
         )
         self.alerter = Alerter(registry, config.alerts, config.webhook)
+        self.budget = TokenBucket(config.max_records_per_s) if config.max_records_per_s else None
+        self.sampled_out = 0
         store = self.store
         metrics.watch_counts(
             "modelcycle_monitor_records",
-            "Prediction records by outcome: stored, dropped (buffer full) or failed (the write failed).",
+            "Prediction records by outcome: stored, sampled out, dropped (buffer full) or failed (write).",
             "outcome",
             lambda: {
+                "sampled_out": self.sampled_out,
                 "stored": store.written - store.failed,
                 "dropped": store.dropped,
                 "failed": store.failed,
@@ -95,9 +116,13 @@ class LiveMonitor:
         target: TargetEncoder | None,
         latency_ms: float,
     ) -> None:
-        """Hand the request to the store (a sample of them, if configured). ``inputs`` is one JSON value
-        per row, or the model-ready tensors by name."""
+        """Hand the request to the store (a sample of them, if configured, and within the records-per-second
+        budget). ``inputs`` is one JSON value per row, or the model-ready tensors by name."""
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
+            self.sampled_out += 1
+            return
+        if self.budget is not None and not self.budget.take():
+            self.sampled_out += 1
             return
         self.store.record(
             PredictionRecord(
