@@ -91,6 +91,11 @@ class ServerMetrics:
             ["model", "version", "window"],
             registry=registry,
         )
+        self.round_seconds = Gauge(
+            "modelcycle_monitor_round_seconds",
+            "How long the latest monitoring round (live quality, drift, alerts) took.",
+            registry=registry,
+        )
         self.alerts = Gauge(
             "modelcycle_alert_firing", "1 while an alert fires.", ["model", "alert"], registry=registry
         )
