@@ -1,7 +1,7 @@
 """What monitoring costs a request: the same server with monitoring off (`monitor.enabled: false`), on with
 its defaults (predictions counted; requests stored with PII masking up to 2,000 a second, the rest sampled
 out), and on with every request stored (`max_records_per_s: null`), side by side in one run, alternating
-twice per cell so drift of the machine favours none. wrk, one thread, 127.0.0.1.
+four times per cell (medians reported) so drift of the machine favours none. wrk, one thread, 127.0.0.1.
 
 - digits-cnn over the Open Inference Protocol (HTTP-bound: the worst case for any per-request work);
 - breast-cancer-mlp over the simple JSON API (30 named features per row, stored as sent).
@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/bench_monitor.py  → benchmarks/results/monito
 from __future__ import annotations
 
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +31,7 @@ from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 
 CONCURRENCY = (1, 64)
-ROUNDS = 2
+ROUNDS = 4  # on 2 shared cores, identical configurations differ by up to ~5 % run to run: medians of 4
 
 
 MODES = {
@@ -73,8 +74,8 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
                 f"{load.requests_per_second:.0f}, {load.p50_ms:.2f} / {load.p99_ms:.2f}" for load in loads
             ]
             lines.append(f"| {mode} (round {round_index + 1}) | " + " | ".join(cells) + " |")
-        best = sum(max(load.requests_per_second for load in loads) for loads in runs) / ROUNDS
-        summary[mode] = (best, sum(loads[0].p50_ms for loads in runs) / ROUNDS)
+        best = statistics.median(max(load.requests_per_second for load in loads) for loads in runs)
+        summary[mode] = (best, statistics.median(loads[0].p50_ms for loads in runs))
     failed = sum(load.failed for runs in results.values() for loads in runs for load in loads)
     lines.append("")
     off_rate, off_p50 = summary["off"]
@@ -82,7 +83,7 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
         rate, p50 = summary[mode]
         lines.append(
             f"- {mode}: {rate:.0f} req/s at the best concurrency vs {off_rate:.0f} off "
-            f"(mean of {ROUNDS} rounds) "
+            f"(median of {ROUNDS} rounds) "
             f"→ **{1 - rate / off_rate:+.1%} lost** (goal ≤ 5 %); p50 at c=1 {p50:.3f} ms vs {off_p50:.3f} "
             f"→ **{(p50 - off_p50) * 1000:+.0f} µs** (goal ≤ 1 ms)."
         )
