@@ -297,7 +297,7 @@ class UpdateConfig(Section):
     """``modelcycle update``: when a candidate is made from feedback, how it is judged, and how it goes live.
 
     The candidate must not be worse than production by more than ``tolerance`` on either the original
-    holdout or recent labelled traffic, and must beat production on recent traffic by at least ``margin``.
+    holdout or recent labelled traffic, and must beat production on recent traffic by more than ``margin``.
     Then it takes ``canary_percent`` of live traffic; once ``canary_min_samples`` of its answers are
     labelled, it is promoted, unless its live primary metric trails production's by more than
     ``rollback_drop`` (rolled back) — or ``canary_timeout_s`` passes without enough labels (rolled back)."""

@@ -95,7 +95,7 @@ def judge(
     production: Predictor, candidate: Predictor, original: Dataset, recent: Dataset, settings: UpdateConfig
 ) -> Judgement:
     """Not worse than production by more than ``tolerance`` on either holdout, and better on recent traffic
-    by at least ``margin`` (in the primary metric's direction)."""
+    by more than ``margin`` (in the primary metric's direction)."""
     metric = production.task.primary_metric
     gate = Gate(max_drop=settings.tolerance)
     on_original = gate.judge(
@@ -108,11 +108,11 @@ def judge(
         reason = f"worse on the original holdout by {on_original.drop:.4f} {metric} {tolerance}"
     elif not on_recent.passed:
         reason = f"worse on recent traffic by {on_recent.drop:.4f} {metric} {tolerance}"
-    elif gain < settings.margin or gain <= 0:
+    elif gain <= settings.margin:
         reason = f"not better on recent traffic ({gain:+.4f} {metric}; needs more than {settings.margin})"
     else:
         reason = f"better on recent traffic by {gain:.4f} {metric}, within tolerance on the original holdout"
-    passed = on_original.passed and on_recent.passed and gain > 0 and gain >= settings.margin
+    passed = on_original.passed and on_recent.passed and gain > settings.margin
     return Judgement(metric, on_original, on_recent, settings.margin, passed, reason)
 
 
