@@ -138,10 +138,15 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a fsynced temp file and a rename: the old file or the whole new one."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temp file and a rename: the old file or the whole new one."""
     temp = temp_path(path.parent, path.name)
     try:
-        with temp.open("w", encoding="utf-8") as stream:
-            stream.write(text)
+        with temp.open("wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)

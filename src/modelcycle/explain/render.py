@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from modelcycle.bundle.files import write_text_atomic
+from modelcycle.bundle.files import write_bytes_atomic, write_text_atomic
 from modelcycle.explain.attribution import Explanation
 from modelcycle.explain.importance import Importance
 from modelcycle.plots import png_bytes
@@ -84,9 +84,6 @@ def importance_png(importance: Importance, path: Path, *, top_k: int = 10) -> Pa
 
 
 def _write(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temp file and a rename, so a reader never sees half a picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    temp.replace(path)
+    write_bytes_atomic(path, data)
     return path
