@@ -11,9 +11,8 @@ import typer
 
 from modelcycle.cli.options import JsonFlag
 from modelcycle.cli.render import emit_json, say, table
+from modelcycle.cli.serve_cmd import ADMIN_TOKEN
 from modelcycle.cli.state import open_registry
-
-ADMIN_TOKEN = "MODELCYCLE_ADMIN_TOKEN"
 
 
 def update(

@@ -22,7 +22,8 @@ from modelcycle.config import ServeConfig
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.inference import model_device
 from modelcycle.instances import instance_tensors
-from modelcycle.monitor.embeddings import embed, output_layer
+from modelcycle.monitor.embeddings import embed
+from modelcycle.monitor.reference import output_width
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
@@ -59,9 +60,6 @@ class LoadedVersion:
             return self._embed_stored(rows)
 
     def _embed_stored(self, rows: list[Any]) -> np.ndarray | None:
-        network = self._embedding_network
-        if network is None:
-            return None
         schema = self.bundle.manifest.inputs
         names = [spec.name for spec in schema.tensors]
         groups: dict[Any, list[Any]] = {}
@@ -69,7 +67,7 @@ class LoadedVersion:
             ready = isinstance(row, dict) and sorted(row) == sorted(names)
             key = tuple(np.shape(row[name]) for name in names) if ready else "instances"
             groups.setdefault(key, []).append(row)
-        width = int(self.bundle.manifest.outputs.tensors[0].shape[-1])
+        network, width = self.torch_predictor.model, output_width(self.bundle)
         parts = []
         for key, members in groups.items():
             if key == "instances":
@@ -80,8 +78,9 @@ class LoadedVersion:
                     for spec in schema.tensors
                 }
             embedded = embed(network, tensors, width)
-            if embedded is not None:
-                parts.append(embedded)
+            if embedded is None:  # no output layer to read embeddings from
+                return None
+            parts.append(embedded)
         return np.concatenate(parts) if parts else None
 
     @functools.cached_property
@@ -90,12 +89,6 @@ class LoadedVersion:
         of their own, loaded on first use, so a hook never touches a model that is answering requests.
         Whoever uses it holds ``analysis_lock``."""
         return Predictor.load(self.bundle)
-
-    @functools.cached_property
-    def _embedding_network(self) -> torch.nn.Module | None:
-        width = int(self.bundle.manifest.outputs.tensors[0].shape[-1])
-        model = self.torch_predictor.model
-        return model if output_layer(model, width) is not None else None
 
     @property
     def runtime(self) -> str:

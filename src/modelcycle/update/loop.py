@@ -23,6 +23,7 @@ from modelcycle.monitor.store import connect
 from modelcycle.optimize.gate import Gate
 from modelcycle.predictor import Predictor
 from modelcycle.registry import Registry
+from modelcycle.registry.refs import parse_ref
 from modelcycle.update.candidate import Candidate, make_candidate
 from modelcycle.update.feedback import labelled_traffic
 
@@ -266,4 +267,6 @@ def _decided(registry: Registry, result: UpdateResult) -> UpdateResult:
 
 
 def _version(ref: str) -> int:
-    return int(ref.rsplit("@", 1)[1])
+    version = parse_ref(ref).version
+    assert version is not None  # registered references always carry their number
+    return version
