@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelcycle.bundle import Bundle
 from modelcycle.config import PipelineConfig, UpdateConfig
 from modelcycle.data import Dataset
 from modelcycle.optimize.gate import Gate, GateResult
@@ -60,8 +59,9 @@ def split_traffic(traffic: Dataset, holdout_fraction: float) -> tuple[Dataset, D
     return traffic.take(np.arange(cut)), traffic.take(np.arange(cut, len(traffic)))
 
 
-def make_candidate(production: Bundle, traffic: Dataset, settings: UpdateConfig) -> Candidate:
-    """Fine-tune a copy of production on feedback plus replay, and judge it."""
+def make_candidate(current: Predictor, traffic: Dataset, settings: UpdateConfig) -> Candidate:
+    """Fine-tune a copy of production (``current``, left as it is) on feedback plus replay, and judge it."""
+    production = current.bundle
     config = PipelineConfig.model_validate(production.read_json("config.json"))
     learn, recent = split_traffic(traffic, settings.holdout_fraction)
     original_train = training_split(production, "train")
@@ -84,9 +84,7 @@ def make_candidate(production: Bundle, traffic: Dataset, settings: UpdateConfig)
         seed=config.seed,
         validate=validate if len(validation) else None,
     )
-    judgement = judge(
-        Predictor.load(production), candidate, training_split(production, "test"), recent, settings
-    )
+    judgement = judge(current, candidate, training_split(production, "test"), recent, settings)
     counts = {"feedback": len(learn), "replay": len(replay), "recent_holdout": len(recent)}
     return Candidate(candidate, judgement, counts, outcome.history, outcome.best_epoch)
 

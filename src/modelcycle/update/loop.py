@@ -79,12 +79,13 @@ def update(
     if not store.exists():
         raise NotFoundError(f"{store}: no prediction store", hint="serve the model with monitoring on first")
     since = (now or time.time()) - duration_seconds(settings.window)
-    traffic = labelled_traffic(store, Predictor.load(production), since=since)
+    current = Predictor.load(production)
+    traffic = labelled_traffic(store, current, since=since)
     labelled = 0 if traffic is None else len(traffic)
     if traffic is None or labelled < settings.min_feedback:
         reason = f"{labelled} labelled rows in the last {settings.window}; {settings.min_feedback} are needed"
         return _decided(registry, UpdateResult(name, production.ref, "skipped", reason))
-    candidate = make_candidate(production, traffic, settings)
+    candidate = make_candidate(current, traffic, settings)
     result = UpdateResult(
         name,
         production.ref,
