@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -30,6 +28,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
+from modelcycle.serve.background import background_server
 from modelcycle.serve.batcher import Batcher
 from tests.conftest import EXAMPLES
 
@@ -78,23 +77,8 @@ def serving(registry: Registry, refs: list[str], **settings: object) -> Iterator
 @contextlib.contextmanager
 def live_server(app: FastAPI) -> Iterator[httpx.Client]:
     """The app on uvicorn, 127.0.0.1, a free port, in a thread; stopped (gracefully) on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 30
-            while not server.started and time.monotonic() < deadline:
-                time.sleep(0.02)
-            wait_ready(client)
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with background_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
 
 
 def resident_mb() -> float:
