@@ -53,15 +53,20 @@ def explain(
     instances = _instances(input_file)
     from modelcycle.explain import explain as explain_instances
     from modelcycle.explain.render import heatmap_png, write_html
+    from modelcycle.instances import instances_dataset
 
     explanations = explain_instances(predictor, instances, method=method, target=target)
+    # the pixels as the model read them (channels, height, width), for the overlays
+    images = (
+        instances_dataset(instances, predictor).images
+        if predictor.bundle.manifest.inputs.kind == "image"
+        else None
+    )
     pictures: list[str | None] = []
     for index, explanation in enumerate(explanations):
         picture = None
-        if explanation.kind == "image":
-            picture = str(
-                heatmap_png(_pixels(instances[index]), explanation, out / f"explanation-{index}.png")
-            )
+        if images is not None:
+            picture = str(heatmap_png(images[index], explanation, out / f"explanation-{index}.png"))
         elif explanation.kind in ("text", "corpus"):
             picture = str(write_html(explanation, out / f"explanation-{index}.html"))
         pictures.append(picture)
@@ -100,13 +105,6 @@ def _instances(path: Path) -> list[Any]:
     if not isinstance(instances, list) or not instances:
         raise DataError(f'{path}: expected {{"instances": [...]}} or a non-empty list')
     return instances
-
-
-def _pixels(instance: Any) -> Any:
-    import numpy as np
-
-    pixels = np.asarray(instance, dtype=np.float64)
-    return pixels[None] if pixels.ndim == 2 else pixels
 
 
 def _global(predictor: Any, data: str | None, repeats: int, top_k: int, out: Path, json_output: bool) -> None:
