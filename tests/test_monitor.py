@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -22,14 +24,16 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from modelcycle.config import AlertRule, MonitorConfig, ServeConfig, WebhookConfig, load_config
 from modelcycle.data import TargetEncoder
+from modelcycle.errors import ConfigError
+from modelcycle.monitor import store as store_module
 from modelcycle.monitor.alerts import Alerter
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.drift import DriftReport, FeatureDrift
 from modelcycle.monitor.live import LiveMonitor, TokenBucket
 from modelcycle.monitor.metrics import ServerMetrics
-from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.quality import LiveQuality
 from modelcycle.monitor.reference import dataset_drift
-from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.monitor.store import PredictionRecord, PredictionStore
 from modelcycle.pipeline import train
 from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
@@ -49,7 +53,7 @@ def _record(request_id: str, inputs: list[Any], created: float | None = None) ->
 
 
 def test_the_store_masks_before_writing_and_decodes_predictions(tmp_path: Path) -> None:
-    store = PredictionStore(tmp_path / "monitor.db", masker=Masker())
+    store = PredictionStore(tmp_path / "monitor.db", masking={})
     store.record(_record("r1", [{"note": "mail jane@example.com", "age": 41}, "call +44 20 7946 0958"]))
     assert store.flush()
     store.close()
@@ -62,49 +66,93 @@ def test_the_store_masks_before_writing_and_decodes_predictions(tmp_path: Path) 
     assert rows[0][3] == pytest.approx(np.exp(1) / (1 + np.exp(1)))
     assert json.loads(rows[0][4]) == pytest.approx([1 / (1 + np.e), np.e / (1 + np.e)], abs=1e-6)
     assert "jane@example.com" not in (tmp_path / "monitor.db").read_bytes().decode("latin-1")
+    assert store.masked == {"email": 1, "phone": 1}  # counted in the writer process, reported back
 
 
-class _BlockingMasker(Masker):
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-
-    def mask(self, value: Any, *, field: str | None = None) -> Any:
-        self.release.wait(10)
-        return value
-
-
-def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
-    masker = _BlockingMasker()
-    store = PredictionStore(tmp_path / "monitor.db", masker=masker, buffer_size=2)
-    assert store.record(_record("first", [{}]))
-    deadline = time.monotonic() + 5
-    while store._buffer and time.monotonic() < deadline:  # the writer has taken the first one
-        time.sleep(0.01)
-    started = time.perf_counter()
-    accepted = [store.record(_record(f"r{index}", [{}])) for index in range(5)]
-    assert time.perf_counter() - started < 0.5  # never waits for the writer
-    assert accepted == [True, True, False, False, False]
-    assert store.dropped == 3
-    masker.release.set()
+def test_the_store_keeps_tensors_and_values_it_cannot_decode_as_json(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db")
+    tensors = {"image": np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)}
+    store.record(PredictionRecord("t", "m", 1, "v2", time.time(), 1.0, tensors, np.zeros((2, 2)), None))
+    store.record(_record("big", [{"id": 2**70}]))  # beyond orjson's 64 bits: the slow path
     assert store.flush()
     store.close()
     with connect(tmp_path / "monitor.db") as connection:
-        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 3
+        rows = connection.execute("SELECT request_id, row, inputs, prediction FROM predictions").fetchall()
+    assert sorted(rows) == [
+        ("big", 0, '{"id":1180591620717411303424}', "yes"),
+        ("t", 0, '{"image":[[[0.0,1.0],[2.0,3.0]]]}', None),
+        ("t", 1, '{"image":[[[4.0,5.0],[6.0,7.0]]]}', None),
+    ]
+
+
+def test_a_bad_masking_rule_is_refused_before_any_writer_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"monitor\.pii\.patterns\.ticket"):
+        PredictionStore(tmp_path / "monitor.db", masking={"patterns": {"ticket": "T-(["}})
+
+
+def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db", buffer_size=2)
+    assert store.record(_record("first", [{}]))
+    assert store.flush()
+    writer = store._writer
+    assert writer is not None
+    os.kill(writer.pid, signal.SIGSTOP)  # a stalled writer (a slow disk): the feeder waits on its answer
+    try:
+        store.record(_record("second", [{}]))
+        deadline = time.monotonic() + 5
+        while store._buffer and time.monotonic() < deadline:  # the feeder has sent it and waits
+            time.sleep(0.01)
+        started = time.perf_counter()
+        accepted = [store.record(_record(f"r{index}", [{}])) for index in range(5)]
+        assert time.perf_counter() - started < 0.5  # never waits for the writer
+        assert accepted == [True, True, False, False, False]
+        assert store.dropped == 3
+    finally:
+        os.kill(writer.pid, signal.SIGCONT)
+    assert store.flush()
+    store.close()
+    assert (store.written, store.failed) == (4, 0)
+    with connect(tmp_path / "monitor.db") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 4
+
+
+def test_a_writer_that_dies_is_counted_and_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "RESTART_AFTER_S", 0.0)
+    store = PredictionStore(tmp_path / "monitor.db")
+    store.record(_record("before", [{}]))
+    assert store.flush()
+    first = store._writer
+    assert first is not None
+    first.kill()
+    first.wait()
+    store.record(_record("lost", [{}]))  # sent to the dead writer: counted as failed
+    assert store.flush()
+    store.record(_record("after", [{}]))
+    assert store.flush()
+    store.close()
+    assert store.failed == 1
+    assert store._writer is None
+    with connect(tmp_path / "monitor.db") as connection:
+        stored = {row[0] for row in connection.execute("SELECT request_id FROM predictions")}
+    assert stored == {"before", "after"}
 
 
 def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
-    store = PredictionStore(tmp_path / "monitor.db", retention_days=7, max_rows=3)
+    store = PredictionStore(tmp_path / "monitor.db")
     now = time.time()
     store.record(_record("ancient", [{}], created=now - 8 * 86_400))
     for index in range(5):
         store.record(_record(f"r{index}", [{}], created=now - 100 + index))
-    assert store.flush()
-    store.retain()
     store.close()
+    # the writer runs retention when it starts, then every minute
+    restarted = PredictionStore(tmp_path / "monitor.db", retention_days=7, max_rows=3)
+    restarted.record(_record("r5", [{}], created=now))
+    restarted.close()
     with connect(tmp_path / "monitor.db") as connection:
         kept = [row[0] for row in connection.execute("SELECT request_id FROM predictions ORDER BY created")]
-    assert kept == ["r2", "r3", "r4"]
+    assert kept == ["r2", "r3", "r4", "r5"]
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ import pytest
 from modelcycle.bundle import Bundle
 from modelcycle.data import TargetEncoder
 from modelcycle.export import export_onnx
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.report import monitor_report
-from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.monitor.store import PredictionRecord, PredictionStore
 from modelcycle.registry import Registry
 from tests.conftest import CliResult, train_into
 

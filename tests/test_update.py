@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from modelcycle.config import MonitorConfig, ServeConfig, UpdateConfig
-from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.monitor.database import connect
+from modelcycle.monitor.store import PredictionRecord, PredictionStore
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app

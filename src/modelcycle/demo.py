@@ -24,10 +24,10 @@ from modelcycle.bench import bench, choose_variant
 from modelcycle.config import MonitorConfig, PipelineConfig, ServeConfig, UpdateConfig
 from modelcycle.data import load_dataset
 from modelcycle.export import export_onnx
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.monitor.report import monitor_report
-from modelcycle.monitor.store import connect
 from modelcycle.optimize import quantize
 from modelcycle.pipeline import train
 from modelcycle.registry import Registry

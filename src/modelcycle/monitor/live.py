@@ -19,12 +19,12 @@ from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
 from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.drift import DriftReport
 from modelcycle.monitor.metrics import ServerMetrics
-from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.quality import LiveQuality, live_quality
 from modelcycle.monitor.reference import drift
-from modelcycle.monitor.store import PredictionRecord, PredictionStore, connect
+from modelcycle.monitor.store import PredictionRecord, PredictionStore
 from modelcycle.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,9 @@ def store_path(config: MonitorConfig, registry: Registry) -> Path:
 class LiveMonitor:
     def __init__(self, config: MonitorConfig, registry: Registry, metrics: ServerMetrics) -> None:
         self.config, self.metrics = config, metrics
-        pii = config.pii
-        self.masker = (
-            Masker(pii.rules, fields=pii.fields, patterns=pii.patterns, phone_region=pii.phone_region)
-            if pii.enabled
-            else None
-        )
         self.store = PredictionStore(
             store_path(config, registry),
-            masker=self.masker,
+            masking=config.pii.model_dump(exclude={"enabled"}) if config.pii.enabled else None,
             buffer_size=config.buffer_size,
             retention_days=config.retention_days,
             max_rows=config.max_rows,
@@ -97,12 +91,11 @@ class LiveMonitor:
                 "failed": store.failed,
             },
         )
-        masker = self.masker
         metrics.watch_counts(
             "modelcycle_pii_masked",
             "Personal data found and masked in stored inputs, by rule.",
             "rule",
-            lambda: dict(masker.counts) if masker is not None else {},
+            lambda: dict(store.masked),
         )
 
     def record(

@@ -1,53 +1,38 @@
-"""The prediction store: every answered request (or a sample), its masked inputs, outputs and latency, in an
-embedded SQLite database (WAL, so reports and feedback read while the server writes).
+"""The prediction store's server side: every answered request (or a sample) is handed to a writer process
+(``modelcycle.monitor.writer``) that masks personal data and writes it to SQLite (``database``).
 
-Requests never wait for the disk: ``record`` puts a tuple on a bounded buffer and returns; one background
-thread masks personal data, encodes JSON and writes batches in single transactions. When the buffer is full
-the record is dropped and counted (``dropped``) rather than slowing the request. Retention by age and by row
-count runs in the same thread. Feedback (a label or value that arrives later) lives in its own table and is
-joined by request id and row.
+Requests never wait for the disk: ``record`` appends to a bounded buffer and returns. A feeder thread wakes
+every 0.2 s, decodes the outputs of what accumulated (one softmax per version), serialises it as one JSON
+frame and sends it down a pipe; everything else happens in the writer process, outside this process's
+GIL. A full buffer drops the record and counts it (``dropped``) rather than slowing the request; a batch
+the writer could not store is counted in ``failed``. A writer that dies is started again.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
-import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from modelcycle.data import TargetEncoder
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.writer import RETENTION_EVERY_S, read_frame, write_frame
 from modelcycle.tasks.classification import softmax
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id TEXT NOT NULL, row INTEGER NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
-    protocol TEXT NOT NULL, created REAL NOT NULL, latency_ms REAL NOT NULL,
-    inputs TEXT, prediction TEXT, score REAL, probabilities TEXT,
-    PRIMARY KEY (request_id, row));
-CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (model, created);
-CREATE TABLE IF NOT EXISTS feedback (
-    request_id TEXT NOT NULL, row INTEGER NOT NULL, label TEXT, value REAL, created REAL NOT NULL,
-    PRIMARY KEY (request_id, row));
-CREATE TABLE IF NOT EXISTS quality (
-    model TEXT NOT NULL, version INTEGER NOT NULL, window TEXT NOT NULL, metric TEXT NOT NULL,
-    value REAL NOT NULL, samples INTEGER NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS drift (
-    model TEXT NOT NULL, feature TEXT NOT NULL, method TEXT NOT NULL, score REAL NOT NULL,
-    drifted INTEGER NOT NULL, rows INTEGER NOT NULL, created REAL NOT NULL);
-"""
+WRITE_EVERY_S = 0.2  # how long a record may wait in the buffer before it is sent
+BATCH_RECORDS = 2000  # records per frame (and per transaction)
+RESTART_AFTER_S = 5.0  # a writer that died is started again no sooner (its batches meanwhile: failed)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs µs on the request path
@@ -67,48 +52,50 @@ class PredictionRecord:
     target: TargetEncoder | None
 
 
-@contextmanager
-def connect(path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection to the store (created with its schema if absent), committed on success."""
-    with closing(sqlite3.connect(path, timeout=10.0, check_same_thread=False)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(SCHEMA)
-        with connection:
-            yield connection
+class WriterGone(Exception):
+    """The writer process ended or could not be started."""
 
 
 class PredictionStore:
-    """The writer side of the store: a bounded buffer and the thread that drains it."""
+    """The server's side of the store: a bounded buffer, the feeder thread that drains it and the writer
+    process it feeds. ``masking`` holds the keyword arguments of a ``Masker`` (None: store inputs as sent)."""
 
     def __init__(
         self,
         path: Path,
         *,
-        masker: Masker | None = None,
+        masking: dict[str, Any] | None = None,
         buffer_size: int = 10_000,
         retention_days: float = 30.0,
         max_rows: int = 1_000_000,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.masker = masker
+        if masking is not None:
+            Masker(**masking)  # a bad rule or pattern is a configuration error now, not a dead writer later
+        self.settings = {
+            "path": str(self.path),
+            "masking": masking,
+            "retention_seconds": retention_days * 86_400,
+            "max_rows": max_rows,
+        }
         self.buffer_size = buffer_size
-        self.retention_seconds = retention_days * 86_400
-        self.max_rows = max_rows
         self.dropped = 0  # refused: the buffer was full
-        self.failed = 0  # taken, but the write failed
+        self.failed = 0  # taken, but not stored
         self.accepted = 0
         self.written = 0  # taken and handled (stored or failed): what flush waits for
-        # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer wakes on a
+        self.masked: collections.Counter[str] = collections.Counter()  # personal data found, by rule
+        # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The feeder wakes on a
         # timer (or a flush), so serving pays neither a thread switch nor a GIL hand-over per request.
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
         self._committed = threading.Condition()
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._restart_at = 0.0
         with connect(self.path):
             pass  # the schema exists before the first reader looks
-        self._thread = threading.Thread(target=self._drain, name="modelcycle-store", daemon=True)
+        self._thread = threading.Thread(target=self._feed, name="modelcycle-store", daemon=True)
         self._thread.start()
 
     def record(self, record: PredictionRecord) -> bool:
@@ -128,97 +115,98 @@ class PredictionStore:
             return self._committed.wait_for(lambda: self.written >= target, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is buffered, then stop the writer."""
+        """Write what is buffered, then stop the feeder and the writer."""
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
+        if self._writer is not None and self._writer.poll() is None:  # stuck: it must not outlive the server
+            self._writer.kill()
+            self._writer.wait()
 
-    def _drain(self) -> None:
-        with closing(sqlite3.connect(self.path, timeout=10.0)) as connection:
-            connection.execute("PRAGMA synchronous=NORMAL")
-            last_retention = 0.0
-            while True:
-                self._wake.wait(WRITE_EVERY_S)
-                self._wake.clear()
-                closing_now = self._closing
-                while self._buffer:
-                    records = [self._buffer.popleft() for _ in range(min(len(self._buffer), BATCH_RECORDS))]
-                    self._write(connection, records)
-                if closing_now:
-                    return
-                if time.time() - last_retention > RETENTION_EVERY_S:
-                    last_retention = time.time()
-                    self.retain(connection)
+    def _feed(self) -> None:
+        last_sent = time.monotonic()
+        while True:
+            self._wake.wait(WRITE_EVERY_S)
+            self._wake.clear()
+            closing_now = self._closing
+            while self._buffer:
+                self._send([self._buffer.popleft() for _ in range(min(len(self._buffer), BATCH_RECORDS))])
+                last_sent = time.monotonic()
+            if closing_now:
+                self._stop_writer()
+                return
+            if time.monotonic() - last_sent > RETENTION_EVERY_S:
+                self._send([])  # a heartbeat: retention runs in the writer when no traffic comes
+                last_sent = time.monotonic()
 
-    def _write(self, connection: sqlite3.Connection, records: list[PredictionRecord]) -> None:
+    def _send(self, records: list[PredictionRecord]) -> None:
         try:
-            with connection:
-                connection.executemany(INSERT, self._rows(records))
-        except Exception:  # the writer thread is a boundary: if it died, storing would stop without a word
+            writer = self._running_writer()
+            assert writer.stdin is not None
+            assert writer.stdout is not None
+            write_frame(writer.stdin, _batch(records))
+            outcome = read_frame(writer.stdout)
+            if outcome is None:
+                raise WriterGone(f"it ended (exit code {writer.poll()})")
+            self.failed += outcome["failed"]
+            self.masked.update(outcome["masked"])
+        except (OSError, WriterGone) as error:
+            logger.error("prediction store %s: %d records lost, writer: %s", self.path, len(records), error)
+            self.failed += len(records)
+            self._stop_writer()
+        except Exception:  # the feeder is a boundary: if it died, storing would stop without a word
             logger.exception("prediction store %s: %d records lost", self.path, len(records))
             self.failed += len(records)
         with self._committed:
             self.written += len(records)
             self._committed.notify_all()
 
-    def _rows(self, records: list[PredictionRecord]) -> Iterator[tuple[Any, ...]]:
-        decoded = _decode_all(records)
-        for record, predictions in zip(records, decoded, strict=True):
-            if isinstance(record.inputs, dict):  # model-ready tensors: numbers, nothing personal to mask
-                tensors = record.inputs
-                rows: list[Any] = [
-                    {name: array[row] for name, array in tensors.items()}
-                    for row in range(len(record.outputs))
-                ]
-            elif self.masker is not None:
-                rows = [self.masker.mask(row) for row in record.inputs]
-            else:
-                rows = record.inputs
-            for row, inputs in enumerate(rows):
-                prediction, score, probabilities = predictions[row] if predictions else (None, None, None)
-                yield (
-                    record.request_id,
-                    row,
-                    record.model,
-                    record.version,
-                    record.protocol,
-                    record.created,
-                    record.latency_ms,
-                    _json(inputs),
-                    prediction,
-                    score,
-                    None if probabilities is None else _json(probabilities),
-                )
+    def _running_writer(self) -> subprocess.Popen[bytes]:
+        if self._writer is not None:
+            return self._writer
+        if time.monotonic() < self._restart_at:
+            raise WriterGone("restarting soon")
+        self._restart_at = time.monotonic() + RESTART_AFTER_S
+        self._writer = subprocess.Popen(
+            [sys.executable, "-m", "modelcycle.monitor.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._writer.stdin is not None
+        write_frame(self._writer.stdin, self.settings)
+        return self._writer
 
-    def retain(self, connection: sqlite3.Connection | None = None) -> None:
-        """Delete what is older than the retention period, then the oldest rows beyond ``max_rows``."""
-        if connection is None:
-            with connect(self.path) as own:
-                self.retain(own)
+    def _stop_writer(self) -> None:
+        """Close the writer's input (it finishes what it has and exits); kill it if it does not."""
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
-        cutoff = time.time() - self.retention_seconds
-        with connection:
-            connection.execute("DELETE FROM predictions WHERE created < ?", (cutoff,))
-            connection.execute(
-                "DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions ORDER BY created DESC "
-                "LIMIT -1 OFFSET ?)",
-                (self.max_rows,),
-            )
-            connection.execute(
-                "DELETE FROM feedback WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE "
-                "p.request_id = feedback.request_id AND p.row = feedback.row)"
-            )
-            for table in ("quality", "drift"):
-                connection.execute(f"DELETE FROM {table} WHERE created < ?", (cutoff,))
+        try:
+            assert writer.stdin is not None
+            writer.stdin.close()
+            writer.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            writer.kill()
+            writer.wait()
 
 
-RETENTION_EVERY_S = 60
-WRITE_EVERY_S = 0.2  # how long a record may wait in the buffer before it is written
-BATCH_RECORDS = 2000  # records per transaction
-INSERT = "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+def _batch(records: list[PredictionRecord]) -> list[list[Any]]:
+    """A frame's records in the form ``writer.stored_rows`` reads."""
+    return [
+        [
+            record.request_id,
+            record.model,
+            record.version,
+            record.protocol,
+            record.created,
+            record.latency_ms,
+            len(record.outputs),
+            record.inputs,
+            decoded,
+        ]
+        for record, decoded in zip(records, _decode_all(records), strict=True)
+    ]
 
 
-Decoded = list[tuple[str | None, float, np.ndarray | None]]
+Decoded = list[tuple[str | None, float, list[float] | None]]
 
 
 def _decode_all(records: list[PredictionRecord]) -> list[Decoded]:
@@ -233,9 +221,7 @@ def _decode_all(records: list[PredictionRecord]) -> list[Decoded]:
     for positions in groups.values():
         target = records[positions[0]].target
         assert target is not None
-        outputs = np.concatenate(
-            [np.asarray(records[position].outputs, dtype=np.float64) for position in positions]
-        )
+        outputs = np.concatenate([records[position].outputs for position in positions]).astype(np.float64)
         rows = _decode(outputs, target)
         offset = 0
         for position in positions:
@@ -247,25 +233,14 @@ def _decode_all(records: list[PredictionRecord]) -> list[Decoded]:
 
 def _decode(outputs: np.ndarray, target: TargetEncoder) -> Decoded:
     if target.task != "classification":
-        return [(None, float(row[0]), None) for row in target.inverse(outputs).reshape(len(outputs), -1)]
+        values = target.inverse(outputs).reshape(len(outputs), -1)[:, 0].tolist()
+        return [(None, value, None) for value in values]
     labels = target.classes_ or [str(index) for index in range(outputs.shape[1])]
     probabilities = softmax(outputs)
     best = probabilities.argmax(axis=1)
-    shares = np.round(probabilities, 6)
+    scores = probabilities[np.arange(len(best)), best].tolist()
+    shares = np.round(probabilities, 6).tolist()
     return [
-        (labels[index], float(probabilities[row, index]), shares[row])
-        for row, index in enumerate(best.tolist())
+        (labels[index], score, share)
+        for index, score, share in zip(best.tolist(), scores, shares, strict=True)
     ]
-
-
-def _json(value: Any) -> str:
-    """Compact JSON (orjson: ~20× faster than the standard library on arrays), falling back to the standard
-    library for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=_plain)
-
-
-def _plain(value: Any) -> Any:
-    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)

@@ -12,7 +12,7 @@ import numpy as np
 from modelcycle.data import Dataset
 from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
-from modelcycle.monitor.store import connect
+from modelcycle.monitor.database import connect
 from modelcycle.predictor import Predictor
 
 

@@ -17,9 +17,9 @@ from modelcycle.bundle import Bundle
 from modelcycle.bundle.io import REPORT, VARIANTS_DIR
 from modelcycle.config import MonitorConfig, UpdateConfig, duration_seconds
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
+from modelcycle.monitor.database import connect
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
-from modelcycle.monitor.store import connect
 from modelcycle.optimize.gate import Gate
 from modelcycle.predictor import Predictor
 from modelcycle.registry import Registry
