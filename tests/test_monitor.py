@@ -8,7 +8,10 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -422,3 +426,62 @@ def test_the_records_budget_samples_out_beyond_its_rate(tmp_path: Path) -> None:
     monitor.close()
     assert monitor.sampled_out == 150
     assert monitor.store.written == 50
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the writer process through /proc")
+def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the server's whole process group; the writer, in a session of its own, still takes the
+    server's last batch, and ends with the server."""
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        (EXAMPLES / "breast-cancer-mlp.yaml").read_text() + f"\nmonitor:\n  store: {tmp_path / 'm.db'}\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "modelcycle", "serve", "breast-cancer-mlp@1", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--config", str(config)],
+        env={**os.environ, "MODELCYCLE_HOME": str(mlp_home)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        features = Registry(mlp_home).open("breast-cancer-mlp@1").read_json("reference.json")["features"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            for _ in range(20):
+                answer = client.post(
+                    "/v1/models/breast-cancer-mlp:predict", json={"instances": [dict.fromkeys(features, 1.0)]}
+                )
+                assert answer.status_code == 200
+        writers: list[int] = []
+        deadline = time.monotonic() + 10
+        while not writers and time.monotonic() < deadline:  # started with the first batch, within 0.2 s
+            time.sleep(0.05)
+            tasks = Path(f"/proc/{server.pid}/task")
+            writers = [
+                int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()
+            ]
+        assert len(writers) == 1
+        os.killpg(server.pid, signal.SIGINT)
+        _, errors = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.returncode == 0, errors.decode()[-2000:]
+    assert b"Traceback" not in errors
+    with pytest.raises(ProcessLookupError):
+        os.kill(writers[0], 0)  # the writer ended with the server
+    with connect(tmp_path / "m.db") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 20

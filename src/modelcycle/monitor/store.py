@@ -119,9 +119,10 @@ class PredictionStore:
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
-        if self._writer is not None and self._writer.poll() is None:  # stuck: it must not outlive the server
-            self._writer.kill()
-            self._writer.wait()
+        writer = self._writer
+        if writer is not None and writer.poll() is None:  # stuck: it must not outlive the server
+            writer.kill()
+            writer.wait()
 
     def _feed(self) -> None:
         last_sent = time.monotonic()
@@ -135,7 +136,7 @@ class PredictionStore:
             if closing_now:
                 self._stop_writer()
                 return
-            if time.monotonic() - last_sent > RETENTION_EVERY_S:
+            if self._writer is not None and time.monotonic() - last_sent > RETENTION_EVERY_S:
                 self._send([])  # a heartbeat: retention runs in the writer when no traffic comes
                 last_sent = time.monotonic()
 
@@ -168,7 +169,12 @@ class PredictionStore:
             raise WriterGone("restarting soon")
         self._restart_at = time.monotonic() + RESTART_AFTER_S
         self._writer = subprocess.Popen(
-            [sys.executable, "-m", "modelcycle.monitor.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "modelcycle.monitor.writer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Out of the server's process group: Ctrl-C must not stop the writer (even while it starts)
+            # before the server hands it the last batch. It ends with its input, also if the server dies.
+            start_new_session=True,
         )
         assert self._writer.stdin is not None
         write_frame(self._writer.stdin, self.settings)
