@@ -61,19 +61,16 @@ def read_frame(stream: IO[bytes]) -> Any:
 
 def stored_rows(records: list[list[Any]], masker: Masker | None) -> Iterator[tuple[Any, ...]]:
     """The predictions table's rows of a batch. A record is ``[request_id, model, version, protocol, created,
-    latency_ms, rows, inputs, decoded]``: ``inputs`` is one JSON value per row (masked here) or model-ready
-    tensors by name (numbers: nothing personal), ``decoded`` per row ``[prediction, score, probabilities]``
-    or empty when the outputs are not predictions."""
-    for request_id, model, version, protocol, created, latency_ms, rows, inputs, decoded in records:
-        if isinstance(inputs, dict):
-            values: list[Any] = [
-                {name: tensor[row] for name, tensor in inputs.items()} for row in range(rows)
-            ]
-        elif masker is not None:
-            values = [masker.mask(value) for value in inputs]
+    latency_ms, inputs, encoded, decoded]``: ``inputs`` holds one JSON value per row (masked here), or when
+    ``encoded`` the JSON text each row is stored as (model-ready tensors: numbers, nothing personal);
+    ``decoded`` per row ``[prediction, score, probabilities]``, empty when the outputs are not predictions."""
+    for request_id, model, version, protocol, created, latency_ms, inputs, encoded, decoded in records:
+        if encoded:
+            texts = inputs
         else:
-            values = inputs
-        for row, value in enumerate(values):
+            values = [masker.mask(value) for value in inputs] if masker is not None else inputs
+            texts = [dumps(value).decode() for value in values]
+        for row, text in enumerate(texts):
             prediction, score, probabilities = decoded[row] if decoded else (None, None, None)
             yield (
                 request_id,
@@ -83,7 +80,7 @@ def stored_rows(records: list[list[Any]], masker: Masker | None) -> Iterator[tup
                 protocol,
                 created,
                 latency_ms,
-                dumps(value).decode(),
+                text,
                 prediction,
                 score,
                 None if probabilities is None else dumps(probabilities).decode(),
