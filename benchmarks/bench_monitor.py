@@ -1,5 +1,5 @@
 """What monitoring costs a request: the same server with monitoring off (`monitor.enabled: false`), on with
-its defaults (predictions counted; requests stored with PII masking up to 2,000 a second, the rest sampled
+its defaults (predictions counted; requests stored with PII masking up to 1,000 a second, the rest sampled
 out), and on with every request stored (`max_records_per_s: null`), side by side in one run, with a second
 "off" server as a control: its "loss" is what the method reads into no difference at all. The modes
 alternate within each of six rounds, and the loss is taken per round against that round's "off" (the
@@ -41,7 +41,7 @@ ROUNDS = 6  # on 2 shared cores, identical configurations differ by up to ~5 % r
 MODES = {
     "off": "enabled: false",
     "off again (control)": "enabled: false",
-    "on (default: every request up to 2,000 a second stored)": "enabled: true",
+    "on (default: every request up to 1,000 a second stored)": "enabled: true",
     "on, every request stored": "max_records_per_s: null",
 }
 
@@ -121,7 +121,7 @@ def main() -> None:
     lines += [
         "wrk, one thread, 8 s per cell, one row per request, 127.0.0.1. Monitoring on: predictions counted "
         "by class; requests stored (SQLite WAL, PII masking of strings) up to the records "
-        "budget (default 2,000 a second), the rest sampled out and counted. The server decodes and "
+        "budget (default 1,000 a second), the rest sampled out and counted. The server decodes and "
         "serialises each 0.2 s of records in a thread; a writer process masks and writes them.",
         "",
     ]

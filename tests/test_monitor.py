@@ -73,7 +73,7 @@ def test_the_store_masks_before_writing_and_decodes_predictions(tmp_path: Path) 
     assert store.masked == {"email": 1, "phone": 1}  # counted in the writer process, reported back
 
 
-def test_the_store_keeps_tensors_and_values_it_cannot_decode_as_json(tmp_path: Path) -> None:
+def test_the_store_keeps_tensors_row_by_row_and_integers_beyond_64_bits(tmp_path: Path) -> None:
     store = PredictionStore(tmp_path / "monitor.db")
     tensors = {"image": np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)}
     store.record(PredictionRecord("t", "m", 1, "v2", time.time(), 1.0, tensors, np.zeros((2, 2)), None))
