@@ -1,9 +1,8 @@
 """The prediction store's writer: a process of its own (``python -m modelcycle.monitor.writer``), so that
-masking personal data, encoding rows and SQLite's inserts, checkpoints and retention never hold the
-server's GIL. In a thread of the server the same work took ~10 µs a record on a quiet machine but
-32–37 µs beside the busy serving thread of a tabular model, and the throughput lost to monitoring was
-5.3 % (digits-cnn) and 6.8 % (breast-cancer-mlp) against 2.1 % and 2.3 % with this process
-(benchmarks/results/monitor.md).
+masking personal data, SQLite's inserts, checkpoints and retention never hold the server's GIL. In a
+thread of the server the same work took ~10 µs a record on a quiet machine but 32–37 µs beside the busy
+serving thread of a tabular model; here it takes ~5 µs a record, and the server's share (decoding and
+framing) another ~5 µs (benchmarks/results/monitor.md has what that costs in throughput).
 
 It reads frames from stdin: first the settings, then batches of records, each answered on stdout with
 what failed and what was masked. An empty batch is a heartbeat that lets retention run
