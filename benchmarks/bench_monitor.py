@@ -1,5 +1,5 @@
 """What monitoring costs a request: the same server with monitoring off (`monitor.enabled: false`), on with
-its defaults (predictions counted; requests stored with PII masking up to 1,000 a second, the rest sampled
+its defaults (predictions counted; requests stored with PII masking up to 500 a second, the rest sampled
 out), and on with every request stored (`max_records_per_s: null`), side by side in one run, with a second
 "off" server as a control: its "loss" is what the method reads into no difference at all.
 
@@ -50,7 +50,7 @@ SLICES = 12  # turns per server: one slice at c=64 and one at c=1 each
 SLICE_SECONDS = 3
 BEST = 64  # the concurrency throughput is judged at (the best one for both models in serve.md)
 CONTROL = "off again (control)"
-DEFAULT = "on (default: every request up to 1,000 a second stored)"
+DEFAULT = "on (default: every request up to 500 a second stored)"
 NO_ROUNDS = "\n  interval_s: 86400"  # the rounds are priced apart (see the module docstring)
 MODES = {
     "off": "enabled: false",
@@ -194,7 +194,7 @@ def main() -> None:
         f"wrk, one thread, {SLICES} slices of {SLICE_SECONDS} s per server and concurrency, one row per "
         "request, 127.0.0.1. Monitoring on: predictions counted "
         "by class; requests stored (SQLite WAL, PII masking of strings) up to the records "
-        "budget (default 1,000 a second), the rest sampled out and counted. The server decodes and "
+        "budget (default 500 a second), the rest sampled out and counted. The server decodes and "
         "serialises each 0.2 s of records in a thread; a writer process masks and writes them.",
         "",
     ]

@@ -276,9 +276,11 @@ class MonitorConfig(Section):
     enabled: bool = True
     sample_rate: float = Field(1.0, ge=0, le=1)  # the share of requests stored
     # beyond this many stored requests a second, the rest are sampled out (counted). Storing costs ~10 µs of
-    # CPU a record (half in the writer process), which an HTTP-bound model serving 8k requests a second on
-    # 2 cores feels: 2,000 a second measured 2-5 % of its throughput, every request 6-10 %. None: store all.
-    max_records_per_s: PositiveInt | None = 1000
+    # CPU a record on a fast core (SQLite's insert most of it, in the writer process) and 25-30 µs on a
+    # slow shared one, where 1,000 a second cost an HTTP-bound model 5 % of its throughput on 2 cores.
+    # 500 a second still fills the drift window (2,000 rows) in 4 s and labels a live-quality window
+    # with thousands of samples an hour. None: store all.
+    max_records_per_s: PositiveInt | None = 500
     store: str | None = None  # SQLite file; default: monitor.db under MODELCYCLE_HOME
     buffer_size: PositiveInt = 10_000
     retention_days: float = Field(30.0, gt=0)
