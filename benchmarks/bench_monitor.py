@@ -38,7 +38,6 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serve
 from bench_serve import PYTHON, ROOT, free_port, start, stop, wrk
 from machine import describe_machine
 
@@ -127,7 +126,7 @@ def round_seconds(
     process, url = serve(registry, ref, config)
     try:
         for _ in range(3):  # ~9 s: the drift window's 2,000 newest rows even at a few hundred a second
-            wrk(url + path, body, BEST)
+            wrk(url + path, body, BEST, SLICE_SECONDS)
         time.sleep(5)  # a round after the load, and its successor over the same rows on an idle server
         metrics = httpx.get(url + "/metrics").text
     finally:
@@ -140,7 +139,7 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
     try:
         for index, (mode, monitor) in enumerate(MODES.items()):
             servers[mode] = serve(registry, ref, serve_config(directory, example, str(index), monitor))
-            wrk(servers[mode][1] + path, body, BEST)  # warm: first batches, the writer started
+            wrk(servers[mode][1] + path, body, BEST, SLICE_SECONDS)  # warm: first batches, the writer started
             pause(servers[mode][0].pid, True)
         turns = {mode: Turns() for mode in MODES}
         for slice_index in range(SLICES):
@@ -150,9 +149,9 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
                 pause(process.pid, False)
                 try:
                     total, stolen = cpu_ticks()
-                    busy = wrk(url + path, body, BEST)
+                    busy = wrk(url + path, body, BEST, SLICE_SECONDS)
                     total_after, stolen_after = cpu_ticks()
-                    single = wrk(url + path, body, 1)
+                    single = wrk(url + path, body, 1, SLICE_SECONDS)
                 finally:
                     pause(process.pid, True)
                 turns[mode].requests_per_second.append(busy.requests_per_second)
@@ -174,8 +173,9 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
         "| --- | --- | --- | --- | --- | --- |",
     ]
     off = turns["off"]
+    lost = {mode: losses(measured, off) for mode, measured in turns.items()}
     for mode, measured in turns.items():
-        loss, raw_loss = losses(measured, off)
+        loss, raw_loss = lost[mode]
         corrected = _corrected(measured)
         lines.append(
             f"| {mode} | {statistics.mean(corrected):.0f} ({min(corrected):.0f}–{max(corrected):.0f}) | "
@@ -187,7 +187,7 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
     lines.append("")
     p50_off = statistics.median(off.p50_ms)
     for mode in list(MODES)[1:]:
-        loss, raw_loss = losses(turns[mode], off)
+        loss, raw_loss = lost[mode]
         if mode == CONTROL:
             lines.append(
                 f"- {mode}: {loss:+.1%} (raw {raw_loss:+.1%}): what the method reads into two identical "
@@ -214,7 +214,6 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
 def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    bench_serve.SECONDS = SLICE_SECONDS
     started = time.perf_counter()
     lines = ["# Monitoring on vs off", "", f"Machine: {describe_machine()}", ""]
     lines += [

@@ -100,7 +100,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def wrk(url: str, body: dict, concurrency: int) -> Load:
+def wrk(url: str, body: dict, concurrency: int, seconds: float = SECONDS) -> Load:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -112,7 +112,7 @@ def wrk(url: str, body: dict, concurrency: int) -> Load:
                 "wrk",
                 "-t1",
                 f"-c{concurrency}",
-                f"-d{SECONDS}s",
+                f"-d{seconds:g}s",
                 "--latency",
                 "--timeout",
                 "10s",
