@@ -242,10 +242,10 @@ def test_the_batcher_runs_an_idle_request_at_once_and_batches_under_load() -> No
         return inputs["x"] * 2
 
     async def scenario() -> None:
-        batcher = Batcher(runner, max_batch_size=16, max_queue_delay_ms=200)
+        batcher = Batcher(runner, max_batch_size=16, max_queue_delay_ms=2000)
         started = time.perf_counter()
         alone = await batcher.submit({"x": np.array([[1.0]])}, timeout=5)
-        assert time.perf_counter() - started < 0.15  # did not wait the 200 ms for company
+        assert time.perf_counter() - started < 1.0  # did not wait the 2 s for company
         np.testing.assert_array_equal(alone, [[2.0]])
         sizes.clear()
         rows = [np.array([[float(i)], [float(i) + 0.5]]) for i in range(40)]
@@ -460,12 +460,14 @@ def test_shutdown_answers_the_requests_in_flight(registry: Registry) -> None:
         with live_server(app) as client:
             batcher = app.state.serving.models["breast-cancer-mlp"].primary.batcher
             run = batcher.runner
-            batcher.runner = lambda inputs: (time.sleep(0.1), run(inputs))[1]
+            all_accepted = threading.Event()  # the first batch waits until all six are in: no timing race
+            batcher.runner = lambda inputs: (all_accepted.wait(10), time.sleep(0.1), run(inputs))[2]
             url = f"{client.base_url}/v2/models/breast-cancer-mlp/infer"
             pending = [pool.submit(httpx.post, url, json=body, timeout=30) for _ in range(6)]
             deadline = time.monotonic() + 10
             while batcher.in_flight < 6 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert batcher.in_flight == 6
+            all_accepted.set()
         # the server has stopped: every request it had accepted was answered
         assert [future.result().status_code for future in pending] == [200] * 6
