@@ -4,12 +4,16 @@ and fine-tuning it with LoRA through the ordinary pipeline."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from modelcycle.config import load_config
+from modelcycle.data.text import resolve_tokenizer_dir
 from modelcycle.pipeline import train
 from modelcycle.registry import Registry
 from tests.conftest import EXAMPLES
@@ -95,3 +99,14 @@ def test_import_task_must_match_the_model(cli) -> None:
     result = cli("import", "builtin:minilm", "--name", "minilm", "--task", "language_modeling")
     assert result.exit_code == 2
     assert "imports for embedding, not language_modeling" in result.stderr
+
+
+def test_a_gguf_tokenizer_is_written_out_once_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = resolve_tokenizer_dir("builtin:smollm2")
+    assert first.parent == tmp_path / "modelcycle-tokenizers"
+    assert Tokenizer.from_file(str(first / "tokenizer.json")).get_vocab_size() == 49152
+    assert resolve_tokenizer_dir("builtin:smollm2") == first
+    assert [path.name for path in first.parent.iterdir()] == [first.name]  # no folder per run, no leftovers

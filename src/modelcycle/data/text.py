@@ -4,6 +4,7 @@ directory, or ``builtin:minilm``), which is copied into the bundle so that it st
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import tempfile
@@ -151,20 +152,41 @@ def _texts_of(dataset: Dataset) -> list[str]:
 
 def resolve_tokenizer_dir(name: str) -> Path:
     """The folder holding ``tokenizer.json`` for a model name or path. A GGUF model's tokenizer lives inside
-    its file, so it is written out (by transformers) to a temporary folder first."""
+    its file, so it is written out (by transformers) once per version of that file, to a folder under the
+    temporary directory that later runs reuse: a folder per run would be left behind by every run."""
     if name in BUILTIN_GGUF or name.endswith(".gguf"):
         folder, gguf_file = causal_lm_source(name, field="data.preprocess.text.tokenizer")
-        import transformers  # heavy: only for GGUF tokenizers
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                folder, gguf_file=gguf_file, local_files_only=True
-            )
-        target = Path(tempfile.mkdtemp(prefix="modelcycle-tokenizer-"))
-        tokenizer.save_pretrained(target)
+        assert gguf_file is not None
+        source = (folder / gguf_file).resolve()
+        stat = source.stat()
+        key = hashlib.sha256(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        target = Path(tempfile.gettempdir()) / "modelcycle-tokenizers" / f"{source.stem}-{key}"
+        if not (target / "tokenizer.json").is_file():
+            _write_gguf_tokenizer(folder, gguf_file, target)
         return target
     return model_directory(name, "tokenizer.json", field="data.preprocess.text.tokenizer")
+
+
+def _write_gguf_tokenizer(folder: Path, gguf_file: str, target: Path) -> None:
+    """Written beside ``target`` and renamed into place: a concurrent or crashed run never leaves a half
+    folder where another looks."""
+    import transformers  # heavy: only for GGUF tokenizers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            folder, gguf_file=gguf_file, local_files_only=True
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError:
+        if not (target / "tokenizer.json").is_file():  # not another run's rename winning the race
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class TokenizerFiles:
