@@ -4,6 +4,7 @@ and the metrics that deploy/ refers to."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -263,6 +264,34 @@ def test_shifted_traffic_raises_a_drift_alert_in_the_registry(served: tuple[Test
     assert same.monitor.check(same.watched()) == []  # still drifted: announced once, not every round
 
 
+def test_of_two_servers_on_one_store_only_one_runs_a_models_rounds(
+    served: tuple[TestClient, Registry],
+) -> None:
+    """As with ``serve --workers 2``: both would compute every round and send every alert."""
+    client, registry = served
+    state = client.app.state.serving  # type: ignore[attr-defined]
+    instances, _ = _instances(registry, 60)
+    shifted = [{name: value * 2.5 for name, value in row.items()} for row in instances]
+    for _ in range(6):
+        assert (
+            client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": shifted}).status_code
+            == 200
+        )
+    config = MonitorConfig(store=str(state.monitor.store.path), interval_s=3600, drift_min_rows=100)
+    rival = LiveMonitor(config, registry, ServerMetrics())
+    try:
+        assert [alert.name for alert in state.monitor.check(state.watched())] == ["drift"]  # the first leads
+        assert rival.check(state.watched()) == []
+        rounds = rival.metrics.exposition().decode()
+        with pytest.raises(AssertionError, match="not in /metrics"):
+            _sample(rounds, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset")
+        state.monitor.leader.release()  # as when the leading server ends
+        assert [alert.name for alert in rival.check(state.watched())] == ["drift"]
+        assert state.monitor.check(state.watched()) == []  # now it is the other one's turn
+    finally:
+        rival.close()
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict[str, Any]]] = []
     failures_left = 1
@@ -428,11 +457,12 @@ def test_the_records_budget_samples_out_beyond_its_rate(tmp_path: Path) -> None:
     assert monitor.store.written == 50
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the writer process through /proc")
-def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_path: Path) -> None:
-    """Ctrl-C reaches the server's whole process group; the writer, in a session of its own, still takes the
-    server's last batch, and ends with the server."""
+@contextlib.contextmanager
+def _real_server(
+    home: Path, tmp_path: Path, *options: str
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, list[dict[str, float]]]]:
+    """``modelcycle serve breast-cancer-mlp@1`` in a process group of its own, storing to ``tmp_path/m.db``,
+    once ready: the process, a client and a valid request's instances."""
     config = tmp_path / "serve.yaml"
     config.write_text(
         (EXAMPLES / "breast-cancer-mlp.yaml").read_text() + f"\nmonitor:\n  store: {tmp_path / 'm.db'}\n"
@@ -442,14 +472,14 @@ def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "modelcycle", "serve", "breast-cancer-mlp@1", "--port", str(port)]
     server = subprocess.Popen(
-        [*command, "--config", str(config)],
-        env={**os.environ, "MODELCYCLE_HOME": str(mlp_home)},
+        [*command, "--config", str(config), *options],
+        env={**os.environ, "MODELCYCLE_HOME": str(home), "TMPDIR": str(tmp_path)},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        features = Registry(mlp_home).open("breast-cancer-mlp@1").read_json("reference.json")["features"]
+        features = Registry(home).open("breast-cancer-mlp@1").read_json("reference.json")["features"]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and server.poll() is None:
@@ -459,11 +489,30 @@ def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
-            for _ in range(20):
-                answer = client.post(
-                    "/v1/models/breast-cancer-mlp:predict", json={"instances": [dict.fromkeys(features, 1.0)]}
-                )
-                assert answer.status_code == 200
+            yield server, client, [dict.fromkeys(features, 1.0)]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _interrupt(server: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a terminal sends it to the whole process group; the server must end cleanly."""
+    os.killpg(server.pid, signal.SIGINT)
+    _, errors = server.communicate(timeout=60)
+    assert server.returncode == 0, errors.decode()[-2000:]
+    assert b"Traceback" not in errors
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the writer process through /proc")
+def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the server's whole process group; the writer, in a session of its own, still takes the
+    server's last batch, and ends with the server."""
+    with _real_server(mlp_home, tmp_path) as (server, client, instances):
+        for _ in range(20):
+            answer = client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": instances})
+            assert answer.status_code == 200
         writers: list[int] = []
         deadline = time.monotonic() + 10
         while not writers and time.monotonic() < deadline:  # started with the first batch, within 0.2 s
@@ -473,15 +522,38 @@ def test_ctrl_c_on_the_server_stores_every_answered_request(mlp_home: Path, tmp_
                 int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()
             ]
         assert len(writers) == 1
-        os.killpg(server.pid, signal.SIGINT)
-        _, errors = server.communicate(timeout=60)
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-    assert server.returncode == 0, errors.decode()[-2000:]
-    assert b"Traceback" not in errors
+        _interrupt(server)
     with pytest.raises(ProcessLookupError):
         os.kill(writers[0], 0)  # the writer ended with the server
     with connect(tmp_path / "m.db") as connection:
         assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 20
+
+
+@pytest.mark.integration
+def test_with_workers_every_scrape_counts_every_workers_requests(mlp_home: Path, tmp_path: Path) -> None:
+    """A scrape reaches one of the workers; each used to answer with its own share of the requests."""
+    with _real_server(mlp_home, tmp_path, "--workers", "2") as (server, client, instances):
+        url = f"{client.base_url}/v1/models/breast-cancer-mlp:predict"
+        for _ in range(40):  # a connection each, so the kernel hands them to either worker
+            assert httpx.post(url, json={"instances": instances}, timeout=30).status_code == 200
+        scrapes = [httpx.get(f"{client.base_url}/metrics", timeout=30).text for _ in range(8)]
+        for scrape in scrapes:
+            labels = {"model": "breast-cancer-mlp", "version": "1", "protocol": "v1", "code": "200"}
+            assert _sample(scrape, "modelcycle_requests_total", **labels) == 40
+            assert (
+                _sample(
+                    scrape, "modelcycle_request_latency_seconds_count", model=labels["model"], protocol="v1"
+                )
+                == 40
+            )
+        stored, deadline = 0.0, time.monotonic() + 20
+        while stored < 40 and time.monotonic() < deadline:  # each worker shares its counts every second
+            time.sleep(0.2)
+            scrape = httpx.get(f"{client.base_url}/metrics", timeout=30).text
+            stored = _sample(scrape, "modelcycle_monitor_records_total", outcome="stored")
+        assert stored == 40
+        assert _sample(scrape, "modelcycle_queue_depth", model="breast-cancer-mlp") == 0
+        _interrupt(server)
+    assert not list(tmp_path.glob("modelcycle-metrics-*"))  # the workers' shared values went with them
+    with connect(tmp_path / "m.db") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 40

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -88,17 +91,36 @@ def serve(
 
         os.environ[SPEC] = spec_for_workers(refs, settings, monitoring)
         factory = "modelcycle.serve.factory:from_environment"
-        uvicorn.run(
-            factory,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level="warning",
-        )
+        with _shared_metrics_folder():
+            uvicorn.run(
+                factory,
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=workers,
+                log_level="warning",
+            )
         return
     app = create_app(registry, refs, settings, admin_token=token, monitoring=monitoring)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+@contextlib.contextmanager
+def _shared_metrics_folder() -> Iterator[None]:
+    """The folder where the workers keep their metrics, so that any worker's ``/metrics`` answers for all
+    (prometheus-client's multiprocess mode): a new one, removed afterwards. One the user set is theirs to
+    empty between runs, as prometheus-client asks."""
+    from modelcycle.monitor.metrics import SHARED_DIR
+
+    if os.environ.get(SHARED_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="modelcycle-metrics-") as folder:
+        os.environ[SHARED_DIR] = folder
+        try:
+            yield
+        finally:
+            del os.environ[SHARED_DIR]
 
 
 def _loopback(host: str) -> bool:

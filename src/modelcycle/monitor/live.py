@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
@@ -62,6 +63,34 @@ class TokenBucket:
         return True
 
 
+class RoundLeader:
+    """Which of the servers sharing a store runs a model's monitoring rounds: the first to take the model's
+    lock file beside the store, for as long as it lives. Without it ``--workers N`` (or two servers on one
+    store) computed every round N times and sent every alert N times. The system frees the lock of a process
+    that dies, and another server takes it at its next round."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self._locks: dict[str, FileLock] = {}
+
+    def leads(self, model: str) -> bool:
+        lock = self._locks.get(model)
+        if lock is None:  # not thread-local: each round runs in whichever executor thread is free
+            path = self.store.with_name(f"{self.store.name}.{model}.rounds.lock")
+            lock = self._locks[model] = FileLock(path, thread_local=False)
+        if lock.is_locked:
+            return True
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        for lock in self._locks.values():
+            lock.release(force=True)
+
+
 def store_path(config: MonitorConfig, registry: Registry) -> Path:
     return Path(config.store) if config.store else registry.home / "monitor.db"
 
@@ -77,6 +106,7 @@ class LiveMonitor:
             max_rows=config.max_rows,
         )
         self.alerter = Alerter(registry, config.alerts, config.webhook)
+        self.leader = RoundLeader(self.store.path)
         self.budget = TokenBucket(config.max_records_per_s) if config.max_records_per_s else None
         self.sampled_out = 0
         store = self.store
@@ -162,7 +192,8 @@ class LiveMonitor:
 
     def check(self, watched: list[Watched], now: float | None = None) -> list[Alert]:
         """One monitoring round (blocking; the server runs it in a thread): live quality per version and
-        window, drift per model, then alerts. Results go to the metrics and to the store."""
+        window, drift per model, then alerts. Results go to the metrics and to the store. Of the servers
+        sharing the store, only the one that leads a model (``RoundLeader``) checks it."""
         now = time.time() if now is None else now
         started = time.perf_counter()
         self.store.flush()
@@ -170,7 +201,8 @@ class LiveMonitor:
         with connect(self.store.path) as connection:
             by_model: dict[str, list[Watched]] = {}
             for item in watched:
-                by_model.setdefault(item.model, []).append(item)
+                if self.leader.leads(item.model):
+                    by_model.setdefault(item.model, []).append(item)
             for model, versions in by_model.items():
                 first = versions[0]
                 for item in versions:
@@ -193,7 +225,8 @@ class LiveMonitor:
                 alerts += self.alerter.check(model, quality, self._drift(connection, first, now))
         for alert in alerts:
             self.metrics.alerts.labels(alert.model, alert.name).set(1 if alert.firing else 0)
-        self.metrics.round_seconds.set(time.perf_counter() - started)
+        if by_model:
+            self.metrics.round_seconds.set(time.perf_counter() - started)
         return alerts
 
     def _publish_quality(self, connection: Any, result: LiveQuality, now: float) -> None:
@@ -247,6 +280,7 @@ class LiveMonitor:
 
     def close(self) -> None:
         self.store.close()
+        self.leader.release()
 
 
 def stored_columns(reference: dict[str, Any], stored: list[Any]) -> dict[str, list[Any]]:

@@ -1,22 +1,30 @@
 """The server's metrics at ``/metrics`` (Prometheus text format), in a registry of the app's own so two
 servers in one process never share counters. Every name carries the ``modelcycle_`` prefix; ``deploy/`` (the
-Grafana dashboard and the alert rules) refers to them, and a test keeps the two in step."""
+Grafana dashboard and the alert rules) refers to them, and a test keeps the two in step.
+
+With ``modelcycle serve --workers N`` each worker is a process of its own, and a scrape reaches one of them:
+``PROMETHEUS_MULTIPROC_DIR`` is then set and prometheus-client keeps every value in a file there, so any
+worker's ``/metrics`` answers for all of them (counters and histograms summed, gauges as their mode says)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# One worker runs the monitoring rounds (``LiveMonitor``); the value it set last is the one to show.
+ROUND_RESULT: Final = "mostrecent"
+SHARED_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch to values shared by processes
 
 
 class ServerMetrics:
     def __init__(self) -> None:
+        self.shared = bool(os.environ.get(SHARED_DIR))  # read by prometheus-client when first imported
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -47,13 +55,18 @@ class ServerMetrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "modelcycle_queue_depth", "Requests waiting per model.", ["model"], registry=registry
+            "modelcycle_queue_depth",
+            "Requests waiting per model.",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.info = Gauge(
             "modelcycle_model_info",
             "1 for each loaded version, with its role and the variant that runs it.",
             ["model", "version", "role", "variant", "runtime"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.predictions = Counter(
             "modelcycle_predictions",
@@ -72,38 +85,61 @@ class ServerMetrics:
             "The latest drift score per feature (a p-value for tests, a distance otherwise; see method).",
             ["model", "feature", "method"],
             registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self.drift_detected = Gauge(
             "modelcycle_drift_detected",
             '1 when the feature drifted in the latest check (feature="dataset": the dataset as a whole).',
             ["model", "feature"],
             registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self.live_quality = Gauge(
             "modelcycle_live_quality",
             "Quality of labelled live predictions over a sliding window.",
             ["model", "version", "window", "metric"],
             registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self.live_samples = Gauge(
             "modelcycle_live_quality_samples",
             "Labelled predictions in the window.",
             ["model", "version", "window"],
             registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self.round_seconds = Gauge(
             "modelcycle_monitor_round_seconds",
             "How long the latest monitoring round (live quality, drift, alerts) took.",
             registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self.alerts = Gauge(
-            "modelcycle_alert_firing", "1 while an alert fires.", ["model", "alert"], registry=registry
+            "modelcycle_alert_firing",
+            "1 while an alert fires.",
+            ["model", "alert"],
+            registry=registry,
+            multiprocess_mode=ROUND_RESULT,
         )
         self._label_children: dict[tuple[str, str, str], Any] = {}
+        self._mirrors: list[_CountsMirror] = []
+        self._shown: set[tuple[str, str, str, str, str]] = set()
 
     def batch(self, model: str, rows: int, queue_seconds: float) -> None:
         self.batch_size.labels(model).observe(rows)
         self.queue_time.labels(model).observe(queue_seconds)
+
+    def show_versions(self, loaded: list[tuple[str, str, str, str, str]]) -> None:
+        """The model-info gauge: 1 for each (model, version, role, variant, runtime) loaded now. Values shared
+        by processes cannot be removed, so there a version no longer loaded reads 0."""
+        if self.shared:
+            for labels in self._shown - set(loaded):
+                self.info.labels(*labels).set(0)
+        else:
+            self.info.clear()
+        for labels in loaded:
+            self.info.labels(*labels).set(1)
+        self._shown = set(loaded)
 
     def predicted(self, model: str, version: str, label: str, rows: int = 1) -> None:
         key = (model, version, label)
@@ -115,18 +151,40 @@ class ServerMetrics:
     def watch_counts(
         self, name: str, documentation: str, label: str, counts: Callable[[], dict[str, int]]
     ) -> None:
-        """Export counts kept elsewhere (the store's dropped records, the masker's hits) as a counter."""
-        self.registry.register(_CountsCollector(name, documentation, label, counts))
+        """Export counts kept elsewhere (the store's dropped records, the masker's hits) as a counter, brought
+        up to date by ``sync_counts``."""
+        counter = Counter(name, documentation, [label], registry=self.registry)
+        self._mirrors.append(_CountsMirror(counter, counts))
+
+    def sync_counts(self) -> None:
+        for mirror in self._mirrors:
+            mirror.sync()
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this process's metrics, or with shared values every worker's."""
+        self.sync_counts()
+        if not self.shared:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """A worker that ends takes its live gauges (queue depth, loaded versions) with it."""
+        if self.shared:
+            mark_process_dead(os.getpid())
 
 
-class _CountsCollector(Collector):
-    def __init__(
-        self, name: str, documentation: str, label: str, counts: Callable[[], dict[str, int]]
-    ) -> None:
-        self.name, self.documentation, self.label, self.counts = name, documentation, label, counts
+class _CountsMirror:
+    """A counter that follows counts kept elsewhere: each sync adds what they grew by since the last."""
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
-        for key, value in sorted(self.counts().items()):
-            family.add_metric([key], value)
-        yield family
+    def __init__(self, counter: Counter, counts: Callable[[], dict[str, int]]) -> None:
+        self.counter, self.counts = counter, counts
+        self.seen: dict[str, int] = {}
+
+    def sync(self) -> None:
+        for key, value in self.counts().items():
+            grown = value - self.seen.get(key, 0)
+            if grown > 0 or key not in self.seen:
+                self.counter.labels(key).inc(grown)
+                self.seen[key] = value

@@ -18,7 +18,7 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelcycle import __version__
@@ -31,6 +31,8 @@ from modelcycle.serve.batcher import BatchStats, Tensors
 from modelcycle.serve.versions import LoadedVersion, ServedModel, load_version
 
 logger = logging.getLogger(__name__)
+
+SHARE_METRICS_EVERY_S = 1.0  # with --workers: how stale another worker's queue depth and counts may be
 
 
 @dataclass
@@ -92,18 +94,26 @@ class ServerState:
             if loaded is not None
         ]
 
+    def refresh_metrics(self) -> None:
+        """Bring the values kept outside the metrics (queue depths, the store's counts) into them."""
+        for name, served in self.models.items():
+            self.metrics.queue_depth.labels(name).set(sum(v.batcher.depth for v in served.versions()))
+        self.metrics.sync_counts()
+
     def describe(self) -> None:
         """Refresh the model-info gauge after any change of versions."""
-        self.metrics.info.clear()
-        for name, served in self.models.items():
-            for role, loaded in (
-                ("primary", served.primary),
-                ("canary", served.canary),
-                ("shadow", served.shadow),
-            ):
-                if loaded is not None:
-                    labels = (name, str(loaded.version), role, loaded.variant, loaded.runtime)
-                    self.metrics.info.labels(*labels).set(1)
+        self.metrics.show_versions(
+            [
+                (name, str(loaded.version), role, loaded.variant, loaded.runtime)
+                for name, served in self.models.items()
+                for role, loaded in (
+                    ("primary", served.primary),
+                    ("canary", served.canary),
+                    ("shadow", served.shadow),
+                )
+                if loaded is not None
+            ]
+        )
 
 
 def create_app(
@@ -126,6 +136,8 @@ def create_app(
         tasks = [asyncio.create_task(_load_all(state))]
         if state.monitor is not None:
             tasks.append(asyncio.create_task(_watch(state, state.monitor, monitoring.interval_s)))
+        if state.metrics.shared:
+            tasks.append(asyncio.create_task(_share_metrics(state)))
         try:
             yield
         finally:
@@ -137,6 +149,8 @@ def create_app(
                 await served.close()  # graceful: every accepted request is answered first
             if state.monitor is not None:
                 state.monitor.close()  # after the drain, so the last answers are stored too
+            state.metrics.sync_counts()  # the last records' outcomes, for the workers that stay
+            state.metrics.close()
 
     app = FastAPI(title="modelcycle", version=__version__, lifespan=lifespan)
     app.state.serving = state
@@ -156,9 +170,8 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        for name, served in state.models.items():
-            state.metrics.queue_depth.labels(name).set(sum(v.batcher.depth for v in served.versions()))
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        state.refresh_metrics()
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -181,6 +194,13 @@ async def _load_all(state: ServerState) -> None:
     except Exception as error:  # the server stays up and says why it is not ready
         state.load_error = str(error)
         logger.error("could not load the models: %s", error)
+
+
+async def _share_metrics(state: ServerState) -> None:
+    """With ``--workers``: a scrape reaches one worker, so each brings its shared values up to date itself."""
+    while True:
+        await asyncio.sleep(SHARE_METRICS_EVERY_S)
+        state.refresh_metrics()
 
 
 async def _watch(state: ServerState, monitor: LiveMonitor, interval_s: float) -> None:
