@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelcycle.cli.main import main
 from modelcycle.cli.state import STATE
@@ -82,3 +83,12 @@ def cli(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def metric_value(metrics: str, name: str, **labels: str) -> float:
+    """The value of the sample ``name`` with exactly ``labels``, parsed as Prometheus does."""
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")

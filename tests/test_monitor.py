@@ -24,7 +24,6 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, f1_score
 
 from modelcycle.config import AlertRule, MonitorConfig, ServeConfig, WebhookConfig, load_config
@@ -43,7 +42,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES, train_into
+from tests.conftest import EXAMPLES, metric_value, train_into
 from tests.test_serve import wait_ready
 
 CLASSIFIER = TargetEncoder("classification")
@@ -72,6 +71,25 @@ def test_the_store_masks_before_writing_and_decodes_predictions(tmp_path: Path) 
     assert json.loads(rows[0][4]) == pytest.approx([1 / (1 + np.e), np.e / (1 + np.e)], abs=1e-6)
     assert "jane@example.com" not in (tmp_path / "monitor.db").read_bytes().decode("latin-1")
     assert store.masked == {"email": 1, "phone": 1}  # counted in the writer process, reported back
+
+
+def test_generated_text_is_stored_as_the_prediction_and_masked_whatever_the_fields(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path / "monitor.db", masking={"fields": ["content"]})
+    asked = {"messages": [{"role": "user", "content": "I am ada@example.com"}], "user": "bob@example.com"}
+    answer = "Hello ada@example.com, call +44 20 7946 0958"
+    empty = np.empty((1, 0))
+    store.record(PredictionRecord("g", "lm", 1, "openai", time.time(), 9.0, [asked], empty, None, answer))
+    assert store.flush()
+    store.close()
+    with connect(tmp_path / "monitor.db") as connection:
+        inputs, prediction, score = connection.execute(
+            "SELECT inputs, prediction, score FROM predictions"
+        ).fetchone()
+    assert json.loads(inputs) == {
+        "messages": [{"role": "user", "content": "I am [EMAIL]"}],
+        "user": "bob@example.com",  # not a field to mask
+    }
+    assert (prediction, score) == ("Hello [EMAIL], call [PHONE]", None)
 
 
 def test_the_store_keeps_tensors_row_by_row_and_integers_beyond_64_bits(tmp_path: Path) -> None:
@@ -206,17 +224,17 @@ def test_feedback_turns_into_live_quality_equal_to_sklearn(served: tuple[TestCli
     expected_f1 = f1_score(truth, predicted, average="macro")
     version = {"model": "breast-cancer-mlp", "version": "1", "window": "1h"}
     quality = "modelcycle_live_quality"
-    assert _sample(metrics, quality, **version, metric="accuracy") == pytest.approx(expected_accuracy)
-    assert _sample(metrics, quality, **version, metric="f1_macro") == pytest.approx(expected_f1)
-    assert _sample(metrics, "modelcycle_live_quality_samples", **version) == 40
+    assert metric_value(metrics, quality, **version, metric="accuracy") == pytest.approx(expected_accuracy)
+    assert metric_value(metrics, quality, **version, metric="f1_macro") == pytest.approx(expected_f1)
+    assert metric_value(metrics, "modelcycle_live_quality_samples", **version) == 40
     counted = sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
         if line.startswith("modelcycle_predictions_total{")
     )
     assert counted == 40
-    assert _sample(metrics, "modelcycle_feedback_total", model="breast-cancer-mlp") == 40
-    assert _sample(metrics, "modelcycle_monitor_records_total", outcome="stored") == 4
+    assert metric_value(metrics, "modelcycle_feedback_total", model="breast-cancer-mlp") == 40
+    assert metric_value(metrics, "modelcycle_monitor_records_total", outcome="stored") == 4
 
 
 def test_bad_feedback_is_a_4xx_naming_the_field(served: tuple[TestClient, Registry]) -> None:
@@ -257,8 +275,10 @@ def test_shifted_traffic_raises_a_drift_alert_in_the_registry(served: tuple[Test
     alerts = same.monitor.check(same.watched())
     assert [(alert.name, alert.firing) for alert in alerts] == [("drift", True)]
     metrics = client.get("/metrics").text
-    assert _sample(metrics, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset") == 1
-    assert _sample(metrics, "modelcycle_alert_firing", model="breast-cancer-mlp", alert="drift") == 1
+    assert (
+        metric_value(metrics, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset") == 1
+    )
+    assert metric_value(metrics, "modelcycle_alert_firing", model="breast-cancer-mlp", alert="drift") == 1
     events = [event.kind for event in registry.history("breast-cancer-mlp")]
     assert "alert" in events
     assert same.monitor.check(same.watched()) == []  # still drifted: announced once, not every round
@@ -284,7 +304,7 @@ def test_of_two_servers_on_one_store_only_one_runs_a_models_rounds(
         assert rival.check(state.watched()) == []
         rounds = rival.metrics.exposition().decode()
         with pytest.raises(AssertionError, match="not in /metrics"):
-            _sample(rounds, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset")
+            metric_value(rounds, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset")
         state.monitor.leader.release()  # as when the leading server ends
         assert [alert.name for alert in rival.check(state.watched())] == ["drift"]
         assert state.monitor.check(state.watched()) == []  # now it is the other one's turn
@@ -349,15 +369,6 @@ def test_a_drift_report_alerts_only_when_the_share_is_reached(mlp_home: Path) ->
         assert len(alerter.check("breast-cancer-mlp", {}, DriftReport([one, one, calm], 0.5, 200))) == 1
     finally:
         registry.close()
-
-
-def _sample(metrics: str, name: str, **labels: str) -> float:
-    """The value of the sample ``name`` with exactly ``labels``, parsed as Prometheus does."""
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"{name}{labels} not in /metrics")
 
 
 def test_store_tables_exist_for_readers_before_the_first_write(tmp_path: Path) -> None:
@@ -539,9 +550,9 @@ def test_with_workers_every_scrape_counts_every_workers_requests(mlp_home: Path,
         scrapes = [httpx.get(f"{client.base_url}/metrics", timeout=30).text for _ in range(8)]
         for scrape in scrapes:
             labels = {"model": "breast-cancer-mlp", "version": "1", "protocol": "v1", "code": "200"}
-            assert _sample(scrape, "modelcycle_requests_total", **labels) == 40
+            assert metric_value(scrape, "modelcycle_requests_total", **labels) == 40
             assert (
-                _sample(
+                metric_value(
                     scrape, "modelcycle_request_latency_seconds_count", model=labels["model"], protocol="v1"
                 )
                 == 40
@@ -550,9 +561,9 @@ def test_with_workers_every_scrape_counts_every_workers_requests(mlp_home: Path,
         while stored < 40 and time.monotonic() < deadline:  # each worker shares its counts every second
             time.sleep(0.2)
             scrape = httpx.get(f"{client.base_url}/metrics", timeout=30).text
-            stored = _sample(scrape, "modelcycle_monitor_records_total", outcome="stored")
+            stored = metric_value(scrape, "modelcycle_monitor_records_total", outcome="stored")
         assert stored == 40
-        assert _sample(scrape, "modelcycle_queue_depth", model="breast-cancer-mlp") == 0
+        assert metric_value(scrape, "modelcycle_queue_depth", model="breast-cancer-mlp") == 0
         _interrupt(server)
     assert not list(tmp_path.glob("modelcycle-metrics-*"))  # the workers' shared values went with them
     with connect(tmp_path / "m.db") as connection:

@@ -4,20 +4,24 @@ with tiny-gpt and the imported SmolLM2. Generations are kept short."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openai
 import pytest
 import tritonclient.http as triton
 
-from modelcycle.config import ServeConfig
+from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.importer import import_model
 from modelcycle.inference import predict
+from modelcycle.monitor.database import connect
 from modelcycle.predictor import Predictor, generate, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import TINY_GPT, train_into
+from tests.conftest import TINY_GPT, metric_value, train_into
 from tests.test_serve import live_server
 
 
@@ -58,9 +62,12 @@ def openai_client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: Registry) -> None:
+def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(
+    registry: Registry, cli: Callable[..., Any], tmp_path: Path
+) -> None:
     expected = generate(Predictor.load(registry.open("tiny-gpt")), "To be", max_new_tokens=8, temperature=0)
-    with live_server(create_app(registry, ["tiny-gpt", "digits-cnn"], ServeConfig())) as http:
+    app = create_app(registry, ["tiny-gpt", "digits-cnn"], ServeConfig())
+    with live_server(app) as http:
         client = openai_client(str(http.base_url))
         assert {model.id for model in client.models.list()} == {"tiny-gpt", "digits-cnn"}
         completion = client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=8, temperature=0)
@@ -75,9 +82,8 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: R
         )
         assert "".join(piece.choices[0].text for piece in pieces) == expected.text
         assert pieces[-1].choices[0].finish_reason == "length"
-        chat = client.chat.completions.create(
-            model="tiny-gpt", messages=[{"role": "user", "content": "Who is there?"}], max_tokens=6, seed=3
-        )
+        asked = [{"role": "user", "content": "Who is there? Write to ada@example.com"}]
+        chat = client.chat.completions.create(model="tiny-gpt", messages=asked, max_tokens=6, seed=3)
         assert chat.choices[0].message.role == "assistant"
         assert chat.usage.completion_tokens == 6
         chunks = list(
@@ -94,6 +100,43 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(registry: R
             client.completions.create(model="digits-cnn", prompt="hi", max_tokens=2)
         with pytest.raises(openai.NotFoundError):
             client.completions.create(model="nope", prompt="hi", max_tokens=2)
+        metrics = http.get("/metrics").text
+        timed = metric_value(
+            metrics, "modelcycle_request_latency_seconds_count", model="tiny-gpt", protocol="openai"
+        )
+        assert timed == 4
+    with connect(registry.home / "monitor.db") as connection:  # the server has stopped: everything is stored
+        rows = connection.execute(
+            "SELECT request_id, inputs, prediction FROM predictions WHERE protocol = 'openai'"
+        ).fetchall()
+    stored = {request_id: (json.loads(inputs), prediction) for request_id, inputs, prediction in rows}
+    assert stored[completion.id] == ("To be", expected.text)
+    assert stored[pieces[0].id] == ("To be", expected.text)  # a stream: stored once its last piece went out
+    masked = [{"role": "user", "content": "Who is there? Write to [EMAIL]"}]
+    assert stored[chat.id] == ({"messages": masked}, chat.choices[0].message.content)
+    assert stored[chunks[0].id][0] == {"messages": [{"role": "user", "content": "Who is there?"}]}
+    assert len(stored) == 4
+    written = cli("monitor", "report", "tiny-gpt", "--out", str(tmp_path / "report.html"))
+    assert written.exit_code == 0, written.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "4 stored predictions" in page
+    assert "Predicted classes" not in page  # generated answers are no classes to count
+
+
+def test_a_language_models_prompts_raise_no_drift_alert(registry: Registry, tmp_path: Path) -> None:
+    """Its reference profiles the training corpus cut in blocks; prompts, all shorter, alerted on any
+    traffic."""
+    monitoring = MonitorConfig(store=str(tmp_path / "m.db"), drift_min_rows=10, interval_s=3600)
+    app = create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=monitoring)
+    with live_server(app) as http:
+        for index in range(12):
+            body = {"model": "tiny-gpt", "prompt": f"To be or not {index}", "max_tokens": 1}
+            assert http.post("/v1/completions", json=body).status_code == 200
+        state = app.state.serving  # type: ignore[attr-defined]
+        assert state.monitor.store.flush()
+        with connect(tmp_path / "m.db") as connection:
+            assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 12
+        assert state.monitor.check(state.watched()) == []
 
 
 @pytest.mark.slow

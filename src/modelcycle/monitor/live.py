@@ -138,9 +138,11 @@ class LiveMonitor:
         outputs: np.ndarray,
         target: TargetEncoder | None,
         latency_ms: float,
+        generated: str | None = None,
     ) -> None:
         """Hand the request to the store (a sample of them, if configured, and within the records-per-second
-        budget). ``inputs`` is one JSON value per row, or the model-ready tensors by name."""
+        budget). ``inputs`` is one JSON value per row, or the model-ready tensors by name; ``generated`` a
+        language model's answer (``outputs`` then empty)."""
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
             self.sampled_out += 1
             return
@@ -149,7 +151,16 @@ class LiveMonitor:
             return
         self.store.record(
             PredictionRecord(
-                request_id, model, version, protocol, time.time(), latency_ms, inputs, outputs, target
+                request_id,
+                model,
+                version,
+                protocol,
+                time.time(),
+                latency_ms,
+                inputs,
+                outputs,
+                target,
+                generated,
             )
         )
 
@@ -240,6 +251,10 @@ class LiveMonitor:
             )
 
     def _drift(self, connection: Any, item: Watched, now: float) -> DriftReport | None:
+        if item.task == "language_modeling":
+            # its reference profiles the training corpus cut in blocks, not prompts: every prompt is shorter
+            # than a block, so a drift alert would fire on any traffic at all
+            return None
         since = now - duration_seconds(self.config.drift_window)
         rows = connection.execute(
             "SELECT inputs, prediction FROM predictions WHERE model = ? AND created >= ? "

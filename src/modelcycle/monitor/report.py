@@ -83,8 +83,9 @@ def monitor_report(
     since = now - since_seconds
     with sqlite3.connect(store) as connection:
         traffic = connection.execute(
-            "SELECT created, latency_ms, version, prediction FROM predictions "
-            "WHERE model = ? AND created >= ? ORDER BY created",
+            # a class has a score; generated text (a language model's answer) is no class to count
+            "SELECT created, latency_ms, version, CASE WHEN score IS NULL THEN NULL ELSE prediction END "
+            "FROM predictions WHERE model = ? AND created >= ? ORDER BY created",
             (model, since),
         ).fetchall()
         labelled = connection.execute(

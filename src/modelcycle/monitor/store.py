@@ -50,6 +50,7 @@ class PredictionRecord:
     inputs: list[Any] | dict[str, np.ndarray]  # one JSON value per row, or model-ready tensors by name
     outputs: np.ndarray  # (rows, outputs)
     target: TargetEncoder | None
+    generated: str | None = None  # a language model's answer: stored as the prediction, masked like inputs
 
 
 class WriterGone(Exception):
@@ -219,6 +220,7 @@ def _batch(records: list[PredictionRecord]) -> list[list[Any]]:
                 rows,
                 isinstance(inputs, dict),
                 decoded,
+                record.generated,
             ]
         )
     return frame

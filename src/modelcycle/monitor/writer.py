@@ -60,17 +60,32 @@ def read_frame(stream: IO[bytes]) -> Any:
 
 def stored_rows(records: list[list[Any]], masker: Masker | None) -> Iterator[tuple[Any, ...]]:
     """The predictions table's rows of a batch. A record is ``[request_id, model, version, protocol, created,
-    latency_ms, inputs, encoded, decoded]``: ``inputs`` holds one JSON value per row (masked here), or when
-    ``encoded`` the JSON text each row is stored as (model-ready tensors: numbers, nothing personal);
-    ``decoded`` per row ``[prediction, score, probabilities]``, empty when the outputs are not predictions."""
-    for request_id, model, version, protocol, created, latency_ms, inputs, encoded, decoded in records:
+    latency_ms, inputs, encoded, decoded, generated]``: ``inputs`` holds one JSON value per row (masked
+    here), or when ``encoded`` the JSON text each row is stored as (model-ready tensors: numbers, nothing
+    personal); ``decoded`` per row ``[prediction, score, probabilities]``, empty when the outputs are not
+    predictions; ``generated`` a language model's text (masked here too: an answer can repeat a prompt's
+    personal data), stored as the prediction."""
+    for (
+        request_id,
+        model,
+        version,
+        protocol,
+        created,
+        latency_ms,
+        inputs,
+        encoded,
+        decoded,
+        generated,
+    ) in records:
         if encoded:
             texts = inputs
         else:
             values = [masker.mask(value) for value in inputs] if masker is not None else inputs
             texts = [dumps(value).decode() for value in values]
+        if generated is not None and masker is not None:
+            generated = masker.mask_text(generated)  # whatever `fields` names: it has no field
         for row, text in enumerate(texts):
-            prediction, score, probabilities = decoded[row] if decoded else (None, None, None)
+            prediction, score, probabilities = decoded[row] if decoded else (generated, None, None)
             yield (
                 request_id,
                 row,

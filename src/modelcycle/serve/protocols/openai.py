@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -25,6 +26,7 @@ from modelcycle.serve.versions import LoadedVersion, ServedModel
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 MAX_TOKENS = 4096
+NO_OUTPUTS = np.empty((1, 0), dtype=np.float32)  # what a stored answer of generated text has for outputs
 
 
 class Sampling(BaseModel):
@@ -89,21 +91,33 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     if isinstance(body.prompt, list) and len(body.prompt) != 1:
         raise RequestError("prompt: one prompt per request")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    return await _respond(state, loaded, body, prompt, chat=False, limit=body.max_tokens or 16)
+    return await _respond(state, loaded, body, prompt, prompt, chat=False, limit=body.max_tokens or 16)
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
     state = serving_state(request)
     _, loaded, preprocessor = _language_model(state, body.model)
-    prompt = preprocessor.chat_prompt([message.model_dump() for message in body.messages])
+    messages = [message.model_dump() for message in body.messages]
+    prompt = preprocessor.chat_prompt(messages)
     limit = body.max_completion_tokens or body.max_tokens or 256
-    return await _respond(state, loaded, body, prompt, chat=True, limit=limit)
+    return await _respond(state, loaded, body, prompt, {"messages": messages}, chat=True, limit=limit)
 
 
 async def _respond(
-    state: ServerState, loaded: LoadedVersion, body: Sampling, prompt: str, *, chat: bool, limit: int
+    state: ServerState,
+    loaded: LoadedVersion,
+    body: Sampling,
+    prompt: str,
+    asked: str | dict[str, Any],
+    *,
+    chat: bool,
+    limit: int,
 ) -> JSONResponse | StreamingResponse:
+    """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (the prompt, or the
+    messages before the chat template)."""
+    started = time.perf_counter()
+
     def start() -> TextStream:
         try:
             return stream_text(
@@ -121,12 +135,31 @@ async def _respond(
     identifier = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
     common = {"id": identifier, "created": created, "model": body.model}
-    headers = {"X-Model-Version": str(loaded.version)}
+    headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}
     lock = loaded.generating
+
+    def answered(text: str) -> None:
+        """Time the request and store it with its answer (a stream's: once its last piece went out)."""
+        elapsed = time.perf_counter() - started
+        state.metrics.latency.labels(body.model, "openai").observe(elapsed)
+        if state.monitor is not None:
+            state.monitor.record(
+                identifier,
+                body.model,
+                loaded.version,
+                "openai",
+                [asked],
+                NO_OUTPUTS,
+                None,
+                elapsed * 1000,
+                generated=text,
+            )
+
     if not body.stream:
         async with lock:
             stream, text = await asyncio.get_running_loop().run_in_executor(None, _run_whole, start)
         state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
+        answered(text)
         choice: dict[str, Any] = {"index": 0, "finish_reason": stream.finish_reason}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
@@ -141,7 +174,7 @@ async def _respond(
         return JSONResponse(payload, headers=headers)
     stream = await asyncio.get_running_loop().run_in_executor(None, start)  # errors before the first byte
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    events = _events(stream, lock, common, chat=chat, include_usage=include_usage)
+    events = _events(stream, lock, common, answered, chat=chat, include_usage=include_usage)
     state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -160,10 +193,17 @@ def _usage(stream: TextStream) -> dict[str, int]:
 
 
 async def _events(
-    stream: TextStream, lock: asyncio.Lock, common: dict[str, Any], *, chat: bool, include_usage: bool
+    stream: TextStream,
+    lock: asyncio.Lock,
+    common: dict[str, Any],
+    answered: Callable[[str], None],
+    *,
+    chat: bool,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
     """Server-sent events: one chunk per piece of text, a last chunk with the finish reason, optionally one
-    with the usage, then ``[DONE]``. Tokens are produced on a thread and handed over through a queue."""
+    with the usage, then ``[DONE]``. Tokens are produced on a thread and handed over through a queue;
+    ``answered`` gets the text that went out (all of it, or as far as a client that left got)."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
@@ -191,11 +231,13 @@ async def _events(
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         worker = loop.run_in_executor(None, produce, iter(stream))
+        sent: list[str] = []
         try:
             if chat:
                 yield chunk(None, None, role=True)
             while (piece := await queue.get()) is not None:
                 yield chunk(piece, None)
+                sent.append(piece)
             yield chunk(None, stream.finish_reason)
             if include_usage:
                 usage = {**common, "object": kind, "choices": [], "usage": _usage(stream)}
@@ -204,3 +246,4 @@ async def _events(
         finally:
             cancelled.set()
             await worker
+            answered("".join(sent))
