@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -187,7 +188,9 @@ def mlp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def served(mlp_home: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Registry]]:
-    registry = Registry(mlp_home)
+    """A server on a copy of the trained home: alerts one test raised are not firing in the next."""
+    home = shutil.copytree(mlp_home, tmp_path / "home")
+    registry = Registry(home)
     monitoring = MonitorConfig(store=str(tmp_path / "monitor.db"), interval_s=3600, drift_min_rows=100)
     app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig(), monitoring=monitoring)
     with TestClient(app) as client:
@@ -306,10 +309,17 @@ def test_of_two_servers_on_one_store_only_one_runs_a_models_rounds(
         with pytest.raises(AssertionError, match="not in /metrics"):
             metric_value(rounds, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset")
         state.monitor.leader.release()  # as when the leading server ends
-        assert [alert.name for alert in rival.check(state.watched())] == ["drift"]
+        assert rival.check(state.watched()) == []  # it takes over the firing alert: not raised again
+        rounds = rival.metrics.exposition().decode()
+        assert (
+            metric_value(rounds, "modelcycle_drift_detected", model="breast-cancer-mlp", feature="dataset")
+            == 1
+        )
+        assert metric_value(rounds, "modelcycle_alert_firing", model="breast-cancer-mlp", alert="drift") == 1
         assert state.monitor.check(state.watched()) == []  # now it is the other one's turn
     finally:
         rival.close()
+    assert [event.kind for event in registry.history("breast-cancer-mlp")].count("alert") == 1
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -329,11 +339,11 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-def test_quality_alerts_go_to_the_registry_and_a_retried_webhook(mlp_home: Path) -> None:
+def test_quality_alerts_go_to_the_registry_and_a_retried_webhook(mlp_home: Path, tmp_path: Path) -> None:
     hook = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=hook.serve_forever, daemon=True)
     thread.start()
-    registry = Registry(mlp_home)
+    registry = Registry(shutil.copytree(mlp_home, tmp_path / "home"))
     try:
         webhook = WebhookConfig(url=f"http://127.0.0.1:{hook.server_port}/alerts", retries=2, timeout_s=2)
         rule = AlertRule(metric="accuracy", window="1h", below=0.9, min_samples=10)
@@ -346,11 +356,15 @@ def test_quality_alerts_go_to_the_registry_and_a_retried_webhook(mlp_home: Path)
         assert [(alert.name, alert.firing, alert.value) for alert in raised] == [
             ("accuracy_1h_below_0.9", True, 0.72)
         ]
-        resolved = alerter.check("breast-cancer-mlp", good, None)
+        restarted = Alerter(registry, [rule], webhook)  # a server started again reads what still fires
+        assert restarted.check("breast-cancer-mlp", low, None) == []
+        resolved = restarted.check("breast-cancer-mlp", good, None)
         assert [alert.firing for alert in resolved] == [False]
+        assert Alerter(registry, [rule], webhook).check("breast-cancer-mlp", low, None) != []  # fires anew
         assert [(body["event"], body["value"]) for body in _Hook.received] == [
             ("alert", 0.72),
             ("alert_resolved", 0.95),
+            ("alert", 0.72),
         ]
         kinds = [event.kind for event in registry.history("breast-cancer-mlp")]
         assert {"alert", "alert_resolved"} <= set(kinds)

@@ -1,7 +1,7 @@
 """Alerts: the ``monitor.alerts`` thresholds checked against each round of live quality and drift. An alert is
-raised when its condition starts to hold and resolved when it stops (not repeated every round, which is
-what makes alerting noisy); both are a registry event, a log line and, when configured, a webhook call (JSON
-POST with a timeout and retries with back-off)."""
+raised when its condition starts to hold and resolved when it stops (not repeated every round, nor by a
+server started again, which is what makes alerting noisy); both are a registry event, a log line and, when
+configured, a webhook call (JSON POST with a timeout and retries with back-off)."""
 
 from __future__ import annotations
 
@@ -73,9 +73,11 @@ class Alerter:
     ) -> None:
         self.registry, self.rules, self.webhook = registry, rules, webhook
         self.firing: set[tuple[str, str]] = set()
+        self._recalled: set[str] = set()
 
     def check(self, model: str, quality: dict[str, LiveQuality], drift: DriftReport | None) -> list[Alert]:
         """Evaluate every rule for ``model``; announce and return the alerts that changed state."""
+        self._recall(model)
         changes = []
         for rule in self.rules:
             verdict = condition(rule, quality, drift)
@@ -94,6 +96,19 @@ class Alerter:
         for alert in changes:
             self.announce(alert)
         return changes
+
+    def _recall(self, model: str) -> None:
+        """Take over from the registry the alerts an earlier server raised for ``model`` and nobody resolved
+        (before a restart, or in the worker that ran the rounds before this one): raised again, each would
+        be a second page, and a second retraining for ``modelcycle update --watch``."""
+        if model in self._recalled:
+            return
+        self._recalled.add(model)
+        names = {alert_name(rule) for rule in self.rules}
+        for event in self.registry.history(model):
+            name = event.details.get("name")
+            if event.kind in ("alert", "alert_resolved") and name in names:
+                (self.firing.add if event.kind == "alert" else self.firing.discard)((model, name))
 
     def announce(self, alert: Alert) -> None:
         kind = "alert" if alert.firing else "alert_resolved"

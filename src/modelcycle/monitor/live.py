@@ -234,8 +234,10 @@ class LiveMonitor:
                     for window in self.config.windows
                 }
                 alerts += self.alerter.check(model, quality, self._drift(connection, first, now))
-        for alert in alerts:
+        for alert in alerts:  # resolved ones read 0
             self.metrics.alerts.labels(alert.model, alert.name).set(1 if alert.firing else 0)
+        for model, name in self.alerter.firing:  # also those raised before this server led the rounds
+            self.metrics.alerts.labels(model, name).set(1)
         if by_model:
             self.metrics.round_seconds.set(time.perf_counter() - started)
         return alerts
