@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelcycle.config import DataConfig, SplitConfig
-from modelcycle.data import load_dataset, preprocessor_from_state, split_dataset
+from modelcycle.data import Dataset, load_dataset, preprocessor_from_state, split_dataset
 from modelcycle.data.imbalance import balanced_class_weights, oversample
 from modelcycle.data.preprocess import (
     ImagePreprocessor,
@@ -72,6 +72,27 @@ def test_state_round_trips_through_json(factory) -> None:
     restored = preprocessor_from_state(json.loads(json.dumps(fitted.state())))
     np.testing.assert_array_equal(restored.transform(data)["features"], fitted.transform(data)["features"])
     assert restored.input_schema() == fitted.input_schema()
+
+
+@pytest.mark.parametrize("categorical", ["onehot", "ordinal"])
+def test_request_rows_transform_exactly_like_the_frame(categorical: str) -> None:
+    """Serving transforms a request's rows without a DataFrame: bit for bit what training's path gives."""
+    data = tiny_dataset(rows=60)
+    fitted = preprocessor_from_state(
+        json.loads(
+            json.dumps(TabularPreprocessor(categorical=categorical, max_categories=2).fit(data).state())
+        )
+    )
+    rows = data.frame[data.features].head(8).to_dict(orient="records")
+    rows[1] |= {"x1": None, "colour": None}  # imputed; the missing bucket
+    rows[2] |= {"x2": 3, "colour": "purple"}  # an integer; an unknown category
+    rows[3] |= {"colour": 7}  # a category given as a number
+    frame = pd.DataFrame(rows).astype({"x1": np.float64, "x2": np.float64, "colour": object})
+    expected = fitted.transform(Dataset("request", "tabular", None, frame, None, data.feature_types))
+    got = fitted.transform_rows(rows)["features"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected["features"])
+    assert not np.isnan(got).any()
 
 
 def test_image_standardisation_per_channel() -> None:

@@ -6,6 +6,9 @@ Learned attributes end in ``_``; ``state()`` / ``from_state()`` round-trip them 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +39,17 @@ class Preprocessor(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class _RowPlan:
+    """A fitted tabular preprocessor's state as arrays, for transforming request rows."""
+
+    numeric: list[str]
+    fill: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    categories: dict[str, dict[str, int]]
+
+
 class TabularPreprocessor(Estimator):
     """Numeric columns: impute (median / mean) then standardize. Categorical columns: the most frequent
     ``max_categories`` values become one-hot columns (or ordinal ids), everything else one unknown bucket."""
@@ -55,6 +69,7 @@ class TabularPreprocessor(Estimator):
         self.max_categories = max_categories
 
     def fit(self, dataset: Dataset) -> TabularPreprocessor:
+        self.__dict__.pop("_row_plan", None)
         self.numeric_: dict[str, dict[str, float]] = {}
         self.categories_: dict[str, list[str]] = {}
         for name, kind in dataset.feature_types.items():
@@ -128,6 +143,44 @@ class TabularPreprocessor(Estimator):
                 else:
                     blocks.append(np.eye(known + 1)[codes])
         return {"features": np.concatenate(blocks, axis=1).astype(np.float32)}
+
+    def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """``transform`` of rows that name every feature with a number, a category or None (a request's
+        instances, already checked): the same values, without the DataFrame that cost a one-row request
+        about a millisecond."""
+        plan = self._row_plan
+        blocks = []
+        if plan.numeric:
+            values = np.array([[row[name] for name in plan.numeric] for row in rows], dtype=np.float64)
+            blocks.append((np.where(np.isnan(values), plan.fill, values) - plan.mean) / plan.std)
+        for name, index in plan.categories.items():
+            known = len(index)
+            codes = np.array(
+                [
+                    index.get(MISSING_CATEGORY if row[name] is None else label_text(row[name]), known)
+                    for row in rows
+                ],
+                dtype=np.int64,
+            )
+            if self.categorical == "ordinal":
+                blocks.append(((codes + 1) % (known + 1)).astype(np.float64)[:, None])
+            else:
+                blocks.append(np.eye(known + 1)[codes])
+        return {"features": np.concatenate(blocks, axis=1).astype(np.float32)}
+
+    @functools.cached_property
+    def _row_plan(self) -> _RowPlan:
+        stats = [self.numeric_[name] for name in self.numeric_]
+        return _RowPlan(
+            numeric=list(self.numeric_),
+            fill=np.array([item["fill"] for item in stats]),
+            mean=np.array([item["mean"] for item in stats]),
+            std=np.array([item["std"] for item in stats]),
+            categories={
+                name: {value: position for position, value in enumerate(values)}
+                for name, values in self.categories_.items()
+            },
+        )
 
     def input_schema(self) -> InputSchema:
         features = [FeatureSpec(name=name, type="numeric") for name in self.numeric_]
