@@ -221,6 +221,11 @@ def test_bad_requests_are_4xx_with_a_json_body_naming_the_field(registry: Regist
         )
         assert response.status_code == 400
         assert "NaN or Inf" in response.json()["error"]
+        beyond = client.post(  # an integer no float holds
+            "/v1/models/breast-cancer-mlp:predict", json={"instances": [{**good, "mean texture": 10**400}]}
+        )
+        assert beyond.status_code == 400
+        assert "instances[0].mean texture" in beyond.json()["error"]
         broken = client.post(
             "/v2/models/breast-cancer-mlp/infer",
             content=b"{not json",

@@ -19,6 +19,7 @@ from modelcycle.schema import InputSchema
 
 Tensors = dict[str, np.ndarray]
 UNLIMITED = 10**9
+FLOAT_MAX = int(np.finfo(np.float64).max)
 
 
 def instance_tensors(
@@ -88,6 +89,8 @@ def _check_tabular(instances: list[Any], schema: InputSchema) -> None:
             if types[name] == "numeric" and value is not None:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise RequestError(f"instances[{index}].{name}: a number (or null) is required")
+                if isinstance(value, int) and abs(value) > FLOAT_MAX:  # JSON integers have no bound
+                    raise RequestError(f"instances[{index}].{name}: the number is beyond float range")
                 if not math.isfinite(value):
                     raise RequestError(f"instances[{index}].{name}: NaN or Inf is not a valid value")
             elif types[name] == "categorical" and value is not None and not isinstance(value, (str, int)):
