@@ -4,7 +4,6 @@ and fine-tuning it with LoRA through the ordinary pipeline."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +103,14 @@ def test_import_task_must_match_the_model(cli) -> None:
 def test_a_gguf_tokenizer_is_written_out_once_and_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = resolve_tokenizer_dir("builtin:smollm2")
-    assert first.parent == tmp_path / "modelcycle-tokenizers"
+    assert first.parent == tmp_path / "modelcycle" / "tokenizers"
     assert Tokenizer.from_file(str(first / "tokenizer.json")).get_vocab_size() == 49152
+    written = (first / "tokenizer.json").stat().st_mtime_ns
     assert resolve_tokenizer_dir("builtin:smollm2") == first
+    assert (first / "tokenizer.json").stat().st_mtime_ns == written  # found, not written again
     assert [path.name for path in first.parent.iterdir()] == [first.name]  # no folder per run, no leftovers
+    (first / "tokenizer.json").unlink()  # a folder left incomplete is written again
+    assert resolve_tokenizer_dir("builtin:smollm2") == first
+    assert Tokenizer.from_file(str(first / "tokenizer.json")).get_vocab_size() == 49152

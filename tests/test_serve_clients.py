@@ -107,11 +107,11 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(
         assert timed == 4
     with connect(registry.home / "monitor.db") as connection:  # the server has stopped: everything is stored
         rows = connection.execute(
-            "SELECT request_id, inputs, prediction FROM predictions WHERE protocol = 'openai'"
+            "SELECT request_id, inputs, prediction FROM predictions WHERE model = 'tiny-gpt'"
         ).fetchall()
     stored = {request_id: (json.loads(inputs), prediction) for request_id, inputs, prediction in rows}
-    assert stored[completion.id] == ("To be", expected.text)
-    assert stored[pieces[0].id] == ("To be", expected.text)  # a stream: stored once its last piece went out
+    assert stored[completion.id] == ({"prompt": "To be"}, expected.text)
+    assert stored[pieces[0].id] == ({"prompt": "To be"}, expected.text)  # a stream: once its last piece went
     masked = [{"role": "user", "content": "Who is there? Write to [EMAIL]"}]
     assert stored[chat.id] == ({"messages": masked}, chat.choices[0].message.content)
     assert stored[chunks[0].id][0] == {"messages": [{"role": "user", "content": "Who is there?"}]}
@@ -137,6 +137,22 @@ def test_a_language_models_prompts_raise_no_drift_alert(registry: Registry, tmp_
         with connect(tmp_path / "m.db") as connection:
             assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 12
         assert state.monitor.check(state.watched()) == []
+
+
+def test_a_stream_the_client_leaves_is_stored_as_far_as_it_went(registry: Registry, tmp_path: Path) -> None:
+    monitoring = MonitorConfig(store=str(tmp_path / "m.db"), interval_s=3600)
+    app = create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=monitoring)
+    body = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 2000, "stream": True}
+    with live_server(app) as http:
+        with http.stream("POST", "/v1/completions", json=body) as response:
+            request_id = response.headers["x-request-id"]
+            first = next(response.iter_lines())  # one piece, then the client is gone
+        assert first.startswith("data: ")
+    with connect(tmp_path / "m.db") as connection:
+        stored = connection.execute(
+            "SELECT inputs, prediction FROM predictions WHERE request_id = ?", (request_id,)
+        ).fetchall()
+    assert [(json.loads(inputs), type(text)) for inputs, text in stored] == [({"prompt": "To be"}, str)]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ directory, or ``builtin:minilm``), which is copied into the bundle so that it st
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -152,19 +153,24 @@ def _texts_of(dataset: Dataset) -> list[str]:
 
 def resolve_tokenizer_dir(name: str) -> Path:
     """The folder holding ``tokenizer.json`` for a model name or path. A GGUF model's tokenizer lives inside
-    its file, so it is written out (by transformers) once per version of that file, to a folder under the
-    temporary directory that later runs reuse: a folder per run would be left behind by every run."""
+    its file, so it is written out (by transformers) once per version of that file, to the user's cache,
+    where later runs find it: a temporary folder per run was left behind by every run."""
     if name in BUILTIN_GGUF or name.endswith(".gguf"):
         folder, gguf_file = causal_lm_source(name, field="data.preprocess.text.tokenizer")
         assert gguf_file is not None
         source = (folder / gguf_file).resolve()
         stat = source.stat()
         key = hashlib.sha256(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-        target = Path(tempfile.gettempdir()) / "modelcycle-tokenizers" / f"{source.stem}-{key}"
+        target = _cache_dir() / f"{source.stem}-{key}"
         if not (target / "tokenizer.json").is_file():
             _write_gguf_tokenizer(folder, gguf_file, target)
         return target
     return model_directory(name, "tokenizer.json", field="data.preprocess.text.tokenizer")
+
+
+def _cache_dir() -> Path:
+    """Per user, as Hugging Face's cache is: a folder under a shared /tmp could be another user's to fill."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelcycle" / "tokenizers"
 
 
 def _write_gguf_tokenizer(folder: Path, gguf_file: str, target: Path) -> None:
@@ -178,6 +184,7 @@ def _write_gguf_tokenizer(folder: Path, gguf_file: str, target: Path) -> None:
             folder, gguf_file=gguf_file, local_files_only=True
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)  # one left incomplete (by a cleaner, say) is replaced
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tokenizer.save_pretrained(staging)

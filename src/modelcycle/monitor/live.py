@@ -77,7 +77,8 @@ class RoundLeader:
         lock = self._locks.get(model)
         if lock is None:  # not thread-local: each round runs in whichever executor thread is free
             path = self.store.with_name(f"{self.store.name}.{model}.rounds.lock")
-            lock = self._locks[model] = FileLock(path, thread_local=False)
+            # no soft (file-exists) lock where flock is missing: a leader that died would keep it forever
+            lock = self._locks[model] = FileLock(path, thread_local=False, fallback_to_soft=False)
         if lock.is_locked:
             return True
         try:

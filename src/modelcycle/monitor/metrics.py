@@ -9,7 +9,9 @@ worker's ``/metrics`` answers for all of them (counters and histograms summed, g
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -165,6 +167,7 @@ class ServerMetrics:
         self.sync_counts()
         if not self.shared:
             return generate_latest(self.registry)
+        _forget_dead_workers()
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
         return generate_latest(merged)
@@ -175,16 +178,31 @@ class ServerMetrics:
             mark_process_dead(os.getpid())
 
 
+def _forget_dead_workers() -> None:
+    """Live gauges (queue depth, loaded versions) of workers that ended without shutting down (killed, out
+    of memory), which uvicorn replaces: their files would count on."""
+    for path in Path(os.environ[SHARED_DIR]).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 class _CountsMirror:
     """A counter that follows counts kept elsewhere: each sync adds what they grew by since the last."""
 
     def __init__(self, counter: Counter, counts: Callable[[], dict[str, int]]) -> None:
         self.counter, self.counts = counter, counts
         self.seen: dict[str, int] = {}
+        self._lock = threading.Lock()  # scrapes (in threads) and the sharing task may sync at once
 
     def sync(self) -> None:
-        for key, value in self.counts().items():
-            grown = value - self.seen.get(key, 0)
-            if grown > 0 or key not in self.seen:
-                self.counter.labels(key).inc(grown)
-                self.seen[key] = value
+        with self._lock:
+            for key, value in self.counts().items():
+                grown = value - self.seen.get(key, 0)
+                if grown > 0 or key not in self.seen:
+                    self.counter.labels(key).inc(grown)
+                    self.seen[key] = value

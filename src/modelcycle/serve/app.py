@@ -200,7 +200,10 @@ async def _share_metrics(state: ServerState) -> None:
     """With ``--workers``: a scrape reaches one worker, so each brings its shared values up to date itself."""
     while True:
         await asyncio.sleep(SHARE_METRICS_EVERY_S)
-        state.refresh_metrics()
+        try:
+            state.refresh_metrics()
+        except Exception:  # logged, and tried again: the worker's metrics must not stop for good
+            logger.exception("sharing the metrics failed")
 
 
 async def _watch(state: ServerState, monitor: LiveMonitor, interval_s: float) -> None:

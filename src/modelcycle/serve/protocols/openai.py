@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -91,7 +92,8 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
     if isinstance(body.prompt, list) and len(body.prompt) != 1:
         raise RequestError("prompt: one prompt per request")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    return await _respond(state, loaded, body, prompt, prompt, chat=False, limit=body.max_tokens or 16)
+    asked = {"prompt": prompt}
+    return await _respond(state, loaded, body, prompt, asked, chat=False, limit=body.max_tokens or 16)
 
 
 @router.post("/chat/completions", response_model=None)
@@ -109,13 +111,13 @@ async def _respond(
     loaded: LoadedVersion,
     body: Sampling,
     prompt: str,
-    asked: str | dict[str, Any],
+    asked: dict[str, Any],
     *,
     chat: bool,
     limit: int,
 ) -> JSONResponse | StreamingResponse:
-    """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (the prompt, or the
-    messages before the chat template)."""
+    """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
+    ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
     started = time.perf_counter()
 
     def start() -> TextStream:
@@ -245,5 +247,6 @@ async def _events(
             yield "data: [DONE]\n\n"
         finally:
             cancelled.set()
-            await worker
-            answered("".join(sent))
+            answered("".join(sent))  # before any await: a client that left cancels those too
+            with anyio.CancelScope(shield=True):  # the model stays locked until its thread has stopped
+                await worker
