@@ -8,6 +8,7 @@ worker's ``/metrics`` answers for all of them (counters and histograms summed, g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -186,7 +187,8 @@ def _forget_dead_workers() -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            mark_process_dead(pid)
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed them first
+                mark_process_dead(pid)
         except PermissionError:  # alive, someone else's
             pass
 
