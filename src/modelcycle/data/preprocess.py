@@ -129,20 +129,19 @@ class TabularPreprocessor(Estimator):
                     if column.dtype == np.float64  # already numbers: pd.to_numeric costs ~15 µs a column
                     else pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
                 )
-                blocks.append(
-                    ((np.where(np.isnan(values), stats["fill"], values) - stats["mean"]) / stats["std"])[
-                        :, None
-                    ]
-                )
+                blocks.append(_standardized(values, stats["fill"], stats["mean"], stats["std"])[:, None])
             else:
                 index = {value: position for position, value in enumerate(self.categories_[name])}
                 known = len(index)
                 codes = _category_strings(column).map(index).fillna(known).to_numpy(dtype=np.int64)
-                if self.categorical == "ordinal":
-                    blocks.append(((codes + 1) % (known + 1)).astype(np.float64)[:, None])  # 0 = unknown
-                else:
-                    blocks.append(np.eye(known + 1)[codes])
+                blocks.append(self._category_block(codes, known))
         return {"features": np.concatenate(blocks, axis=1).astype(np.float32)}
+
+    def _category_block(self, codes: np.ndarray, known: int) -> np.ndarray:
+        """Category codes (``known`` = the unknown bucket) as one-hot columns or one ordinal column."""
+        if self.categorical == "ordinal":
+            return ((codes + 1) % (known + 1)).astype(np.float64)[:, None]  # 0 = unknown
+        return np.eye(known + 1)[codes]
 
     def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """``transform`` of rows that name every feature with a number, a category or None (a request's
@@ -152,7 +151,7 @@ class TabularPreprocessor(Estimator):
         blocks = []
         if plan.numeric:
             values = np.array([[row[name] for name in plan.numeric] for row in rows], dtype=np.float64)
-            blocks.append((np.where(np.isnan(values), plan.fill, values) - plan.mean) / plan.std)
+            blocks.append(_standardized(values, plan.fill, plan.mean, plan.std))
         for name, index in plan.categories.items():
             known = len(index)
             codes = np.array(
@@ -162,10 +161,7 @@ class TabularPreprocessor(Estimator):
                 ],
                 dtype=np.int64,
             )
-            if self.categorical == "ordinal":
-                blocks.append(((codes + 1) % (known + 1)).astype(np.float64)[:, None])
-            else:
-                blocks.append(np.eye(known + 1)[codes])
+            blocks.append(self._category_block(codes, known))
         return {"features": np.concatenate(blocks, axis=1).astype(np.float32)}
 
     @functools.cached_property
@@ -260,6 +256,12 @@ class TargetEncoder:
 
     def state(self) -> dict[str, Any]:
         return {"task": self.task, "classes_": self.classes_, "mean_": self.mean_, "std_": self.std_}
+
+
+def _standardized(values: np.ndarray, fill: Any, mean: Any, std: Any) -> np.ndarray:
+    """Missing values imputed, then standardized (per column when the statistics are arrays)."""
+    result: np.ndarray = (np.where(np.isnan(values), fill, values) - mean) / std
+    return result
 
 
 def _category_strings(column: pd.Series) -> pd.Series:

@@ -164,8 +164,8 @@ class ServerMetrics:
             mirror.sync()
 
     def exposition(self) -> bytes:
-        """The text a scrape gets: this process's metrics, or with shared values every worker's."""
-        self.sync_counts()
+        """The text a scrape gets: this process's metrics, or with shared values every worker's (values kept
+        elsewhere are brought in first by the caller, see ``ServerState.refresh_metrics``)."""
         if not self.shared:
             return generate_latest(self.registry)
         _forget_dead_workers()

@@ -50,7 +50,7 @@ class PredictionRecord:
     inputs: list[Any] | dict[str, np.ndarray]  # one JSON value per row, or model-ready tensors by name
     outputs: np.ndarray  # (rows, outputs)
     target: TargetEncoder | None
-    generated: str | None = None  # a language model's answer: stored as the prediction, masked like inputs
+    generated: str | None = None  # a language model's answer: stored as the prediction, always masked
 
 
 class WriterGone(Exception):
