@@ -287,8 +287,8 @@ def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) 
     )
     with live_server(app) as client:
         served = app.state.serving.models["breast-cancer-mlp"]
-        run = served.primary.batcher.runner
-        served.primary.batcher.runner = lambda inputs: (time.sleep(0.02), run(inputs))[1]  # a slow model
+        run = served.gateway.primary.batcher.runner
+        served.gateway.primary.batcher.runner = lambda inputs: (time.sleep(0.02), run(inputs))[1]  # a slow model
         body = v2_body(batch_of(registry, 1))
         before = resident_mb()
         with ThreadPoolExecutor(32) as pool:
@@ -463,7 +463,7 @@ def test_shutdown_answers_the_requests_in_flight(registry: Registry) -> None:
     body = v2_body(batch_of(registry, 1))
     with ThreadPoolExecutor(6) as pool:
         with live_server(app) as client:
-            batcher = app.state.serving.models["breast-cancer-mlp"].primary.batcher
+            batcher = app.state.serving.models["breast-cancer-mlp"].gateway.primary.batcher
             run = batcher.runner
             all_accepted = threading.Event()  # the first batch waits until all six are in: no timing race
             batcher.runner = lambda inputs: (all_accepted.wait(10), time.sleep(0.1), run(inputs))[2]

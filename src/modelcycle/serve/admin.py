@@ -1,6 +1,7 @@
 """The admin API (bearer token from ``MODELCYCLE_ADMIN_TOKEN``): promote a version, send a share of traffic to
-a canary, mirror traffic to a shadow, roll back. Each change swaps versions in process with no failed
-request and is recorded as an event in the registry; a version that fails to load changes nothing."""
+a canary, mirror traffic to a shadow, roll back. Each route checks the token and calls the served model's
+transition of the same name (``modelcycle.serve.served``), which swaps versions in process with no failed
+request and records the change in the registry; a version that fails to load changes nothing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from modelcycle.errors import AuthError, ConfigError, NotFoundError
-from modelcycle.registry.lookup import PRODUCTION
-from modelcycle.serve.app import ServerState, serving_state
-from modelcycle.serve.versions import LoadedVersion, ServedModel
+from modelcycle.errors import AuthError
+from modelcycle.serve.rendering import ProtocolRoute
+from modelcycle.serve.served import ServedModel
+from modelcycle.serve.state import ServerState, serving_state
+from modelcycle.serve.versions import LoadedVersion
 
 ACTOR = "modelcycle serve (admin API)"
 
@@ -33,7 +35,7 @@ def admin_state(request: Request) -> ServerState:
 
 
 Admin = Annotated[ServerState, Depends(admin_state)]
-router = APIRouter(prefix="/admin/models", tags=["admin"])
+router = APIRouter(prefix="/admin/models", tags=["admin"], route_class=ProtocolRoute)
 
 
 class VersionBody(BaseModel):
@@ -53,24 +55,17 @@ def status(served: ServedModel) -> dict[str, Any]:
     def describe(loaded: LoadedVersion | None) -> dict[str, Any] | None:
         return None if loaded is None else {"version": loaded.version, "variant": loaded.variant}
 
+    gateway = served.gateway
     return {
         "name": served.name,
-        "primary": describe(served.primary),
-        "canary": describe(served.canary),
-        "canary_percent": served.canary_percent if served.canary else 0.0,
-        "shadow": describe(served.shadow),
-        "shadow_requests": served.shadow_requests,
-        "shadow_disagreements": served.shadow_disagreements,
+        "primary": describe(gateway.primary),
+        "canary": describe(gateway.canary),
+        "canary_percent": gateway.canary_percent if gateway.canary else 0.0,
+        "shadow": describe(gateway.shadow),
+        "shadow_requests": gateway.shadow_requests,
+        "shadow_disagreements": gateway.shadow_disagreements,
         "previous": served.previous,
     }
-
-
-async def _loaded(state: ServerState, served: ServedModel, version: int) -> LoadedVersion:
-    """The version in memory if this server holds it already, else freshly loaded and warmed."""
-    for loaded in served.versions():
-        if loaded.version == version:
-            return loaded
-    return await state.load(f"{served.name}@{version}", state.settings.variant)
 
 
 @router.get("/{name}")
@@ -81,48 +76,21 @@ def model_status(name: str, state: Admin) -> dict[str, Any]:
 @router.post("/{name}/promote")
 async def promote(name: str, body: VersionBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
-    incoming = await _loaded(state, served, body.version)
-    outgoing = served.primary
-    if incoming is not outgoing:
-        served.primary = incoming  # new requests go to it from here on
-        served.previous.append(outgoing.version)
-        if served.canary is incoming:
-            served.canary, served.canary_percent = None, 0.0
-        served.retire(outgoing)
-    state.registry.set_alias(
-        f"{name}@{body.version}", PRODUCTION, actor=ACTOR, reason="promoted on the server"
-    )
-    state.describe()
+    await served.promote(body.version, actor=ACTOR)
     return status(served)
 
 
 @router.post("/{name}/canary")
 async def canary(name: str, body: CanaryBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
-    if body.version == served.primary.version:
-        raise ConfigError(f"version {body.version} is already the primary of '{name}'")
-    old = served.canary
-    if body.percent == 0:
-        served.canary, served.canary_percent = None, 0.0
-    else:
-        served.canary, served.canary_percent = await _loaded(state, served, body.version), body.percent
-    served.retire(old)
-    state.registry.log_event(
-        name, "canary", version=body.version, actor=ACTOR, details={"percent": body.percent}
-    )
-    state.describe()
+    await served.canary(body.version, body.percent, actor=ACTOR)
     return status(served)
 
 
 @router.post("/{name}/shadow")
 async def shadow(name: str, body: ShadowBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
-    old = served.shadow
-    served.shadow = None if body.version is None else await _loaded(state, served, body.version)
-    served.shadow_requests = served.shadow_disagreements = 0
-    served.retire(old)
-    state.registry.log_event(name, "shadow", version=body.version, actor=ACTOR)
-    state.describe()
+    await served.shadow(body.version, actor=ACTOR)
     return status(served)
 
 
@@ -130,18 +98,5 @@ async def shadow(name: str, body: ShadowBody, state: Admin) -> dict[str, Any]:
 async def rollback(name: str, state: Admin) -> dict[str, Any]:
     """Back to the version that was primary before the last promotion (and no canary)."""
     served = state.model(name)
-    if not served.previous:
-        raise NotFoundError(f"'{name}' has no earlier primary on this server to roll back to")
-    target = served.previous[-1]
-    incoming = await _loaded(state, served, target)
-    outgoing, old_canary = served.primary, served.canary
-    served.primary, served.canary, served.canary_percent = incoming, None, 0.0
-    served.previous.pop()
-    served.retire(outgoing)
-    served.retire(old_canary)
-    state.registry.set_alias(f"{name}@{target}", PRODUCTION, actor=ACTOR, reason="rolled back on the server")
-    state.registry.log_event(
-        name, "rollback", version=target, actor=ACTOR, details={"from_version": outgoing.version}
-    )
-    state.describe()
+    await served.rollback(actor=ACTOR)
     return status(served)

@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field
 
 from modelcycle.errors import OverloadedError, RequestError
 from modelcycle.explain import Explanation, explain, explain_tensors
-from modelcycle.serve.app import ServerState, serving_state
 from modelcycle.serve.decode import v2_tensors
+from modelcycle.serve.rendering import ProtocolRoute
+from modelcycle.serve.state import ServerState, serving_state
 
-router = APIRouter(tags=["explanations"])
+router = APIRouter(tags=["explanations"], route_class=ProtocolRoute)
 
 
 class ExplainRequest(BaseModel):
@@ -30,7 +31,7 @@ class ExplainRequest(BaseModel):
 @router.post("/v1/models/{name}:explain")
 async def explain_instances(name: str, body: ExplainRequest, request: Request) -> dict[str, Any]:
     state = serving_state(request)
-    loaded = state.model(name).primary
+    loaded = state.model(name).gateway.primary
     rows = len(body.instances)
     if rows > state.settings.max_rows_per_request:
         raise RequestError(f"instances: at most {state.settings.max_rows_per_request} per request")
@@ -50,7 +51,7 @@ async def explain_instances(name: str, body: ExplainRequest, request: Request) -
 @router.post("/v2/models/{name}/explain")
 async def explain_v2(name: str, request: Request) -> dict[str, Any]:
     state = serving_state(request)
-    loaded = state.model(name).primary
+    loaded = state.model(name).gateway.primary
     try:
         body = json.loads(await request.body())
     except ValueError as error:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from modelcycle.errors import NotFoundError, OverloadedError
-from modelcycle.serve.app import ServerState, serving_state
+from modelcycle.serve.rendering import ProtocolRoute
+from modelcycle.serve.state import ServerState, serving_state
 
-router = APIRouter(prefix="/v1", tags=["feedback"])
+router = APIRouter(prefix="/v1", tags=["feedback"], route_class=ProtocolRoute)
 
 
 class Feedback(BaseModel):
@@ -44,7 +45,7 @@ async def feedback(body: Feedback, request: Request) -> dict[str, Any]:
 def _labels(state: ServerState, model: str, version: int) -> list[str] | None:
     """The class names of ``model@version`` (None for regression), from the server or else the registry."""
     served = state.models.get(model)
-    for loaded in served.versions() if served is not None else []:
+    for loaded in served.gateway.versions() if served is not None else []:
         if loaded.version == version:
             return loaded.predictor.encoder.classes_ or None
     try:

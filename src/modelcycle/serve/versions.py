@@ -1,13 +1,10 @@
-"""The versions of one model a server holds — the primary, an optional canary taking a share of traffic and an
-optional shadow receiving a mirror of it — each loaded, warmed and batched on its own. Changing them swaps a
-reference (atomic in the event loop); the replaced version drains its accepted requests and is then closed,
-so a promotion fails no request, and a version that cannot load leaves the old one serving."""
+"""One version of a model in a server's memory: its bundle, the variant chosen to run, the predictor and its
+own adaptive batcher, loaded and warmed (one call on a row of zeros) before it takes a request."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +16,7 @@ import torch
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig
-from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
+from modelcycle.errors import ConfigError
 from modelcycle.inference import model_device
 from modelcycle.instances import instance_tensors
 from modelcycle.monitor.embeddings import embed
@@ -148,66 +145,3 @@ def warm_up(predictor: Predictor, run: Run) -> None:
         for spec in schema.tensors
     }
     run(row)
-
-
-@dataclass
-class ServedModel:
-    """What answers requests for one model name."""
-
-    name: str
-    primary: LoadedVersion
-    canary: LoadedVersion | None = None
-    canary_percent: float = 0.0
-    shadow: LoadedVersion | None = None
-    previous: list[int] = field(default_factory=list)  # earlier primaries, for rollback
-    shadow_requests: int = 0
-    shadow_disagreements: int = 0
-    _retired: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def route(self, version: int | None = None) -> LoadedVersion:
-        """The version that answers: a requested one (if loaded), else the canary for its share, else the
-        primary."""
-        if version is not None:
-            for loaded in (self.primary, self.canary, self.shadow):
-                if loaded is not None and loaded.version == version:
-                    return loaded
-            raise NotFoundError(f"model '{self.name}' version {version} is not loaded on this server")
-        if self.canary is not None and random.random() * 100 < self.canary_percent:
-            return self.canary
-        return self.primary
-
-    def versions(self) -> list[LoadedVersion]:
-        return [loaded for loaded in (self.primary, self.canary, self.shadow) if loaded is not None]
-
-    def retire(self, loaded: LoadedVersion | None) -> None:
-        """Let a replaced version finish what it accepted, then close it (in the background)."""
-        if loaded is None or any(loaded is live for live in self.versions()):
-            return
-        task = asyncio.get_running_loop().create_task(loaded.batcher.close())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    def mirror(self, encode: Callable[[LoadedVersion], Tensors], answer: np.ndarray, timeout: float) -> None:
-        """Send a copy to the shadow; its answer is compared (argmax) with the primary's and discarded."""
-        shadow = self.shadow
-        if shadow is None:
-            return
-
-        async def compare() -> None:
-            try:
-                theirs = await shadow.infer(encode(shadow), timeout)
-            except ModelcycleError:
-                return
-            self.shadow_requests += 1
-            if theirs.shape != answer.shape or not np.array_equal(theirs.argmax(-1), answer.argmax(-1)):
-                self.shadow_disagreements += 1
-
-        task = asyncio.get_running_loop().create_task(compare())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    async def close(self) -> None:
-        for loaded in self.versions():
-            await loaded.batcher.close()
-        if self._retired:
-            await asyncio.gather(*self._retired, return_exceptions=True)

@@ -1,1 +1,2 @@
-"""The request protocols a server speaks: Open Inference Protocol v2 and a simple JSON API."""
+"""The request protocols a server speaks: Open Inference Protocol v2, a simple JSON API and OpenAI's API;
+each renders its own errors."""

@@ -22,12 +22,29 @@ from pydantic import BaseModel, Field
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.errors import ConfigError, RequestError
 from modelcycle.predictor import TextStream, stream_text
-from modelcycle.serve.app import ServerState, serving_state
-from modelcycle.serve.versions import LoadedVersion, ServedModel
+from modelcycle.serve.rendering import ProtocolRoute
+from modelcycle.serve.request_path import Exchange
+from modelcycle.serve.state import ServerState, serving_state
+from modelcycle.serve.versions import LoadedVersion
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+PROTOCOL = "openai"
 MAX_TOKENS = 4096
 NO_OUTPUTS = np.empty((1, 0), dtype=np.float32)  # what a stored answer of generated text has for outputs
+# OpenAI's error types by status (https://platform.openai.com/docs/guides/error-codes); others by class
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+
+
+class OpenAIRoute(ProtocolRoute):
+    """OpenAI's error object, which its clients read: ``{"error": {"message", "type", "param", "code"}}``;
+    ``param`` names the request field at fault when the body did not validate."""
+
+    @staticmethod
+    def error_body(message: str, status: int, field: str | None) -> dict[str, Any]:
+        kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": field, "code": None}}
+
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], route_class=OpenAIRoute)
 
 
 class Sampling(BaseModel):
@@ -73,42 +90,49 @@ def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-def _language_model(state: ServerState, name: str) -> tuple[ServedModel, LoadedVersion, CorpusBlocks]:
+def _exchange(state: ServerState, name: str, prefix: str) -> Exchange:
+    """The request to the version the gateway picks, under an id in OpenAI's form (``prefix`` + hex)."""
     served = state.model(name)
-    loaded = served.route()
+    return Exchange(state, name, served.gateway.route(), PROTOCOL, prefix + uuid.uuid4().hex)
+
+
+def _language_model(loaded: LoadedVersion) -> CorpusBlocks:
+    """The version's text preprocessing, which only a language model has."""
     preprocessor = loaded.predictor.preprocessor
     if not isinstance(preprocessor, CorpusBlocks):
+        name = loaded.bundle.manifest.name
         raise RequestError(
             f"model: '{name}' is a {loaded.bundle.manifest.task} model, not a language model",
             hint=f"use /v1/models/{name}:predict",
         )
-    return served, loaded, preprocessor
+    return preprocessor
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
-    state = serving_state(request)
-    _, loaded, _ = _language_model(state, body.model)
-    if isinstance(body.prompt, list) and len(body.prompt) != 1:
-        raise RequestError("prompt: one prompt per request")
-    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    asked = {"prompt": prompt}
-    return await _respond(state, loaded, body, prompt, asked, chat=False, limit=body.max_tokens or 16)
+    exchange = _exchange(serving_state(request), body.model, "cmpl-")
+    with exchange.counted():
+        _language_model(exchange.loaded)
+        if isinstance(body.prompt, list) and len(body.prompt) != 1:
+            raise RequestError("prompt: one prompt per request")
+        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+        asked = {"prompt": prompt}
+        return await _respond(exchange, body, prompt, asked, chat=False, limit=body.max_tokens or 16)
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
-    state = serving_state(request)
-    _, loaded, preprocessor = _language_model(state, body.model)
-    messages = [message.model_dump() for message in body.messages]
-    prompt = preprocessor.chat_prompt(messages)
-    limit = body.max_completion_tokens or body.max_tokens or 256
-    return await _respond(state, loaded, body, prompt, {"messages": messages}, chat=True, limit=limit)
+    exchange = _exchange(serving_state(request), body.model, "chatcmpl-")
+    with exchange.counted():
+        preprocessor = _language_model(exchange.loaded)
+        messages = [message.model_dump() for message in body.messages]
+        prompt = preprocessor.chat_prompt(messages)
+        limit = body.max_completion_tokens or body.max_tokens or 256
+        return await _respond(exchange, body, prompt, {"messages": messages}, chat=True, limit=limit)
 
 
 async def _respond(
-    state: ServerState,
-    loaded: LoadedVersion,
+    exchange: Exchange,
     body: Sampling,
     prompt: str,
     asked: dict[str, Any],
@@ -118,7 +142,7 @@ async def _respond(
 ) -> JSONResponse | StreamingResponse:
     """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
     ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
-    started = time.perf_counter()
+    loaded = exchange.loaded
 
     def start() -> TextStream:
         try:
@@ -134,7 +158,7 @@ async def _respond(
         except ConfigError as error:
             raise RequestError(error.message) from None
 
-    identifier = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    identifier = exchange.request_id
     created = int(time.time())
     common = {"id": identifier, "created": created, "model": body.model}
     headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}
@@ -142,25 +166,11 @@ async def _respond(
 
     def answered(text: str) -> None:
         """Time the request and store it with its answer (a stream's: once its last piece went out)."""
-        elapsed = time.perf_counter() - started
-        state.metrics.latency.labels(body.model, "openai").observe(elapsed)
-        if state.monitor is not None:
-            state.monitor.record(
-                identifier,
-                body.model,
-                loaded.version,
-                "openai",
-                [asked],
-                NO_OUTPUTS,
-                None,
-                elapsed * 1000,
-                generated=text,
-            )
+        exchange.stored([asked], NO_OUTPUTS, None, generated=text)
 
     if not body.stream:
         async with lock:
             stream, text = await asyncio.get_running_loop().run_in_executor(None, _run_whole, start)
-        state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
         answered(text)
         choice: dict[str, Any] = {"index": 0, "finish_reason": stream.finish_reason}
         if chat:
@@ -177,7 +187,6 @@ async def _respond(
     stream = await asyncio.get_running_loop().run_in_executor(None, start)  # errors before the first byte
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     events = _events(stream, lock, common, answered, chat=chat, include_usage=include_usage)
-    state.metrics.requests.labels(body.model, str(loaded.version), "openai", "200").inc()
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 

@@ -12,12 +12,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from modelcycle.instances import instance_tensors
-from modelcycle.serve.app import answer, new_request_id, serving_state
 from modelcycle.serve.batcher import Tensors
+from modelcycle.serve.rendering import ProtocolRoute
+from modelcycle.serve.request_path import answer, new_request_id
+from modelcycle.serve.state import serving_state
 from modelcycle.serve.versions import LoadedVersion
 from modelcycle.tasks.classification import softmax
 
-router = APIRouter(prefix="/v1", tags=["simple JSON"])
+router = APIRouter(prefix="/v1", tags=["simple JSON"], route_class=ProtocolRoute)  # errors: {"error": "..."}
 
 
 class PredictRequest(BaseModel):

@@ -9,18 +9,22 @@ from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from modelcycle import __version__
 from modelcycle.errors import NotFoundError, RequestError
-from modelcycle.serve.app import ServerState, answer, error_body, new_request_id, serving_state
 from modelcycle.serve.batcher import Tensors
 from modelcycle.serve.decode import v2_datatype, v2_tensors
-from modelcycle.serve.versions import LoadedVersion, ServedModel
+from modelcycle.serve.rendering import ProtocolRoute, error_response, rendered
+from modelcycle.serve.request_path import answer, new_request_id
+from modelcycle.serve.served import ServedModel
+from modelcycle.serve.state import ServerState, serving_state
+from modelcycle.serve.versions import LoadedVersion
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+# The protocol's errors are {"error": "..."} with the status (KServe's and Triton's shape): ProtocolRoute's.
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], route_class=ProtocolRoute)
 
 
 class InferTensor(BaseModel):
@@ -73,22 +77,22 @@ def ready(request: Request) -> dict[str, Any] | JSONResponse:
     state = serving_state(request)
     if state.ready:
         return {"ready": True}
-    return error_body(state.load_error or "loading models", 503)
+    return error_response(ProtocolRoute.error_body, state.load_error or "loading models", 503)
 
 
 def _version(served: ServedModel, version: str | None) -> LoadedVersion:
     if version is None:
-        return served.primary
+        return served.gateway.primary
     if not (version.isascii() and version.isdigit()):
         raise NotFoundError(f"model '{served.name}' has no version '{version}'")
-    return served.route(int(version))
+    return served.gateway.route(int(version))
 
 
 def _metadata(served: ServedModel, loaded: LoadedVersion) -> dict[str, Any]:
     manifest = loaded.bundle.manifest
     return {
         "name": served.name,
-        "versions": [str(item.version) for item in served.versions()],
+        "versions": [str(item.version) for item in served.gateway.versions()],
         "platform": f"modelcycle_{loaded.runtime}",
         "inputs": [
             {"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": spec.shape}
@@ -104,7 +108,7 @@ def _metadata(served: ServedModel, loaded: LoadedVersion) -> dict[str, Any]:
 @router.get("/models/{name}")
 def model_metadata(name: str, request: Request) -> dict[str, Any]:
     served = serving_state(request).model(name)
-    return _metadata(served, served.primary)
+    return _metadata(served, served.gateway.primary)
 
 
 @router.get("/models/{name}/versions/{version}")
@@ -116,7 +120,7 @@ def version_metadata(name: str, version: str, request: Request) -> dict[str, Any
 @router.get("/models/{name}/ready")
 def model_ready(name: str, request: Request) -> dict[str, Any]:
     served = serving_state(request).model(name)
-    return {"name": name, "ready": True, "version": str(served.primary.version)}
+    return {"name": name, "ready": True, "version": str(served.gateway.primary.version)}
 
 
 @router.get("/models/{name}/versions/{version}/ready")
@@ -193,13 +197,14 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 
 
-def hot_path(request: Request) -> Awaitable[JSONResponse] | None:
-    """The infer routes answered straight from the app's gateway (FastAPI's own routes above stay, for the
-    OpenAPI document and as the fallback): FastAPI's routing, dependency solving and middleware cost more
-    than a small model's whole inference here."""
+def hot_path(request: Request) -> Awaitable[Response] | None:
+    """The infer routes answered straight from the app's first layer (``serve.entry``; FastAPI's own routes
+    above stay, for the OpenAPI document and as the fallback): FastAPI's routing, dependency solving and
+    middleware cost more than a small model's whole inference here. Errors in the protocol's shape."""
     if request.scope["method"] != "POST":
         return None
     match = INFER_PATH.fullmatch(request.scope["path"])
     if match is None:
         return None
-    return _infer(serving_state(request), match["name"], request, match["version"])
+    answered = _infer(serving_state(request), match["name"], request, match["version"])
+    return rendered(answered, ProtocolRoute.error_body)

@@ -1,0 +1,65 @@
+"""Where a failed request becomes an HTTP answer: one conversion (``rendered``), with the body's shape chosen
+by the protocol the request spoke. A protocol's router declares its shape through its route class
+(``ProtocolRoute``, whose shape is ``{"error": "..."}``, or a subclass); the status is the error's own
+(``ModelcycleError.http_status``: 4xx, or 503 with ``Retry-After`` when the server is busy)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelcycle.errors import ModelcycleError, OverloadedError
+
+ErrorShape = Callable[[str, int, str | None], dict[str, Any]]  # (message, status, field) → JSON body
+RETRY_AFTER_S = 1  # what a 503 asks the caller to wait: queues drain within a batch or two
+
+
+def plain_shape(message: str, status: int, field: str | None) -> dict[str, Any]:
+    """``{"error": "..."}``: the body of the Open Inference Protocol's errors, which the simple JSON API,
+    feedback, explanations and the admin API share."""
+    return {"error": message}
+
+
+def error_response(
+    shape: ErrorShape, message: str, status: int, *, field: str | None = None, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(shape(message, status, field), status_code=status, headers=headers)
+
+
+async def rendered(answer: Awaitable[Response], shape: ErrorShape) -> Response:
+    """``answer``'s response, or the error it raised rendered in ``shape``: a ``ModelcycleError`` with its own
+    status, a request that does not fit the route's model as a 400 naming the first field at fault."""
+    try:
+        return await answer
+    except ModelcycleError as error:
+        retry = RETRY_AFTER_S if isinstance(error, OverloadedError) else None
+        return error_response(shape, str(error), error.http_status, retry_after=retry)
+    except RequestValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        return error_response(shape, f"{where or 'body'}: {first['msg']}", 400, field=where or None)
+
+
+class ProtocolRoute(APIRoute):
+    """A route whose errors are answered in its protocol's shape (``error_body``; subclasses override it).
+    FastAPI validates the body and solves dependencies inside the route's handler, so their errors are
+    rendered here too."""
+
+    @staticmethod
+    def error_body(message: str, status: int, field: str | None) -> dict[str, Any]:
+        return plain_shape(message, status, field)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler, shape = super().get_route_handler(), self.error_body
+
+        async def guarded(request: Request) -> Response:
+            return await rendered(handler(request), shape)
+
+        return guarded

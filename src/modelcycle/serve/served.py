@@ -1,0 +1,142 @@
+"""What answers requests for one model name, and the only place its versions change: ``promote``, ``canary``,
+``shadow`` and ``rollback``. Every transition loads (and warms) the incoming version before anything moves,
+so a version that cannot load changes nothing; then it swaps the gateway's references (atomic in the event
+loop), lets the replaced version drain what it accepted before closing it (so no request fails), and records
+the change in the registry: the ``production`` alias follows the primary, and canaries, shadows and rollbacks
+are events. The admin API calls these methods (and ``modelcycle update`` calls the admin API)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelcycle.errors import ConfigError, NotFoundError
+from modelcycle.registry.lookup import PRODUCTION
+from modelcycle.serve.gateway import Gateway
+from modelcycle.serve.versions import LoadedVersion
+
+Loader = Callable[[int], Awaitable[LoadedVersion]]  # a version number → that version, loaded and warmed
+
+
+class Ledger(Protocol):
+    """Where version changes are recorded: the registry (``modelcycle.registry.Registry``)."""
+
+    def set_alias(self, ref: str, alias: str, *, actor: str | None = None, reason: str | None = None) -> Any:
+        """Point ``alias`` at the version ``ref`` names."""
+
+    def log_event(
+        self,
+        name: str,
+        kind: str,
+        *,
+        version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event to the model's history."""
+
+
+@dataclass
+class ServedModel:
+    """One model name on a server: its ``gateway`` (the line-up that routes requests), the earlier primaries
+    (for ``rollback``), how to load a version (``load``), where changes are recorded (``ledger``) and whom
+    to tell after each (``changed``: the server's model-info metric)."""
+
+    gateway: Gateway
+    load: Loader
+    ledger: Ledger
+    changed: Callable[[], None] = lambda: None
+    previous: list[int] = field(default_factory=list)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.gateway.name
+
+    async def promote(self, version: int, *, actor: str) -> None:
+        """Make ``version`` the primary (a canary of that version stops being one) and point ``production``
+        at it; the old primary is kept for ``rollback``."""
+        gateway = self.gateway
+        incoming = await self._version(version)
+        outgoing = gateway.primary
+        if incoming is not outgoing:
+            gateway.primary = incoming  # new requests go to it from here on
+            self.previous.append(outgoing.version)
+            if gateway.canary is incoming:
+                gateway.canary, gateway.canary_percent = None, 0.0
+            self._retire(outgoing)
+        self.ledger.set_alias(
+            f"{self.name}@{version}", PRODUCTION, actor=actor, reason="promoted on the server"
+        )
+        self.changed()
+
+    async def canary(self, version: int, percent: float, *, actor: str) -> None:
+        """Send ``percent`` of the traffic to ``version``; 0 ends the canary (all traffic on the primary)."""
+        gateway = self.gateway
+        if version == gateway.primary.version:
+            raise ConfigError(f"version {version} is already the primary of '{self.name}'")
+        old = gateway.canary
+        if percent == 0:
+            gateway.canary, gateway.canary_percent = None, 0.0
+        else:
+            gateway.canary, gateway.canary_percent = await self._version(version), percent
+        self._retire(old)
+        self.ledger.log_event(self.name, "canary", version=version, actor=actor, details={"percent": percent})
+        self.changed()
+
+    async def shadow(self, version: int | None, *, actor: str) -> None:
+        """Mirror every answered request to ``version`` (None: stop), counting anew how often it disagrees."""
+        gateway = self.gateway
+        old = gateway.shadow
+        gateway.shadow = None if version is None else await self._version(version)
+        gateway.shadow_requests = gateway.shadow_disagreements = 0
+        self._retire(old)
+        self.ledger.log_event(self.name, "shadow", version=version, actor=actor)
+        self.changed()
+
+    async def rollback(self, *, actor: str) -> None:
+        """Back to the version that was primary before the last promotion, with no canary; ``production``
+        follows."""
+        if not self.previous:
+            raise NotFoundError(f"'{self.name}' has no earlier primary on this server to roll back to")
+        gateway, target = self.gateway, self.previous[-1]
+        incoming = await self._version(target)
+        outgoing, old_canary = gateway.primary, gateway.canary
+        gateway.primary, gateway.canary, gateway.canary_percent = incoming, None, 0.0
+        self.previous.pop()
+        self._retire(outgoing)
+        self._retire(old_canary)
+        self.ledger.set_alias(
+            f"{self.name}@{target}", PRODUCTION, actor=actor, reason="rolled back on the server"
+        )
+        self.ledger.log_event(
+            self.name, "rollback", version=target, actor=actor, details={"from_version": outgoing.version}
+        )
+        self.changed()
+
+    async def close(self) -> None:
+        """Drain and close every version, after the requests each accepted and the shadow copies."""
+        for loaded in self.gateway.versions():
+            await loaded.batcher.close()
+        await self.gateway.settle()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def _version(self, version: int) -> LoadedVersion:
+        """The version in memory if the line-up holds it already, else freshly loaded and warmed."""
+        for loaded in self.gateway.versions():
+            if loaded.version == version:
+                return loaded
+        return await self.load(version)
+
+    def _retire(self, loaded: LoadedVersion | None) -> None:
+        """Let a replaced version finish what it accepted, then close it (in the background); one still in
+        the line-up in another role stays."""
+        if loaded is None or any(loaded is live for live in self.gateway.versions()):
+            return
+        task = asyncio.get_running_loop().create_task(loaded.batcher.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
