@@ -47,14 +47,24 @@ class UpdateResult:
 
 
 class AdminClient:
-    """The running server's admin API (bearer token)."""
+    """The running server's admin API (bearer token). Each method asks the server to run the served model's
+    transition of the same name (``modelcycle.serve.served.ServedModel``), which is also what moves the
+    registry's ``production`` alias or records the event: update itself never moves an alias."""
 
     def __init__(self, base_url: str, token: str | None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=120)
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self.http.post(path, json=body or {})
+    def canary(self, name: str, version: int, percent: float) -> dict[str, Any]:
+        """Send ``percent`` of ``name``'s traffic to ``version`` (0 ends the canary); the model's status."""
+        return self._post(f"/admin/models/{name}/canary", {"version": version, "percent": percent})
+
+    def promote(self, name: str, version: int) -> dict[str, Any]:
+        """Make ``version`` the primary of ``name`` (and ``production`` in the registry); its status."""
+        return self._post(f"/admin/models/{name}/promote", {"version": version})
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(path, json=body)
         if response.status_code >= 400:
             raise ConfigError(
                 f"{self.http.base_url}{path}: HTTP {response.status_code}: {response.text[:300]}"
@@ -184,7 +194,7 @@ def canary(
     labelled since, then promote or roll back."""
     name, version = candidate.manifest.name, int(candidate.manifest.version or 0)
     started = time.time()
-    admin.post(f"/admin/models/{name}/canary", {"version": version, "percent": settings.canary_percent})
+    admin.canary(name, version, settings.canary_percent)
     metric = result.judgement["metric"] if result.judgement else "accuracy"
     labels = candidate.manifest.outputs.labels
     task = candidate.manifest.task
@@ -232,7 +242,7 @@ def canary(
             f"by {verdict.drop:.4f}"
         )
         return _roll_back(registry, admin, result, reason)
-    admin.post(f"/admin/models/{name}/promote", {"version": version})
+    admin.promote(name, version)
     result.outcome = "promoted"
     result.reason = f"canary live {metric} {live.metrics[metric]:.4f} over {live.samples} labelled answers"
     return _decided(registry, result)
@@ -241,7 +251,7 @@ def canary(
 def _roll_back(registry: Registry, admin: AdminClient, result: UpdateResult, reason: str) -> UpdateResult:
     """End the canary: all traffic back on production."""
     assert result.candidate is not None
-    admin.post(f"/admin/models/{result.model}/canary", {"version": _version(result.candidate), "percent": 0})
+    admin.canary(result.model, _version(result.candidate), 0)
     result.outcome, result.reason = "rolled_back", reason
     return _decided(registry, result)
 
