@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -230,6 +231,70 @@ def test_run_prefix_is_not_a_pattern(registry: Registry) -> None:
     registry.runs.start("x", {})
     with pytest.raises(NotFoundError, match="matches no run"):
         registry.runs.get("%")
+
+
+class Pruned(Exception):
+    """Stands in for a pruned Optuna trial."""
+
+
+def test_a_recorded_block_that_returns_is_a_finished_run_with_its_metrics(registry: Registry) -> None:
+    with registry.runs.recording("tiny", {"lr": 0.1}, config_hash="abc") as run:
+        run.log_metrics({"loss": 0.9}, step=1)
+        run.log_metrics({"loss": 0.4, "accuracy": 0.75}, step=2)
+        run.model_ref = "tiny@1"
+        assert registry.runs.get(run.id).status == "running"
+    record = registry.runs.get(run.id)
+    assert (record.status, record.model_ref, record.error) == ("finished", "tiny@1", None)
+    assert record.params == {"lr": 0.1}
+    assert record.config_hash == "abc"
+    assert record.final_metrics == {"loss": 0.4, "accuracy": 0.75}
+    assert registry.runs.history(run.id, "loss") == [(1, 0.9), (2, 0.4)]
+    assert record.ended_at is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (ValueError("the loss became nan"), "failed", "the loss became nan"),
+        (KeyboardInterrupt(), "failed", "KeyboardInterrupt"),
+        (Pruned("pruned after epoch 2"), "pruned", "pruned after epoch 2"),
+    ],
+)
+def test_a_recorded_block_that_raises_ends_its_run_and_the_error_propagates(
+    registry: Registry, error: BaseException, status: str, message: str
+) -> None:
+    run_id = _run_that_raises(registry, error, steps=1, statuses={Pruned: "pruned"})
+    record = registry.runs.get(run_id)
+    assert (record.status, record.error, record.model_ref) == (status, message, None)
+    assert record.final_metrics == {"loss": 1.0}
+
+
+def test_a_resumed_run_forgets_the_steps_after_its_checkpoint_and_is_ended_again(registry: Registry) -> None:
+    run_id = _run_that_raises(registry, KeyboardInterrupt(), steps=3)
+    with registry.runs.resuming(run_id, after_step=2) as resumed:
+        assert registry.runs.get(run_id).status == "running"
+        resumed.log_metrics({"loss": 0.25}, step=3)
+    record = registry.runs.get(run_id)
+    assert (record.status, record.error) == ("finished", None)
+    assert registry.runs.history(run_id, "loss") == [(1, 1.0), (2, 0.5), (3, 0.25)]
+
+
+def _run_that_raises(registry: Registry, error: BaseException, *, steps: int, **options: Any) -> str:
+    """The id of a recorded run that logged ``loss`` = 1/step for ``steps`` steps, named a model, then raised
+    ``error`` (which must reach the caller)."""
+    started: list[str] = []
+
+    def body() -> None:
+        with registry.runs.recording("tiny", {}, **options) as run:
+            started.append(run.id)
+            for step in range(1, steps + 1):
+                run.log_metrics({"loss": 1.0 / step}, step=step)
+            run.model_ref = "tiny@1"  # a run that fails after this still produced nothing
+            raise error
+
+    with pytest.raises(type(error)):
+        body()
+    return started[0]
 
 
 def test_huge_version_number_is_refused() -> None:

@@ -107,16 +107,10 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
         values = {key: _suggest(trial, key, dimension) for key, dimension in settings.space.items()}
         candidate = trial_config(config, values)
         trial_resolved = validate(candidate)
-        run_id = registry.runs.start(
-            candidate.name,
-            candidate.model_dump(mode="json"),
-            config_hash=candidate.config_hash(),
-            data_fingerprint=data_fingerprint,
-        )
         best: list[float] = []
 
         def report(step: int, record: dict[str, float]) -> None:
-            registry.runs.log_metrics(run_id, record, step=step)
+            run.log_metrics(record, step=step)  # the trial's run, opened below before any epoch ends
             if metric not in record:
                 raise ConfigError(
                     f"tune.metric: '{metric}' is not measured", hint=f"measured: {', '.join(record)}"
@@ -130,18 +124,19 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
                 )
 
         try:
-            fit_model(candidate, trial_resolved, data, Hooks(on_epoch=report), device=device)
-        except optuna.TrialPruned as pruned:
-            registry.runs.finish(run_id, "pruned", error=str(pruned))
-            raise
-        except ModelcycleError as error:  # one diverging trial fails alone; the study goes on
-            registry.runs.finish(run_id, "failed", error=str(error))
+            with registry.runs.recording(
+                candidate.name,
+                candidate.model_dump(mode="json"),
+                config_hash=candidate.config_hash(),
+                data_fingerprint=data_fingerprint,
+                statuses={optuna.TrialPruned: "pruned"},
+            ) as run:
+                fit_model(candidate, trial_resolved, data, Hooks(on_epoch=report), device=device)
+        except (
+            ModelcycleError
+        ) as error:  # recorded as failed; one diverging trial fails alone, the study goes on
             logger.warning("trial %d failed: %s", trial.number, error)
             return float("nan")
-        except BaseException as error:  # e.g. Ctrl-C: the run row must not stay "running"
-            registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
-            raise
-        registry.runs.finish(run_id, "finished")
         return min(best) if direction == "minimize" else max(best)
 
     storage = optuna.storages.RDBStorage(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from modelcycle.pipeline.prepare import PreparedData, Teacher, prepare_data, tas
 from modelcycle.pipeline.publish import register_model
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
 from modelcycle.registry import Registry
+from modelcycle.registry.runs import ActiveRun
 from modelcycle.seeding import seed_everything
 from modelcycle.tasks import Task
 from modelcycle.train import FitResult, Hooks, Trainer
@@ -77,37 +79,33 @@ def train(
         # an interrupted run of this name that is not being resumed: its checkpoints would shadow this run's
         logger.warning("starting afresh: discarding the checkpoints of an interrupted run in %s", directory)
         checkpoints.discard(directory)
-    if distributed.is_main:
-        if snapshot is None:
-            run_id = registry.runs.start(
-                config.name,
-                config.model_dump(mode="json"),
-                config_hash=config.config_hash(),
-                data_fingerprint=data_fingerprint,
-            )
-        else:
-            registry.runs.reopen(run_id, after_step=snapshot.progress.global_step)
-    try:
-        result = _fit_and_register(
-            config,
-            resolved,
-            data,
-            registry,
-            device,
-            distributed,
-            snapshot,
-            run_id=run_id,
+    fit = partial(
+        _fit_and_register,
+        config,
+        resolved,
+        data,
+        registry,
+        device,
+        distributed,
+        snapshot,
+        data_fingerprint=data_fingerprint,
+        on_epoch=on_epoch,
+        teacher=teacher,
+    )
+    if not distributed.is_main:
+        return fit(None)
+    if snapshot is None:
+        recorded = registry.runs.recording(
+            config.name,
+            config.model_dump(mode="json"),
+            config_hash=config.config_hash(),
             data_fingerprint=data_fingerprint,
-            on_epoch=on_epoch,
-            teacher=teacher,
         )
-    except BaseException as error:
-        if distributed.is_main:
-            registry.runs.finish(run_id, "failed", error=str(error) or type(error).__name__)
-        raise
-    if result is not None:
-        registry.runs.finish(run_id, "finished", model_ref=result.ref)
-        checkpoints.discard(directory)
+    else:
+        recorded = registry.runs.resuming(run_id, after_step=snapshot.progress.global_step)
+    with recorded as run:
+        result = fit(run)
+    checkpoints.discard(directory)
     return result
 
 
@@ -146,14 +144,18 @@ def _fit_and_register(
     device: torch.device,
     distributed: Distributed,
     snapshot: Snapshot | None,
+    run: ActiveRun | None,
     *,
-    run_id: str,
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
     teacher: Teacher | None,
 ) -> TrainResult | None:
+    """Fit, then evaluate and register with the metrics and checkpoints recorded into ``run``; ranks other
+    than 0 (``run`` is None) only fit."""
+
     def log(step: int, record: dict[str, float]) -> None:
-        registry.runs.log_metrics(run_id, record, step=step)
+        if run is not None:
+            run.log_metrics(record, step=step)
 
     def log_epoch(step: int, record: dict[str, float]) -> None:
         log(step, record)
@@ -161,11 +163,12 @@ def _fit_and_register(
             on_epoch(int(record["epoch"]), record)
 
     def save_checkpoint(state: Snapshot) -> None:
-        checkpoints.save(
-            checkpoint_directory(registry, config), state, config_hash=config.config_hash(), run_id=run_id
-        )
+        if run is not None:
+            checkpoints.save(
+                checkpoint_directory(registry, config), state, config_hash=config.config_hash(), run_id=run.id
+            )
 
-    main = distributed.is_main
+    main = run is not None
     hooks = Hooks(
         on_epoch=log_epoch if main else None,
         on_step=log if main else None,
@@ -181,7 +184,7 @@ def _fit_and_register(
         resume=snapshot,
         teacher=teacher,
     )
-    if not main:
+    if run is None:
         return None
     metrics = {part: data.metrics(task, model, part) for part in data.tensors}
     log(
@@ -197,14 +200,15 @@ def _fit_and_register(
         model,
         outcome,
         metrics,
-        run_id=run_id,
+        run_id=run.id,
         data_fingerprint=data_fingerprint,
         parent=teacher.ref if teacher is not None else None,
     )
+    run.model_ref = bundle.ref
     logger.info("registered %s (%s)", bundle.ref, metrics.get("test"))
     return TrainResult(
         bundle.ref,
-        run_id,
+        run.id,
         bundle.path,
         metrics,
         outcome.best_epoch,

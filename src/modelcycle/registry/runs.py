@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +34,19 @@ class RunRecord:
     started_at: str
     ended_at: str | None
     final_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ActiveRun:
+    """The run a ``with runs.recording(...)`` block records: its id, the metrics it logs, and the model it
+    registered (``model_ref``, set by the block, is recorded when the block ends)."""
+
+    id: str
+    store: RunStore
+    model_ref: str | None = None
+
+    def log_metrics(self, values: dict[str, float], *, step: int) -> None:
+        self.store.log_metrics(self.id, values, step=step)
 
 
 class RunStore:
@@ -62,6 +77,44 @@ class RunStore:
                 )
             )
         return run_id
+
+    @contextmanager
+    def recording(
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        config_hash: str | None = None,
+        data_fingerprint: str | None = None,
+        statuses: Mapping[type[BaseException], RunStatus] | None = None,
+    ) -> Iterator[ActiveRun]:
+        """Record the block as a new run: ``finished`` when it returns, ``failed`` (with the error) when it
+        raises, Ctrl-C included, or the status ``statuses`` gives the exception's type (a pruned trial); the
+        exception always propagates, so a run row never stays ``running``."""
+        run_id = self.start(name, params, config_hash=config_hash, data_fingerprint=data_fingerprint)
+        with self._ended(run_id, statuses or {}) as run:
+            yield run
+
+    @contextmanager
+    def resuming(self, run_id: str, *, after_step: int) -> Iterator[ActiveRun]:
+        """Record the block as the continuation of an interrupted run (see ``reopen``), ended as
+        ``recording`` ends a new one."""
+        self.reopen(run_id, after_step=after_step)
+        with self._ended(run_id, {}) as run:
+            yield run
+
+    @contextmanager
+    def _ended(self, run_id: str, statuses: Mapping[type[BaseException], RunStatus]) -> Iterator[ActiveRun]:
+        run = ActiveRun(run_id, self)
+        try:
+            yield run
+        except BaseException as error:
+            status: RunStatus = next(
+                (value for kind, value in statuses.items() if isinstance(error, kind)), "failed"
+            )
+            self.finish(run_id, status, error=str(error) or type(error).__name__)
+            raise
+        self.finish(run_id, "finished", model_ref=run.model_ref)
 
     def log_metrics(self, run_id: str, values: dict[str, float], *, step: int) -> None:
         finite = {key: float(value) for key, value in values.items() if math.isfinite(value)}
