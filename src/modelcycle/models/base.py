@@ -33,6 +33,9 @@ class ArchitectureEntry:
     # Turns a trained network into the form a bundle stores (e.g. LoRA merged), with the parameters that
     # rebuild that form; the identity by default.
     finalize: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
+    # Kinds of input over which torch's ONNX exporter cannot translate the network; the contract checks
+    # export every other (kind, task) the entry declares.
+    onnx_unsupported: tuple[DataKind, ...] = ()
     tasks: tuple[str, ...] = ("classification", "regression")
 
     def for_bundle(self, model: nn.Module, params: Params) -> tuple[nn.Module, Params]:
