@@ -57,7 +57,7 @@ def export_onnx(bundle: Bundle, *, opset: int | None = None, tolerance: float = 
         expected = predict(predictor.model, inputs)
         got = predict(OnnxModel(path, names), inputs)
         difference = float(np.max(np.abs(got - expected))) if expected.size else 0.0
-        agreement = _argmax_agreement(bundle.manifest.task, expected, got)
+        agreement = predictor.task.agreement(expected, got)
         if not difference <= tolerance:
             raise ExportError(
                 f"{bundle.ref}: ONNX Runtime differs from torch by {difference:.3g} (tolerance "
@@ -152,12 +152,6 @@ def convert(
             0,
         )
     )
-
-
-def _argmax_agreement(task: str, expected: np.ndarray, got: np.ndarray) -> float | None:
-    if task not in ("classification", "language_modeling"):
-        return None
-    return float(np.mean(expected.argmax(axis=-1) == got.argmax(axis=-1)))
 
 
 def _dynamic_shapes(
