@@ -77,7 +77,7 @@ def architecture_cases(
         ArchitectureCase(entry, kind, task, params.get(entry.name, {}), examples[kind])
         for entry in chosen
         for kind in entry.input_kinds
-        for task in entry.tasks
+        for task in entry.task_names()
         if task in TASKS
     ]
 
