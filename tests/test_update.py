@@ -12,14 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from modelcycle.cli.render import emit_json
 from modelcycle.config import MonitorConfig, ServeConfig, UpdateConfig
 from modelcycle.monitor.database import connect
 from modelcycle.monitor.store import PredictionRecord, PredictionStore
+from modelcycle.optimize.gate import Gate
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from modelcycle.update import AdminClient, update
+from modelcycle.update import AdminClient, UpdateResult, update
+from modelcycle.update.candidate import HoldoutVerdict, Judgement
 from modelcycle.update.loop import canary, watch
 from tests.conftest import train_into
 from tests.test_serve import live_server
@@ -82,7 +86,11 @@ def test_too_little_feedback_is_skipped_and_bad_labels_are_rejected(home: Path) 
     rejected = update(registry, "breast-cancer-mlp", FAST, monitoring)
     assert rejected.outcome == "rejected", rejected.reason
     assert rejected.judgement is not None
-    assert rejected.judgement["passed"] is False
+    assert rejected.judgement.passed is False
+    assert rejected.judgement.metric == "accuracy"
+    assert rejected.judgement.reason == rejected.reason
+    (decided,) = [event for event in registry.history("breast-cancer-mlp") if event.kind == "update_rejected"]
+    assert decided.details["judgement"] == rejected.judgement.model_dump(mode="json")
     assert rejected.rows == {"feedback": 84, "replay": 84, "recent_holdout": 36}
     assert [version.version for version in registry.list_versions("breast-cancer-mlp")] == [1]
     events = [event.kind for event in registry.history("breast-cancer-mlp")]
@@ -198,3 +206,43 @@ def test_watch_runs_on_an_alert_and_the_command_reports_in_json(
     shown = cli("update", "breast-cancer-mlp", "--json")
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["outcome"] == "skipped"
+
+
+def test_the_judgement_keeps_its_json_fields(capsys: Any) -> None:
+    """``modelcycle update --json`` prints the judgement with the field names it always had."""
+    gate = Gate(max_drop=0.01)
+    judgement = Judgement(
+        metric="accuracy",
+        original_holdout=HoldoutVerdict.of(gate.judge("accuracy", 0.9, 0.875)),
+        recent_traffic=HoldoutVerdict.of(gate.judge("accuracy", 0.5, 0.75)),
+        margin=0.0,
+        passed=False,
+        reason="worse on the original holdout by 0.0250 accuracy (tolerance 0.01)",
+    )
+    result = UpdateResult("m", "m@1", "rejected", judgement.reason, judgement=judgement)
+    emit_json(result)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["judgement"] == {
+        "metric": "accuracy",
+        "original_holdout": {
+            "metric": "accuracy",
+            "base": 0.9,
+            "candidate": 0.875,
+            "delta": pytest.approx(-0.025),
+            "drop": pytest.approx(0.025),
+            "passed": False,
+        },
+        "recent_traffic": {
+            "metric": "accuracy",
+            "base": 0.5,
+            "candidate": 0.75,
+            "delta": 0.25,
+            "drop": -0.25,
+            "passed": True,
+        },
+        "margin": 0.0,
+        "passed": False,
+        "reason": "worse on the original holdout by 0.0250 accuracy (tolerance 0.01)",
+    }
+    with pytest.raises(ValidationError, match="passed"):
+        Judgement.model_validate({**printed["judgement"], "passed": "perhaps"})

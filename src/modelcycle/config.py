@@ -28,10 +28,7 @@ from pydantic import (
 from modelcycle.errors import ConfigError
 from modelcycle.plugins import did_you_mean
 
-# A task's name as ``modelcycle.tasks.TASKS`` registers it (classification, regression,
-# multi_label_classification, language_modeling, embedding, or a plugin's): the registry, one floor up, is
-# the one list, and ``pipeline.resolve.validate`` checks the name against it before any work starts.
-TaskName = str
+TaskName = Literal["classification", "regression", "language_modeling"]
 ColumnType = Literal["numeric", "categorical", "text"]
 
 

@@ -158,12 +158,12 @@ def run_demo(home: Path, *, say: Callable[[str], None] = logger.info) -> DemoRes
             canary_timeout_s=120,
         )
         candidate = update(registry, MODEL, settings, monitoring)
-        judged = candidate.judgement or {}
-        recent = judged.get("recent_traffic", {})
+        recent = candidate.judgement.recent_traffic if candidate.judgement else None
         done(
             "update",
             f"{candidate.outcome}: {candidate.reason}; recent-traffic accuracy "
-            f"{recent.get('base', float('nan')):.4f} → {recent.get('candidate', float('nan')):.4f}",
+            f"{recent.base if recent else float('nan'):.4f} → "
+            f"{recent.candidate if recent else float('nan'):.4f}",
         )
         if candidate.candidate is None:
             return result

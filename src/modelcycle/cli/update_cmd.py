@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -51,20 +50,20 @@ def update(
 
     def show(result: UpdateResult) -> None:
         if json_output:
-            emit_json(asdict(result))
+            emit_json(result)
             return
         say(f"{result.model}: {result.outcome} — {result.reason}", style="bold")
         if result.judgement:
             judged = result.judgement
             rows = [
-                [holdout, judged[key]["base"], judged[key]["candidate"], judged[key]["passed"]]
-                for holdout, key in (
-                    ("original holdout", "original_holdout"),
-                    ("recent traffic", "recent_traffic"),
+                [holdout, verdict.base, verdict.candidate, verdict.passed]
+                for holdout, verdict in (
+                    ("original holdout", judged.original_holdout),
+                    ("recent traffic", judged.recent_traffic),
                 )
             ]
             table(
-                f"{judged['metric']}: production vs candidate",
+                f"{judged.metric}: production vs candidate",
                 ["holdout", "production", "candidate", "within tolerance"],
                 rows,
             )

@@ -68,8 +68,4 @@ def build(inputs: InputSchema, output_dim: int, params: RNNParams) -> nn.Module:
     return RNN(inputs, output_dim, params)
 
 
-# Over tokens the exporter cannot trace the packed sequences (torch 2.13: "zeros(): argument 'size' ... got
-# FakeTensor"); over image rows it exports.
-ENTRY = register_architecture(
-    ArchitectureEntry("rnn", ("text", "image"), RNNParams, build, onnx_unsupported=("text",))
-)
+ENTRY = register_architecture(ArchitectureEntry("rnn", ("text", "image"), RNNParams, build))

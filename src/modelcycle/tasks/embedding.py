@@ -8,14 +8,13 @@ from torch import nn
 
 from modelcycle.errors import TrainingError
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, Decoder, ValueTarget
+from modelcycle.tasks.base import TASKS, Decoder
 
 
 @TASKS.register("embedding")
-class Embedding(ValueTarget):
+class Embedding:
     name = "embedding"
     primary_metric = "none"
-    row_outputs = False
 
     def __init__(self, class_weights: list[float] | None = None) -> None:
         del class_weights
@@ -36,6 +35,9 @@ class Embedding(ValueTarget):
         self, model: nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, decode: Decoder
     ) -> dict[str, float]:
         return {}
+
+    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> None:
+        return None
 
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (0.0,)

@@ -5,11 +5,12 @@ before it may be registered."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from modelcycle.config import PipelineConfig, UpdateConfig
 from modelcycle.data import Dataset
@@ -19,29 +20,43 @@ from modelcycle.train import TensorSet
 from modelcycle.train.finetune import finetune
 
 
-@dataclass(frozen=True)
-class Judgement:
-    """Candidate against production on both holdouts, and whether the candidate may go live."""
+class HoldoutVerdict(BaseModel):
+    """The gate on one holdout: production's figure (``base``) against the candidate's in ``metric``;
+    ``delta`` is candidate − base, ``drop`` how much worse the candidate is (positive = worse)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: str
-    original: GateResult  # the production version's own test split
-    recent: GateResult  # the newest labelled traffic, held out from fine-tuning
+    base: float
+    candidate: float
+    delta: float
+    drop: float
+    passed: bool
+
+    @classmethod
+    def of(cls, result: GateResult) -> HoldoutVerdict:
+        return cls(
+            metric=result.metric,
+            base=result.base,
+            candidate=result.candidate,
+            delta=result.delta,
+            drop=result.drop,
+            passed=result.passed,
+        )
+
+
+class Judgement(BaseModel):
+    """Candidate against production on both holdouts, and whether the candidate may go live: what
+    ``modelcycle update --json`` prints under ``judgement`` and the registry's update events record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str
+    original_holdout: HoldoutVerdict  # the production version's own test split
+    recent_traffic: HoldoutVerdict  # the newest labelled traffic, held out from fine-tuning
     margin: float
     passed: bool
     reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        def result(item: GateResult) -> dict[str, Any]:
-            return {key: value for key, value in asdict(item).items() if key != "gate"}
-
-        return {
-            "metric": self.metric,
-            "original_holdout": result(self.original),
-            "recent_traffic": result(self.recent),
-            "margin": self.margin,
-            "passed": self.passed,
-            "reason": self.reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,14 @@ def judge(
     else:
         reason = f"better on recent traffic by {gain:.4f} {metric}, within tolerance on the original holdout"
     passed = on_original.passed and on_recent.passed and gain > settings.margin
-    return Judgement(metric, on_original, on_recent, settings.margin, passed, reason)
+    return Judgement(
+        metric=metric,
+        original_holdout=HoldoutVerdict.of(on_original),
+        recent_traffic=HoldoutVerdict.of(on_recent),
+        margin=settings.margin,
+        passed=passed,
+        reason=reason,
+    )
 
 
 def concat(first: Dataset, second: Dataset) -> Dataset:

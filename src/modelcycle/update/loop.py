@@ -24,7 +24,7 @@ from modelcycle.optimize.gate import Gate
 from modelcycle.predictor import Predictor
 from modelcycle.registry import Registry
 from modelcycle.registry.refs import parse_ref
-from modelcycle.update.candidate import Candidate, make_candidate
+from modelcycle.update.candidate import Candidate, Judgement, make_candidate
 from modelcycle.update.feedback import labelled_traffic
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class UpdateResult:
     outcome: str
     reason: str
     candidate: str | None = None
-    judgement: dict[str, Any] | None = None
+    judgement: Judgement | None = None
     rows: dict[str, int] = field(default_factory=dict)
     canary: dict[str, Any] | None = None
 
@@ -101,7 +101,7 @@ def update(
         production.ref,
         "rejected",
         candidate.judgement.reason,
-        judgement=candidate.judgement.to_json(),
+        judgement=candidate.judgement,
         rows=candidate.rows,
     )
     if not candidate.judgement.passed:
@@ -152,8 +152,8 @@ def register_candidate(registry: Registry, production: Bundle, candidate: Candid
     production as its parent and its judgement as its metrics."""
     judgement = candidate.judgement
     metrics = {
-        "test": {judgement.metric: judgement.original.candidate},
-        "recent": {judgement.metric: judgement.recent.candidate},
+        "test": {judgement.metric: judgement.original_holdout.candidate},
+        "recent": {judgement.metric: judgement.recent_traffic.candidate},
     }
     manifest = production.manifest.model_copy(
         update={
@@ -195,7 +195,7 @@ def canary(
     name, version = candidate.manifest.name, int(candidate.manifest.version or 0)
     started = time.time()
     admin.canary(name, version, settings.canary_percent)
-    metric = result.judgement["metric"] if result.judgement else "accuracy"
+    metric = result.judgement.metric if result.judgement else "accuracy"
     labels = candidate.manifest.outputs.labels
     task = candidate.manifest.task
     while True:
@@ -233,7 +233,7 @@ def canary(
         )
     # production's live figure over the same window; before any is labelled, its figure on recent traffic
     reference = base.metrics.get(
-        metric, result.judgement["recent_traffic"]["base"] if result.judgement else 0.0
+        metric, result.judgement.recent_traffic.base if result.judgement else 0.0
     )
     verdict = Gate(max_drop=settings.rollback_drop).judge(metric, reference, live.metrics[metric])
     if not verdict.passed:
@@ -262,7 +262,7 @@ def _decided(registry: Registry, result: UpdateResult) -> UpdateResult:
     version = _version(result.candidate) if result.candidate else None
     details = {
         "production": result.production,
-        "judgement": result.judgement,
+        "judgement": result.judgement.model_dump(mode="json") if result.judgement else None,
         "rows": result.rows,
         "canary": result.canary,
     }
