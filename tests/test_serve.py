@@ -1,11 +1,10 @@
 """Serving: the Open Inference Protocol v2 and simple JSON answers equal the model's own outputs, bad requests
-are 4xx naming the field, the batcher batches only under load and refuses when full, and promotions, canaries,
-shadows and rollbacks happen in process without a failed request. Servers bind 127.0.0.1 on a free port;
-every load loop is bounded in count and time."""
+are 4xx naming the field, a full server answers 503 with Retry-After, and promotions, canaries, shadows and
+rollbacks happen in process without a failed request (the units alone: tests/serve/). Servers bind 127.0.0.1
+on a free port; every load loop is bounded in count and time."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -22,14 +21,12 @@ from fastapi.testclient import TestClient
 
 from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig, load_config
-from modelcycle.errors import OverloadedError
 from modelcycle.inference import predict
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from modelcycle.serve.background import background_server
-from modelcycle.serve.batcher import Batcher
 from tests.conftest import EXAMPLES
 
 TOKEN = "test-admin-token"
@@ -238,49 +235,6 @@ def test_bad_requests_are_4xx_with_a_json_body_naming_the_field(registry: Regist
         assert "over the limit" in huge.json()["error"]
 
 
-def test_the_batcher_runs_an_idle_request_at_once_and_batches_under_load() -> None:
-    sizes: list[int] = []
-
-    def runner(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        sizes.append(len(inputs["x"]))
-        time.sleep(0.01)  # a batch takes long enough for others to queue
-        return inputs["x"] * 2
-
-    async def scenario() -> None:
-        batcher = Batcher(runner, max_batch_size=16, max_queue_delay_ms=2000)
-        started = time.perf_counter()
-        alone = await batcher.submit({"x": np.array([[1.0]])}, timeout=5)
-        assert time.perf_counter() - started < 1.0  # did not wait the 2 s for company
-        np.testing.assert_array_equal(alone, [[2.0]])
-        sizes.clear()
-        rows = [np.array([[float(i)], [float(i) + 0.5]]) for i in range(40)]
-        answers = await asyncio.gather(*(batcher.submit({"x": row}, timeout=5) for row in rows))
-        for row, got in zip(rows, answers, strict=True):
-            np.testing.assert_array_equal(got, row * 2)  # every request gets its own rows back
-        assert max(sizes) <= 16
-        assert len(sizes) < 40 // 2  # batched
-        await batcher.close()
-
-    asyncio.run(scenario())
-
-
-def test_a_full_queue_refuses_at_once() -> None:
-    async def scenario() -> None:
-        batcher = Batcher(lambda inputs: (time.sleep(0.2), inputs["x"])[1], max_batch_size=1, max_queue=2)
-        first = []
-        for _ in range(3):  # one running, then two queued
-            first.append(asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}, timeout=5)))
-            await asyncio.sleep(0.02)
-        with pytest.raises(OverloadedError, match="queue is full"):
-            await batcher.submit({"x": np.ones((1, 1))}, timeout=5)
-        await asyncio.gather(*first)
-        with pytest.raises(OverloadedError, match="no answer within"):
-            await batcher.submit({"x": np.ones((1, 1))}, timeout=0.01)
-        await batcher.close()
-
-    asyncio.run(scenario())
-
-
 def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) -> None:
     app = create_app(
         registry, ["breast-cancer-mlp@1"], ServeConfig(max_queue=4, max_batch_size=2), admin_token=TOKEN
@@ -288,7 +242,9 @@ def test_overload_gives_only_200s_and_503s_with_retry_after(registry: Registry) 
     with live_server(app) as client:
         served = app.state.serving.models["breast-cancer-mlp"]
         run = served.gateway.primary.batcher.runner
-        served.gateway.primary.batcher.runner = lambda inputs: (time.sleep(0.02), run(inputs))[1]  # a slow model
+        served.gateway.primary.batcher.runner = lambda inputs: (time.sleep(0.02), run(inputs))[
+            1
+        ]  # a slow model
         body = v2_body(batch_of(registry, 1))
         before = resident_mb()
         with ThreadPoolExecutor(32) as pool:

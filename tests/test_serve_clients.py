@@ -123,6 +123,40 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(
     assert "Predicted classes" not in page  # generated answers are no classes to count
 
 
+def test_a_failed_openai_request_is_counted_with_its_status_and_told_in_openais_error_object(
+    registry: Registry,
+) -> None:
+    app = create_app(
+        registry, ["tiny-gpt", "digits-cnn"], ServeConfig(), monitoring=MonitorConfig(enabled=False)
+    )
+    with live_server(app) as http:
+        client = openai_client(str(http.base_url))
+        with pytest.raises(openai.BadRequestError, match="one prompt per request") as raised:
+            client.completions.create(model="tiny-gpt", prompt=["To be", "or not"], max_tokens=2)
+        assert raised.value.type == "invalid_request_error"
+        with pytest.raises(openai.BadRequestError, match="not a language model"):
+            client.chat.completions.create(model="digits-cnn", messages=[{"role": "user", "content": "hi"}])
+        invalid = http.post(
+            "/v1/completions", json={"model": "tiny-gpt", "prompt": "To be", "max_tokens": 10**6}
+        )
+        assert invalid.status_code == 400
+        assert invalid.json()["error"]["param"] == "max_tokens"  # refused before it reached the model
+        client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=2)
+        metrics = http.get("/metrics").text
+
+    def counted(model: str, code: str) -> float:
+        labels = {"model": model, "version": "1", "protocol": "openai", "code": code}
+        return metric_value(metrics, "modelcycle_requests_total", **labels)
+
+    assert counted("tiny-gpt", "400") == 1
+    assert counted("tiny-gpt", "200") == 1
+    assert counted("digits-cnn", "400") == 1
+    assert (
+        metric_value(metrics, "modelcycle_request_latency_seconds_count", model="tiny-gpt", protocol="openai")
+        == 2
+    )
+
+
 def test_a_language_models_prompts_raise_no_drift_alert(registry: Registry, tmp_path: Path) -> None:
     """Its reference profiles the training corpus cut in blocks; prompts, all shorter, alerted on any
     traffic."""

@@ -16,7 +16,15 @@ from modelcycle.serve.lifespan import lifespan
 from modelcycle.serve.protocols import openai, simple, v2
 from modelcycle.serve.state import ServerState
 
-ROUTERS = (v2.router, simple.router, openai.router, feedback.router, explain.router, admin.router)
+ROUTERS = (
+    v2.router,
+    simple.router,
+    openai.router,
+    feedback.router,
+    explain.router,
+    admin.router,
+    exposition.router,
+)
 
 
 def create_app(
@@ -35,6 +43,6 @@ def create_app(
     )
     app.state.serving = state
     app.add_middleware(Entry, limit=state.settings.max_body_bytes, hot_path=v2.hot_path)
-    for router in (*ROUTERS, exposition.router):
+    for router in ROUTERS:
         app.include_router(router)
     return app
