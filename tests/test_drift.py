@@ -33,7 +33,7 @@ PROFILE = numeric_profile(REFERENCE)
 def test_numeric_statistics_equal_scipy_and_the_textbook_psi_on_the_same_bins(shift: float) -> None:
     current = np.random.default_rng(1).gamma(2.0, 1.5, size=700) + shift
     result = numeric_drift("x", PROFILE, current)
-    percentiles = PROFILE["percentiles"]
+    percentiles = PROFILE.percentiles
     assert result.statistics["ks_statistic"] == pytest.approx(
         stats.kstest(current, reference_cdf(percentiles)).statistic, abs=1e-6
     )
@@ -42,9 +42,9 @@ def test_numeric_statistics_equal_scipy_and_the_textbook_psi_on_the_same_bins(sh
         current, percentiles, v_weights=trapezoid_weights(len(percentiles))
     )
     assert wasserstein(percentiles, current) == pytest.approx(expected_w, abs=1e-6)
-    edges = np.array(PROFILE["histogram"]["edges"], dtype=np.float64)
+    edges = np.array(PROFILE.histogram.edges, dtype=np.float64)
     edges[0], edges[-1] = -np.inf, np.inf
-    reference_share = np.array(PROFILE["histogram"]["counts"]) / len(REFERENCE)
+    reference_share = np.array(PROFILE.histogram.counts) / len(REFERENCE)
     current_share = np.histogram(current, bins=edges)[0] / len(current)
     reference_share, current_share = (np.maximum(share, 1e-4) for share in (reference_share, current_share))
     textbook = np.sum((current_share - reference_share) * np.log(current_share / reference_share))
@@ -58,7 +58,7 @@ def test_categorical_statistics_equal_scipy() -> None:
     profile = categorical_profile(reference)
     current = ["a"] * 200 + ["b"] * 250 + ["c"] * 40 + ["unseen"] * 10
     result = categorical_drift("colour", profile, current)
-    counts = profile["frequencies"]
+    counts = profile.frequencies
     reference_share = np.array([counts["a"], counts["b"], counts["c"], 0]) / 3000
     current_share = np.array([200, 250, 40, 10]) / 500
     expected = np.maximum(reference_share, 1e-4)
@@ -106,7 +106,7 @@ def test_the_alert_fires_in_at_most_5_percent_of_same_distribution_trials_and_on
 
 def test_predictions_drift_against_class_priors_and_p_values_are_corrected_together() -> None:
     reference = profile_dataset(_table(5000, seed=0))
-    reference["target"] = categorical_profile(pd.Series(["0"] * 2500 + ["1"] * 2500))
+    reference.target = categorical_profile(pd.Series(["0"] * 2500 + ["1"] * 2500))
     report = drift(reference, feature_columns(_table(300, seed=3)), predictions=["1"] * 280 + ["0"] * 20)
     by_name = {item.feature: item for item in report.features}
     assert by_name["prediction"].drifted

@@ -17,10 +17,10 @@ from modelcycle.data.preprocess import (
     ImagePreprocessor,
     TabularPreprocessor,
     TargetEncoder,
-    TextPreprocessor,
     target_encoder_from_state,
 )
 from modelcycle.data.profile import profile_dataset
+from modelcycle.data.text import TextPreprocessor
 from modelcycle.testing import tiny_dataset
 
 
@@ -181,17 +181,17 @@ def test_imbalance_helpers() -> None:
 
 def test_reference_profile_is_small_and_exact() -> None:
     cancer = load_dataset(DataConfig(source="builtin:breast_cancer"))
-    profile = profile_dataset(cancer)
+    profile = profile_dataset(cancer).to_json()
     assert len(json.dumps(profile)) < 100_000
     radius = profile["features"]["mean radius"]
     values = cancer.frame["mean radius"].to_numpy()
     assert radius["percentiles"][50] == pytest.approx(np.median(values), rel=1e-5)
     assert sum(radius["histogram"]["counts"]) == 569
     assert profile["target"]["frequencies"] == {"benign": 357, "malignant": 212}
-    text = profile_dataset(load_dataset(DataConfig(source="builtin:rotten_tomatoes")))
+    text = profile_dataset(load_dataset(DataConfig(source="builtin:rotten_tomatoes"))).to_json()
     assert text["features"]["text"]["type"] == "text"
     assert len(text["features"]["text"]["top_tokens"]) == 50
-    image = profile_dataset(load_dataset(DataConfig(source="builtin:digits")))
+    image = profile_dataset(load_dataset(DataConfig(source="builtin:digits"))).to_json()
     assert image["features"]["image"]["shape"] == [1, 8, 8]
 
 

@@ -14,6 +14,8 @@ from torch import nn
 from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, OutputSchema
 from modelcycle.bundle.manifest import code_version
 from modelcycle.data.corpus import PretrainedCorpusPreprocessor
+from modelcycle.data.reference import Reference
+from modelcycle.data.state import PreprocessFile
 from modelcycle.data.text import PretrainedTextPreprocessor
 from modelcycle.errors import ConfigError
 from modelcycle.models import ARCHITECTURES
@@ -71,11 +73,9 @@ def _register(
     with registry.builder(name) as builder:
         builder.write_weights(model.state_dict())
         tokenizer.copy_files(builder.path)
-        no_target = {"task": task, "classes_": [], "mean_": 0.0, "std_": 1.0}
-        builder.write_json("preprocess.json", {"features": tokenizer.state(), "target": no_target})
-        builder.write_json(
-            "reference.json", {"profile_version": 1, "rows": 0, "kind": manifest.inputs.kind, "features": {}}
-        )
+        preprocess = PreprocessFile.model_validate({"features": tokenizer.state(), "target": {"task": task}})
+        builder.write_json("preprocess.json", preprocess.to_json())
+        builder.write_json("reference.json", Reference(rows=0, kind=manifest.inputs.kind).to_json())
         return registry.register(builder, manifest, reason=f"imported from {source}")
 
 

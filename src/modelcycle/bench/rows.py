@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from modelcycle.bundle import Bundle
 from modelcycle.data import Dataset
 from modelcycle.data.corpus import CorpusBlocks
+from modelcycle.data.text import TextEncoder
 from modelcycle.errors import BundleError
 from modelcycle.predictor import Predictor, held_out_split, model_tensors
 
@@ -80,11 +80,9 @@ def _sample_inputs(predictor: Predictor) -> dict[str, np.ndarray]:
     if isinstance(preprocessor, CorpusBlocks):
         ids = preprocessor.stream(" ".join(SAMPLE_TEXTS))[: preprocessor.max_length]
         return {"input_ids": ids[None, :]}
-    texts = [feature.name for feature in bundle.manifest.inputs.features if feature.type == "text"]
-    if bundle.manifest.inputs.kind != "text" or len(texts) != 1:
+    if not isinstance(preprocessor, TextEncoder):
         raise BundleError(
             f"{bundle.ref}: no training data to benchmark with",
             hint="benchmark a version trained or fine-tuned by modelcycle, which records its data",
         )
-    frame = pd.DataFrame({texts[0]: list(SAMPLE_TEXTS)})
-    return preprocessor.transform(Dataset("bench sample", "text", None, frame, None, {texts[0]: "text"}))
+    return preprocessor.encode(list(SAMPLE_TEXTS))

@@ -51,23 +51,21 @@ def explain(
     if input_file is None:
         raise ConfigError("explain: give --input FILE (or --data SOURCE --global)")
     instances = _instances(input_file)
+    from modelcycle.data.kinds import input_kind
     from modelcycle.explain import explain as explain_instances
     from modelcycle.explain.render import heatmap_png, write_html
     from modelcycle.instances import instances_dataset
 
     explanations = explain_instances(predictor, instances, method=method, target=target)
+    form = input_kind(predictor.bundle.manifest.inputs.kind).attribution_form
     # the pixels as the model read them (channels, height, width), for the overlays
-    images = (
-        instances_dataset(instances, predictor).images
-        if predictor.bundle.manifest.inputs.kind == "image"
-        else None
-    )
+    images = instances_dataset(instances, predictor).images if form == "pixels" else None
     pictures: list[str | None] = []
     for index, explanation in enumerate(explanations):
         picture = None
         if images is not None:
             picture = str(heatmap_png(images[index], explanation, out / f"explanation-{index}.png"))
-        elif explanation.kind in ("text", "corpus"):
+        elif form == "tokens":
             picture = str(write_html(explanation, out / f"explanation-{index}.html"))
         pictures.append(picture)
     if json_output:
@@ -84,7 +82,7 @@ def explain(
         if explanation.convergence_delta is not None:
             title += f" (convergence delta {explanation.convergence_delta:.2e})"
         say(title, style="bold")
-        if explanation.kind != "image":
+        if form != "pixels":
             table(
                 "attributions",
                 ["feature / token", "attribution"],

@@ -3,16 +3,12 @@
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.fingerprint import fingerprint
 from modelcycle.data.inspect import DataSummary, summarize
-from modelcycle.data.preprocess import (
-    Preprocessor,
-    TargetEncoder,
-    make_preprocessor,
-    preprocessor_from_state,
-    target_encoder_from_state,
-)
+from modelcycle.data.kinds import make_preprocessor
+from modelcycle.data.preprocess import Preprocessor, TargetEncoder, target_encoder_from_state
 from modelcycle.data.profile import profile_dataset
 from modelcycle.data.sources import load_dataset
 from modelcycle.data.splits import Split, split_dataset
+from modelcycle.data.state import preprocessor_from_state
 
 __all__ = [
     "DataSummary",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from modelcycle.data import Dataset
+from modelcycle.data.kinds import input_kind
 from modelcycle.errors import ConfigError, DataError
 from modelcycle.predictor import Predictor
 from modelcycle.train.monitor import lower_is_better
@@ -43,7 +44,7 @@ def permutation_importance(
     from sklearn.inspection import permutation_importance as sklearn_importance
 
     bundle = predictor.bundle
-    if bundle.manifest.inputs.kind != "tabular":
+    if input_kind(bundle.manifest.inputs.kind).attribution_form != "features":
         raise ConfigError(
             f"--global: {bundle.ref} takes {bundle.manifest.inputs.kind}; permutation importance needs named "
             "features",

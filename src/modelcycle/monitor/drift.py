@@ -13,13 +13,15 @@ corrected together (Benjamini–Hochberg), so 30 features do not mean 30 chances
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
+
+from modelcycle.data.reference import CategoricalProfile, NumericProfile
 
 TEST_MAX_ROWS = 1000  # up to here a test decides; above it, a distance (Evidently's rule of thumb)
 ALPHA = 0.05
@@ -139,20 +141,23 @@ def histogram_shares(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
 
 
 def numeric_drift(
-    name: str, profile: Mapping[str, Any], values: np.ndarray, *, alpha: float = ALPHA
+    name: str, profile: NumericProfile, values: np.ndarray, *, alpha: float = ALPHA
 ) -> FeatureDrift:
-    """Drift of a numeric feature (NaN dropped) against its reference profile."""
+    """Drift of a numeric feature (NaN dropped) against its reference profile (one with values: percentiles
+    and a histogram)."""
     present = np.asarray(values, dtype=np.float64)
     present = present[~np.isnan(present)]
-    histogram = profile["histogram"]
-    reference_counts = np.asarray(histogram["counts"], dtype=np.float64)
-    statistic = ks_statistic(profile["percentiles"], present)
-    distance = wasserstein(profile["percentiles"], present)
-    scale = profile.get("std") or 1.0
+    histogram, percentiles = profile.histogram, profile.percentiles
+    if histogram is None or percentiles is None:
+        raise ValueError(f"{name}: the reference profile holds no values to compare with")
+    reference_counts = np.asarray(histogram.counts, dtype=np.float64)
+    statistic = ks_statistic(percentiles, present)
+    distance = wasserstein(percentiles, present)
+    scale = profile.std or 1.0
     statistics = {
-        "psi": psi(reference_counts / reference_counts.sum(), histogram_shares(histogram["edges"], present)),
+        "psi": psi(reference_counts / reference_counts.sum(), histogram_shares(histogram.edges, present)),
         "ks_statistic": statistic,
-        "ks_p_value": ks_p_value(statistic, int(profile["count"]), present.size),
+        "ks_p_value": ks_p_value(statistic, profile.count, present.size),
         "wasserstein": distance,
         "wasserstein_normed": distance / scale,
     }
@@ -166,11 +171,11 @@ def numeric_drift(
     )
 
 
-def category_shares(profile: Mapping[str, Any], values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def category_shares(profile: CategoricalProfile, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Reference and current shares over the reference's categories plus one bucket for all others."""
-    frequencies: dict[str, int] = dict(profile["frequencies"])
+    frequencies = profile.frequencies
     categories = list(frequencies)
-    reference = np.asarray([*frequencies.values(), profile.get("other_count", 0)], dtype=np.float64)
+    reference = np.asarray([*frequencies.values(), profile.other_count], dtype=np.float64)
     index = {category: position for position, category in enumerate(categories)}
     current = np.bincount(
         [index.get(str(value), len(categories)) for value in values], minlength=len(categories) + 1
@@ -179,7 +184,7 @@ def category_shares(profile: Mapping[str, Any], values: Sequence[str]) -> tuple[
 
 
 def categorical_drift(
-    name: str, profile: Mapping[str, Any], values: Sequence[str], *, alpha: float = ALPHA
+    name: str, profile: CategoricalProfile, values: Sequence[str], *, alpha: float = ALPHA
 ) -> FeatureDrift:
     """Drift of a categorical feature (or of predicted classes) against the reference frequencies."""
     reference, current = category_shares(profile, values)

@@ -5,12 +5,11 @@ with a two-sample test (MMD) without the training data."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
+from modelcycle.data.reference import EmbeddingProfile
 from modelcycle.inference import model_device, to_tensors
 
 COMPONENTS = 16
@@ -48,27 +47,26 @@ def embed(model: nn.Module, inputs: dict[str, np.ndarray], output_dim: int) -> n
     )
 
 
-def embedding_profile(embeddings: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """PCA of training embeddings and a projected sample of them, JSON-ready."""
+def embedding_profile(embeddings: np.ndarray, *, seed: int = 0) -> EmbeddingProfile:
+    """PCA of training embeddings and a projected sample of them."""
     rng = np.random.default_rng(seed)
     mean = embeddings.mean(axis=0)
     _, _, vectors = np.linalg.svd(embeddings - mean, full_matrices=False)
     components = vectors[: min(COMPONENTS, vectors.shape[0])]
     chosen = rng.choice(len(embeddings), size=min(SAMPLE_ROWS, len(embeddings)), replace=False)
     sample = (embeddings[chosen] - mean) @ components.T
-    return {
-        "type": "embedding",
-        "count": len(embeddings),
-        "dim": int(embeddings.shape[1]),
-        "mean": _rounded(mean),
-        "components": [_rounded(row) for row in components],
-        "sample": [_rounded(row) for row in sample],
-    }
+    return EmbeddingProfile(
+        count=len(embeddings),
+        dim=int(embeddings.shape[1]),
+        mean=_rounded(mean),
+        components=[_rounded(row) for row in components],
+        sample=[_rounded(row) for row in sample],
+    )
 
 
-def project(profile: dict[str, Any], embeddings: np.ndarray) -> np.ndarray:
+def project(profile: EmbeddingProfile, embeddings: np.ndarray) -> np.ndarray:
     """Live embeddings in the reference's PCA coordinates."""
-    return (embeddings - np.asarray(profile["mean"])) @ np.asarray(profile["components"]).T
+    return (embeddings - np.asarray(profile.mean)) @ np.asarray(profile.components).T
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from modelcycle.bundle import Architecture, Bundle, BundleManifest, Lineage, OutputSchema
 from modelcycle.bundle.manifest import code_version
 from modelcycle.config import PipelineConfig
 from modelcycle.data import profile_dataset
+from modelcycle.data.kinds import input_kind
 from modelcycle.data.preprocess import CarriesFiles
+from modelcycle.data.reference import Reference
+from modelcycle.data.state import PreprocessFile
 from modelcycle.monitor.embeddings import embed, embedding_profile
 from modelcycle.pipeline.prepare import PreparedData
 from modelcycle.pipeline.resolve import ResolvedPipeline
 from modelcycle.registry import Registry
-from modelcycle.schema import DataKind
-from modelcycle.tasks import Task
+from modelcycle.tasks import TASKS, Task
 from modelcycle.train import FitResult
 
 
@@ -59,10 +59,11 @@ def register_model(
         builder.write_weights(model.state_dict())
         if isinstance(data.preprocessor, CarriesFiles):
             data.preprocessor.copy_files(builder.path)
-        builder.write_json(
-            "preprocess.json", {"features": data.preprocessor.state(), "target": data.encoder.state()}
+        preprocess = PreprocessFile.model_validate(
+            {"features": data.preprocessor.state(), "target": data.encoder.state()}
         )
-        builder.write_json("reference.json", reference_profile(data, model))
+        builder.write_json("preprocess.json", preprocess.to_json())
+        builder.write_json("reference.json", reference_profile(data, model).to_json())
         builder.write_json("config.json", config.model_dump(mode="json"))
         history = {
             "best_epoch": outcome.best_epoch,
@@ -74,17 +75,17 @@ def register_model(
         return registry.register(builder, manifest, reason=reason)
 
 
-EMBEDDED_KINDS: tuple[DataKind, ...] = ("image", "text")
 EMBEDDING_ROWS = 1000
 
 
-def reference_profile(data: PreparedData, model: nn.Module) -> dict[str, Any]:
-    """The training split's profile; for text and images also the model's embeddings of training rows, the
-    reference that drift of what the model sees is measured against."""
+def reference_profile(data: PreparedData, model: nn.Module) -> Reference:
+    """The training split's profile; for kinds drift sees through the model (text and images) also the
+    model's embeddings of training rows, the reference that drift of what the model sees is measured
+    against."""
     profile = profile_dataset(data.parts["train"])
-    if data.dataset.kind in EMBEDDED_KINDS and data.task != "language_modeling":
+    if input_kind(data.dataset.kind).embedded and TASKS.get(data.task)().row_outputs:
         inputs = {name: array[:EMBEDDING_ROWS] for name, array in data.tensors["train"].inputs.items()}
         embeddings = embed(model, inputs, data.num_outputs)
         if embeddings is not None and len(embeddings) > 1:
-            profile["embedding"] = embedding_profile(embeddings)
+            profile.embedding = embedding_profile(embeddings)
     return profile

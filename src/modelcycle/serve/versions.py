@@ -16,11 +16,12 @@ import torch
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
 from modelcycle.config import ServeConfig
+from modelcycle.data.reference import Reference
 from modelcycle.errors import ConfigError
 from modelcycle.inference import model_device
 from modelcycle.instances import instance_tensors
 from modelcycle.monitor.embeddings import embed
-from modelcycle.monitor.reference import output_width
+from modelcycle.monitor.reference import output_width, read_reference
 from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
@@ -45,10 +46,9 @@ class LoadedVersion:
         return int(self.bundle.manifest.version or 0)
 
     @functools.cached_property
-    def reference(self) -> dict[str, Any]:
+    def reference(self) -> Reference:
         """The training data's profile (``reference.json``), what drift is measured against."""
-        reference: dict[str, Any] = self.bundle.read_json("reference.json")
-        return reference
+        return read_reference(self.bundle)
 
     def embed_stored(self, rows: list[Any]) -> np.ndarray | None:
         """The model's embeddings of stored request rows (model-ready tensors by name, or instances as the
