@@ -28,7 +28,10 @@ from pydantic import (
 from modelcycle.errors import ConfigError
 from modelcycle.plugins import did_you_mean
 
-TaskName = Literal["classification", "regression", "language_modeling"]
+# A task's name as ``modelcycle.tasks.TASKS`` registers it (classification, regression,
+# multi_label_classification, language_modeling, embedding, or a plugin's): the registry, one floor up, is
+# the one list, and ``pipeline.resolve.validate`` checks the name against it before any work starts.
+TaskName = str
 ColumnType = Literal["numeric", "categorical", "text"]
 
 

@@ -44,10 +44,7 @@ def model_tensors(preprocessor: Preprocessor, encoder: TargetEncoder, dataset: D
         inputs, next_tokens = preprocessor.blocks(dataset)
         return ModelTensors(inputs, next_tokens, next_tokens)
     inputs = preprocessor.transform(dataset)
-    if encoder.task == "classification":
-        classes = encoder.transform(dataset)
-        return ModelTensors(inputs, classes, classes)
-    return ModelTensors(inputs, encoder.transform(dataset), dataset.y.astype(np.float64))
+    return ModelTensors(inputs, encoder.transform(dataset), encoder.metric_targets(dataset))
 
 
 def finite(metrics: dict[str, float]) -> dict[str, float]:

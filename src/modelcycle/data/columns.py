@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 from modelcycle.errors import DataError
 from modelcycle.schema import FeatureType
+from modelcycle.tasks.values import to_numeric
 
 # An object column whose values average this many words and are mostly distinct is free text, not a category.
 _TEXT_MIN_MEAN_WORDS = 4.0
@@ -46,32 +46,3 @@ def _infer(column: pd.Series, name: str, origin: str) -> FeatureType:
     if mean_words >= _TEXT_MIN_MEAN_WORDS and text.nunique() / len(text) >= _TEXT_MIN_DISTINCT_RATIO:
         return "text"
     return "categorical"
-
-
-def to_numeric(column: pd.Series, name: str, origin: str) -> pd.Series:
-    """The column as float64; the first value that is not a number is named with its row."""
-    converted = pd.to_numeric(column, errors="coerce")
-    bad = converted.isna() & column.notna()
-    if bad.any():
-        position = int(bad.to_numpy().nonzero()[0][0])
-        row = column.index[position]  # the row's position in the file, kept by the loaders
-        row_number = row + 1 if isinstance(row, (int, np.integer)) else position + 1
-        raise DataError(
-            f"{origin}: column '{name}' is numeric but row {row_number} holds {column.iloc[position]!r}",
-            hint=f"fix the value, or declare data.column_types.{name}=categorical",
-        )
-    return converted.astype("float64")
-
-
-def class_names(values: pd.Series) -> list[str]:
-    """The distinct labels as strings, in numeric order for numeric labels and text order otherwise."""
-    unique = pd.unique(values.dropna())
-    ordered = sorted(unique) if pd.api.types.is_numeric_dtype(values) else sorted(unique, key=str)
-    # 1 and "1" in one column are one label: labels are compared by their text everywhere
-    return list(dict.fromkeys(label_text(value) for value in ordered))
-
-
-def label_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

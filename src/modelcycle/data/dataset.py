@@ -9,6 +9,7 @@ import pandas as pd
 
 from modelcycle.config import TaskName
 from modelcycle.schema import DataKind, FeatureType
+from modelcycle.tasks import TASKS, Task
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,8 @@ class Dataset:
         """The rows at ``indices`` (in that order), as a new dataset."""
         images = self.images[indices] if self.images is not None else None
         return replace(self, frame=self.frame.iloc[indices].reset_index(drop=True), images=images)
+
+
+def task_of(dataset: Dataset) -> Task | None:
+    """The task a dataset is for, asked about its target (None for a table without one)."""
+    return None if dataset.task is None else TASKS.get(dataset.task, field="data.task")()

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from modelcycle.data.columns import label_text
-from modelcycle.data.dataset import Dataset
+from modelcycle.data.dataset import Dataset, task_of
+from modelcycle.tasks.values import label_text
 
 # Largest / smallest class count at or under which the classes are called balanced.
 BALANCED_RATIO = 1.5
@@ -50,15 +50,17 @@ def summarize(dataset: Dataset) -> DataSummary:
             ColumnSummary(name, kind, str(column.dtype), int(column.isna().sum()), int(column.nunique()))
         )
     extra: dict[str, Any] = {}
-    if dataset.target is not None:
+    task = task_of(dataset)
+    if dataset.target is not None and task is not None:
         target = dataset.frame[dataset.target]
         columns.append(
             ColumnSummary(
                 dataset.target, "target", str(target.dtype), int(target.isna().sum()), int(target.nunique())
             )
         )
-        if dataset.task == "classification":
-            counts = target.map(label_text).value_counts()
+        labels = task.label_occurrences(target)  # None: the target is a number
+        if labels is not None:
+            counts = labels.map(label_text).value_counts()
             order = dataset.label_names or sorted(counts.index)
             class_counts = {label: int(counts.get(label, 0)) for label in order}
             ratio = max(class_counts.values()) / max(min(class_counts.values()), 1)

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from modelcycle.config import PreprocessConfig
-from modelcycle.data.columns import label_text
 from modelcycle.data.corpus import CorpusPreprocessor, PretrainedCorpusPreprocessor
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
 from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor, TokenizerFiles
 from modelcycle.errors import BundleError, DataError
 from modelcycle.schema import DataKind, FeatureSpec, InputSchema, TensorSpec
+from modelcycle.tasks import TASKS, TargetCoding
+from modelcycle.tasks.values import label_text
 
 MISSING_CATEGORY = "__missing__"
 
@@ -223,36 +224,36 @@ class ImagePreprocessor(Estimator):
 
 
 class TargetEncoder:
-    """Class labels ↔ indices (by the label's text); regression targets standardised with the training
-    split's mean and std (``inverse`` maps network outputs back to the target's units)."""
+    """The target ↔ tensors as its task codes it (class ids by the label's text, a regression's value
+    standardised, a 0/1 row per label), learned on the training split; ``inverse`` maps network outputs
+    back to the target's units."""
 
     def __init__(self, task: str) -> None:
         self.task = task
+        self.classes_: list[str] = []
+        self.mean_, self.std_ = 0.0, 1.0
+
+    @property
+    def coding(self) -> TargetCoding:
+        return TargetCoding(self.classes_, self.mean_, self.std_)
 
     def fit(self, dataset: Dataset) -> TargetEncoder:
-        self.classes_: list[str] = list(dataset.label_names or []) if self.task == "classification" else []
-        self.mean_, self.std_ = 0.0, 1.0
-        if self.task == "regression":
-            values = dataset.y.astype(np.float64)
-            self.mean_, self.std_ = float(values.mean()), float(values.std()) or 1.0
+        column = None if dataset.target is None else pd.Series(dataset.y)
+        coding = TASKS.get(self.task)().fit_target(column, dataset.label_names)
+        self.classes_, self.mean_, self.std_ = coding.classes, coding.mean, coding.std
         return self
 
     def transform(self, dataset: Dataset) -> np.ndarray:
-        if self.task != "classification":
-            return ((dataset.y.astype(np.float64) - self.mean_) / self.std_).astype(np.float32)
-        index = {label: position for position, label in enumerate(self.classes_)}
-        labels = [label_text(value) for value in dataset.y]
-        unknown = sorted({label for label in labels if label not in index})
-        if unknown:
-            raise DataError(
-                f"{dataset.source}: labels {unknown[:5]} were not seen in training",
-                hint=f"known labels: {', '.join(self.classes_[:20])}",
-            )
-        return np.asarray([index[label] for label in labels], dtype=np.int64)
+        """The targets training fits."""
+        return TASKS.get(self.task)().encode_target(pd.Series(dataset.y), self.coding, dataset.source)
+
+    def metric_targets(self, dataset: Dataset) -> np.ndarray:
+        """The targets metrics compare with, in the target's own units."""
+        return TASKS.get(self.task)().metric_targets(pd.Series(dataset.y), self.coding, dataset.source)
 
     def inverse(self, outputs: np.ndarray) -> np.ndarray:
-        """Network outputs in the target's own units (regression); classification outputs unchanged."""
-        return outputs * self.std_ + self.mean_ if self.task == "regression" else outputs
+        """Network outputs in the target's own units (a regression's value); logits unchanged."""
+        return TASKS.get(self.task)().decode_outputs(outputs, self.coding)
 
     def state(self) -> dict[str, Any]:
         return {"task": self.task, "classes_": self.classes_, "mean_": self.mean_, "std_": self.std_}

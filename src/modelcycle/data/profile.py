@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelcycle.data.columns import label_text
-from modelcycle.data.dataset import Dataset
+from modelcycle.data.dataset import Dataset, task_of
 from modelcycle.data.preprocess import MISSING_CATEGORY
+from modelcycle.tasks.values import label_text
 
 PROFILE_VERSION = 1
 PERCENTILES = np.linspace(0, 100, 101)
@@ -42,12 +42,14 @@ def profile_dataset(dataset: Dataset) -> dict[str, Any]:
         "kind": dataset.kind,
         "features": features,
     }
-    if dataset.target is not None:
+    task = task_of(dataset)
+    if dataset.target is not None and task is not None:
         target = dataset.frame[dataset.target]
+        labels = task.label_occurrences(target)  # None: the target is a number
         profile["target"] = (
-            categorical_profile(target, top=len(dataset.label_names or []) or TOP_VALUES)
-            if dataset.task == "classification"
-            else numeric_profile(target.to_numpy(dtype=np.float64))
+            numeric_profile(target.to_numpy(dtype=np.float64))
+            if labels is None
+            else categorical_profile(labels, top=len(dataset.label_names or []) or TOP_VALUES)
         )
     return profile
 

@@ -13,11 +13,13 @@ import pandas as pd
 
 from modelcycle.config import DataConfig, ImageConfig, TaskName
 from modelcycle.data.builtin import BUILTINS
-from modelcycle.data.columns import class_names, infer_feature_types, label_text, to_numeric
-from modelcycle.data.dataset import Dataset
+from modelcycle.data.columns import infer_feature_types
+from modelcycle.data.dataset import Dataset, task_of
 from modelcycle.errors import DataError
 from modelcycle.plugins import PluginRegistry, did_you_mean
 from modelcycle.schema import DataKind, FeatureType
+from modelcycle.tasks import TASKS
+from modelcycle.tasks.values import class_names, label_text
 
 TableReader = Callable[[Path], pd.DataFrame]
 TABLE_READERS: PluginRegistry[TableReader] = PluginRegistry("data source scheme")
@@ -103,12 +105,16 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
 def _sample(dataset: Dataset, rows: int, seed: int) -> Dataset:
     """``rows`` rows: contiguous for a corpus, otherwise a seeded random sample in the original order; class
     names without rows left are dropped, so no model gets an output for a class it never sees."""
-    if dataset.task == "language_modeling":
+    task = task_of(dataset)
+    if task is not None and task.ordered_rows:
         return dataset.take(np.arange(rows))
     sample = dataset.take(np.sort(np.random.default_rng(seed).choice(len(dataset), rows, replace=False)))
-    if sample.label_names is None:
+    occurrences = (
+        None if task is None or sample.target is None else task.label_occurrences(sample.frame[sample.target])
+    )
+    if sample.label_names is None or occurrences is None:
         return sample
-    present = {label_text(value) for value in sample.y}
+    present = {label_text(value) for value in occurrences}
     return replace(sample, label_names=[label for label in sample.label_names if label in present])
 
 
@@ -180,10 +186,11 @@ def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset
     kind = _table_kind(feature_types, target, origin)
     task = config.task or _infer_task(frame, target, kind)
     label_names = None
-    if task == "regression" and target is not None:
-        frame[target] = to_numeric(frame[target], target, origin)
-    elif task == "classification" and target is not None:
-        label_names = class_names(frame[target])
+    if task is not None and target is not None:
+        typed = TASKS.get(task, field="data.task")()
+        frame[target] = typed.prepare_target(frame[target], target, origin)
+        occurrences = typed.label_occurrences(frame[target])
+        label_names = None if occurrences is None else class_names(occurrences)
     columns = [*features, *([target] if target else [])]
     frame = frame[columns].reset_index(drop=True)
     return Dataset(
@@ -269,13 +276,9 @@ def _load_images(root: Path, config: DataConfig) -> Dataset:
 
 
 def check_dataset(dataset: Dataset) -> None:
-    """Refuse data no model can learn from: no rows, or a classification target with a single class."""
+    """Refuse data no model can learn from: no rows, or a target its task cannot learn (e.g. one class)."""
     if len(dataset) == 0:
         raise DataError(f"{dataset.source}: the dataset is empty (no rows)")
-    if dataset.task == "classification":
-        classes = pd.unique(dataset.frame[dataset.target].astype(str))
-        if len(classes) < 2:
-            raise DataError(
-                f"{dataset.source}: target '{dataset.target}' has a single class ({classes[0]!r}); "
-                "classification needs at least two",
-            )
+    task = task_of(dataset)
+    if task is not None and dataset.target is not None:
+        task.check_target(dataset.frame[dataset.target], dataset.target, dataset.source)

@@ -1,5 +1,5 @@
-"""Deterministic train / valid / test splits: stratified by class for classification, contiguous (no
-shuffling, so no leakage between neighbouring lines) for a language-modelling corpus."""
+"""Deterministic train / valid / test splits: stratified by the strata the task gives (the class, for
+classification), contiguous (no shuffling, so no leakage between neighbouring lines) for a corpus."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from modelcycle.config import SplitConfig
-from modelcycle.data.dataset import Dataset
+from modelcycle.data.dataset import Dataset, task_of
 from modelcycle.errors import DataError
 
 
@@ -27,11 +27,14 @@ class Split:
 
 def split_dataset(dataset: Dataset, config: SplitConfig, seed: int) -> Split:
     rows = np.arange(len(dataset))
-    if dataset.task == "language_modeling":
+    task = task_of(dataset)
+    if task is not None and task.ordered_rows:
         valid_start = round(len(rows) * (1 - config.valid - config.test))
         test_start = round(len(rows) * (1 - config.test))
         return Split(rows[:valid_start], rows[valid_start:test_start], rows[test_start:])
-    labels = dataset.y.astype(str) if dataset.task == "classification" and config.stratify else None
+    labels = None
+    if task is not None and dataset.target is not None and config.stratify:
+        labels = task.strata(dataset.frame[dataset.target])
     held_out = config.valid + config.test
     if held_out == 0:
         return Split(rows, rows[:0], rows[:0])

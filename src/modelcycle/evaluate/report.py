@@ -28,7 +28,7 @@ def evaluate(bundle: Bundle, dataset: Dataset, *, data_name: str | None = None) 
     predictor = Predictor.load(bundle)
     metrics = predictor.measure(dataset)
     confusion = None
-    if bundle.manifest.task == "classification":
+    if predictor.task.single_label:  # a confusion matrix needs one class per row
         outputs = predictor.outputs(dataset)
         confusion = predictor.task.confusion_matrix(predictor.encoder.transform(dataset), outputs)
     return EvaluationReport(

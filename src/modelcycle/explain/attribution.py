@@ -24,7 +24,6 @@ from modelcycle.data.text import TextEncoder
 from modelcycle.errors import ConfigError, RequestError
 from modelcycle.instances import instance_tensors
 from modelcycle.predictor import Predictor
-from modelcycle.tasks.classification import softmax
 
 METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap")
 IG_STEPS = 50
@@ -95,7 +94,7 @@ def explain_tensors(
         values, delta, baseline = _text_attributions(predictor, inputs, names, method, target_tensor)
     else:
         values, delta, baseline = _dense_attributions(predictor, inputs[names[0]], method, target_tensor)
-    probabilities = softmax(outputs.astype(np.float64)) if predictor.encoder.classes_ else None
+    probabilities = predictor.task.probabilities(outputs.astype(np.float64))
     explanations = []
     for row, index in enumerate(targets):
         explanations.append(
@@ -106,7 +105,7 @@ def explain_tensors(
                 baseline=baseline,
                 target=predictor.encoder.classes_[index] if predictor.encoder.classes_ else None,
                 target_index=index,
-                prediction=_prediction(predictor, outputs[row]),
+                prediction=predictor.task.explained_prediction(outputs[row], predictor.encoder.coding),
                 probability=float(probabilities[row, index]) if probabilities is not None else None,
                 attributions=_shape(predictor, inputs, row, values[row]),
                 convergence_delta=None if delta is None else float(delta[row]),
@@ -144,13 +143,6 @@ def _targets(predictor: Predictor, outputs: np.ndarray, target: str | None) -> l
             hint=f"classes: {', '.join(classes[:20])}",
         )
     return [classes.index(str(target))] * len(outputs)
-
-
-def _prediction(predictor: Predictor, row: np.ndarray) -> str | float:
-    classes = predictor.encoder.classes_
-    if classes:
-        return classes[int(row.argmax())]
-    return float(predictor.encoder.inverse(row[None])[0, 0])
 
 
 def _dense_attributions(

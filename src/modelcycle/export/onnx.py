@@ -6,6 +6,7 @@ torch; above the tolerance the export fails and no variant is written. A passing
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import re
@@ -52,11 +53,11 @@ def export_onnx(bundle: Bundle, *, opset: int | None = None, tolerance: float = 
     names = [tensor.name for tensor in bundle.manifest.inputs.tensors]
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / ONNX_FILE
-        used_opset = _convert(predictor.model, inputs, names, path, opset)
+        used_opset = convert(predictor.model, inputs, names, path, opset)
         expected = predict(predictor.model, inputs)
         got = predict(OnnxModel(path, names), inputs)
         difference = float(np.max(np.abs(got - expected))) if expected.size else 0.0
-        agreement = _argmax_agreement(bundle.manifest.task, expected, got)
+        agreement = predictor.task.agreement(expected, got)
         if not difference <= tolerance:
             raise ExportError(
                 f"{bundle.ref}: ONNX Runtime differs from torch by {difference:.3g} (tolerance "
@@ -109,12 +110,13 @@ def _dynamic_axes(names: list[str], inputs: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
-def _convert(
+def convert(
     model: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str], path: Path, opset: int | None
 ) -> int:
-    axes = _dynamic_axes(names, inputs)
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    shapes = {name: {0: batch, **({1: sequence} if 1 in axes[name] else {})} for name in names}
+    """Write ``model`` to ``path`` as ONNX, traced on two rows of ``inputs`` with dynamic batch (and token
+    sequence) axes; returns the opset used. Not checked for parity here: ``export_onnx`` and the contract
+    checks in ``modelcycle.testing`` do that."""
+    shapes = _dynamic_shapes(model, names, _dynamic_axes(names, inputs))
     example = tuple(torch.from_numpy(inputs[name][:2].copy()) for name in names)
     options: dict[str, Any] = {"opset_version": opset} if opset is not None else {}
     captured = io.StringIO()
@@ -152,10 +154,18 @@ def _convert(
     )
 
 
-def _argmax_agreement(task: str, expected: np.ndarray, got: np.ndarray) -> float | None:
-    if task not in ("classification", "language_modeling"):
-        return None
-    return float(np.mean(expected.argmax(axis=-1) == got.argmax(axis=-1)))
+def _dynamic_shapes(
+    model: torch.nn.Module, names: list[str], axes: dict[str, list[int]]
+) -> tuple[dict[int, Any], ...] | tuple[tuple[dict[int, Any], ...]]:
+    """The dynamic axes per argument, in argument order. Not keyed by input name: torch.export wants
+    ``forward``'s own parameter names there, and those differ (an mlp over images takes ``features`` for the
+    ``image`` input, the rnn takes ``*tensors``), which failed the export of both."""
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = tuple({0: batch, **({1: sequence} if 1 in axes[name] else {})} for name in names)
+    parameters = inspect.signature(model.forward).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters):
+        return (shapes,)  # ``*tensors`` is one parameter holding every input
+    return shapes
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from torch import nn
 from modelcycle.errors import ConfigError
 from modelcycle.plugins import PluginRegistry
 from modelcycle.schema import DataKind, InputSchema
+from modelcycle.tasks import TASKS
 
 
 class Params(BaseModel):
@@ -33,7 +34,12 @@ class ArchitectureEntry:
     # Turns a trained network into the form a bundle stores (e.g. LoRA merged), with the parameters that
     # rebuild that form; the identity by default.
     finalize: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
-    tasks: tuple[str, ...] = ("classification", "regression")
+    # Kinds of input over which torch's ONNX exporter cannot translate the network; the contract checks
+    # export every other (kind, task) the entry declares.
+    onnx_unsupported: tuple[DataKind, ...] = ()
+    # The tasks it does; None: every registered task whose model gives one output vector per row
+    # (classification, regression, multi-label, a plugin's), so a new task needs no change here.
+    tasks: tuple[str, ...] | None = None
 
     def for_bundle(self, model: nn.Module, params: Params) -> tuple[nn.Module, Params]:
         return self.finalize(model, params) if self.finalize is not None else (model, params)
@@ -60,8 +66,14 @@ class ArchitectureEntry:
                 f"but {source} is {kind} data",
                 hint="choose an architecture for this kind of data (see `modelcycle config schema`)",
             )
-        if task not in self.tasks:
-            raise ConfigError(f"model.arch: '{self.name}' does {' or '.join(self.tasks)}, not {task}")
+        if task not in self.task_names():
+            raise ConfigError(f"model.arch: '{self.name}' does {' or '.join(self.task_names())}, not {task}")
+
+    def task_names(self) -> list[str]:
+        """The registered tasks it does (its own list, or every task with one output vector per row)."""
+        if self.tasks is not None:
+            return list(self.tasks)
+        return [name for name in TASKS if TASKS.get(name)().row_outputs]
 
 
 ARCHITECTURES: PluginRegistry[ArchitectureEntry] = PluginRegistry("architecture")

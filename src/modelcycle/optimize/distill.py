@@ -4,12 +4,11 @@ and registers as its own version whose lineage names the teacher."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional
 
 from modelcycle.bench.timing import latency_ms
@@ -21,10 +20,7 @@ from modelcycle.optimize.gate import Gate
 from modelcycle.pipeline import TrainResult, train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
-from modelcycle.schema import TensorSpec
 from modelcycle.tasks import TASKS, Task
-
-Decoder = Callable[[np.ndarray], np.ndarray]
 
 
 class Distilled:
@@ -46,25 +42,9 @@ class Distilled:
         )
         return self.alpha * t * t * soft + (1 - self.alpha) * self.task.loss(outputs, labels)
 
-    def output_dim(self, num_classes: int) -> int:
-        return self.task.output_dim(num_classes)
-
-    def metrics(self, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-        return self.task.metrics(targets, outputs)
-
-    def measure(
-        self, model: nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, decode: Decoder
-    ) -> dict[str, float]:
-        return self.task.measure(model, inputs, targets, decode)
-
-    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> list[list[int]] | None:
-        return self.task.confusion_matrix(targets, outputs)
-
-    def output_tensors(self, num_classes: int) -> list[TensorSpec]:
-        return self.task.output_tensors(num_classes)
-
-    def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
-        return self.task.selection_key(metrics)
+    def __getattr__(self, name: str) -> Any:
+        """Everything but the loss is the student's task's own (metrics, selection, outputs, answers)."""
+        return getattr(self.task, name)
 
 
 class BundleTeacher:
@@ -147,7 +127,7 @@ def distill(
 def _train_student(
     teacher: Bundle, student: PipelineConfig, registry: Registry, *, alpha: float, temperature: float
 ) -> TrainResult:
-    if teacher.manifest.task != "classification":
+    if not TASKS.get(teacher.manifest.task)().single_label:  # soft targets are one class distribution a row
         raise ConfigError(
             f"{teacher.ref}: distillation needs a classification teacher, not {teacher.manifest.task}"
         )

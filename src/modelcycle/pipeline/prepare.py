@@ -42,10 +42,9 @@ class PreparedData:
 
     @property
     def num_outputs(self) -> int:
-        """Classes, or the vocabulary a language model predicts over."""
-        if self.task == "language_modeling":
-            return self.preprocessor.input_schema().vocab_size or 0
-        return self.num_classes
+        """What the task sizes its output head by: classes, labels, or the vocabulary of a language model."""
+        vocabulary = self.preprocessor.input_schema().vocab_size
+        return TASKS.get(self.task)().num_outputs(self.encoder.coding, vocabulary)
 
 
 def prepare_data(config: PipelineConfig, dataset: Dataset, task_name: TaskName) -> PreparedData:
@@ -78,7 +77,7 @@ def task_and_training_rows(
     """The task (with balanced class weights if asked) and the training tensors (oversampled if asked);
     with a ``teacher``, its loss and its targets."""
     train_set = data.tensors["train"]
-    strategy = config.data.imbalance if data.task == "classification" else "none"
+    strategy = config.data.imbalance if TASKS.get(data.task)().single_label else "none"
     weights = (
         balanced_class_weights(train_set.targets, data.num_classes) if strategy == "class_weights" else None
     )

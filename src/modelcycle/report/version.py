@@ -126,7 +126,7 @@ def _training(bundle: Bundle) -> list[Section]:
 
 def _held_out(bundle: Bundle) -> list[Section]:
     """Test-split quality, importance and explained rows; nothing for a bundle without its training data."""
-    if bundle.manifest.task == "language_modeling":
+    if TASKS.get(bundle.manifest.task)().ordered_rows:  # a corpus has no rows to explain one by one
         return []
     try:
         test = training_split(bundle, "test")

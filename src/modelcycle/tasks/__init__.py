@@ -1,6 +1,15 @@
 """Tasks by name: each module registers itself with ``TASKS`` on import."""
 
-from modelcycle.tasks import classification, embedding, language_modeling, regression
-from modelcycle.tasks.base import TASKS, Task
+from modelcycle.tasks import classification, embedding, language_modeling, multilabel, regression
+from modelcycle.tasks.base import TASKS, TargetCoding, Task
 
-__all__ = ["TASKS", "Task", "classification", "embedding", "language_modeling", "regression"]
+__all__ = [
+    "TASKS",
+    "TargetCoding",
+    "Task",
+    "classification",
+    "embedding",
+    "language_modeling",
+    "multilabel",
+    "regression",
+]

@@ -1,15 +1,29 @@
-"""Classification: cross-entropy (optionally class-weighted) over logits; metrics from scikit-learn, plus
-expected calibration error."""
+"""Classification: one class per row. Cross-entropy (optionally class-weighted) over logits; metrics from
+scikit-learn, plus expected calibration error; answers, stored predictions and live quality by class."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import torch
 from sklearn import metrics as skm
 
+from modelcycle.errors import DataError, RequestError
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, WholeOutputs
+from modelcycle.tasks.base import (
+    TASKS,
+    LabelledRow,
+    StoredPrediction,
+    TargetCoding,
+    ValueTarget,
+    WholeOutputs,
+    output_names,
+)
 from modelcycle.tasks.calibration import expected_calibration_error
+from modelcycle.tasks.values import label_text
 
 
 def roc_auc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
@@ -34,9 +48,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @TASKS.register("classification")
-class Classification(WholeOutputs):
+class Classification(WholeOutputs, ValueTarget):
     name = "classification"
     primary_metric = "accuracy"
+    single_label = True
+    live_metrics: tuple[str, ...] = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 
     def __init__(self, class_weights: list[float] | None = None) -> None:
         self.class_weights = class_weights
@@ -87,3 +103,96 @@ class Classification(WholeOutputs):
 
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="logits", dtype="float32", shape=[-1, num_classes])]
+
+    def label_occurrences(self, column: pd.Series) -> pd.Series:
+        return column
+
+    def check_target(self, column: pd.Series, name: str, source: str) -> None:
+        classes = pd.unique(column.astype(str))
+        if len(classes) < 2:
+            raise DataError(
+                f"{source}: target '{name}' has a single class ({classes[0]!r}); "
+                "classification needs at least two",
+            )
+
+    def strata(self, column: pd.Series) -> np.ndarray:
+        return column.to_numpy().astype(str)
+
+    def fit_target(self, column: pd.Series | None, label_names: list[str] | None) -> TargetCoding:
+        return TargetCoding(classes=list(label_names or []))
+
+    def encode_target(self, column: pd.Series, coding: TargetCoding, source: str) -> np.ndarray:
+        """Class ids by the label's text; a label training never saw is an error naming it."""
+        index = {label: position for position, label in enumerate(coding.classes)}
+        labels = [label_text(value) for value in column]
+        unknown = sorted({label for label in labels if label not in index})
+        if unknown:
+            raise DataError(
+                f"{source}: labels {unknown[:5]} were not seen in training",
+                hint=f"known labels: {', '.join(coding.classes[:20])}",
+            )
+        return np.asarray([index[label] for label in labels], dtype=np.int64)
+
+    def metric_targets(self, column: pd.Series, coding: TargetCoding, source: str) -> np.ndarray:
+        return self.encode_target(column, coding, source)
+
+    def decode_outputs(self, outputs: np.ndarray, coding: TargetCoding) -> np.ndarray:
+        return outputs
+
+    def agreement(self, expected: np.ndarray, got: np.ndarray) -> float:
+        return float(np.mean(expected.argmax(axis=-1) == got.argmax(axis=-1)))
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        return softmax(outputs.astype(np.float64))
+
+    def answer(self, outputs: np.ndarray, coding: TargetCoding) -> list[dict[str, Any]]:
+        """The most probable class and every class's probability, per row."""
+        labels = output_names(coding, outputs)
+        return [
+            {
+                "label": labels[int(row.argmax())],
+                "probabilities": dict(zip(labels, map(float, row), strict=True)),
+            }
+            for row in softmax(outputs)
+        ]
+
+    def stored(self, outputs: np.ndarray, coding: TargetCoding) -> list[StoredPrediction]:
+        labels = output_names(coding, outputs)
+        probabilities = softmax(outputs)
+        best = probabilities.argmax(axis=1)
+        scores = probabilities[np.arange(len(best)), best].tolist()
+        shares = np.round(probabilities, 6).tolist()
+        return [
+            (labels[index], score, share)
+            for index, score, share in zip(best.tolist(), scores, shares, strict=True)
+        ]
+
+    def predicted_labels(self, outputs: np.ndarray, coding: TargetCoding) -> list[str]:
+        return [coding.classes[index] for index in outputs.argmax(axis=1)]
+
+    def explained_prediction(self, outputs: np.ndarray, coding: TargetCoding) -> str:
+        return coding.classes[int(outputs.argmax())]
+
+    def feedback_label(self, label: str | int | Sequence[str] | None, classes: list[str]) -> str | None:
+        if label is None:
+            return None
+        if not isinstance(label, (str, int)):
+            raise RequestError("label: a classifier takes one class, not a list")
+        return str(label)
+
+    def feedback_targets(self, labels: Sequence[object]) -> np.ndarray:
+        return np.asarray(labels, dtype=object)
+
+    def live_quality(self, rows: Sequence[LabelledRow], classes: list[str]) -> dict[str, float]:
+        """Metrics of the rows whose feedback names a known class and whose probabilities were stored."""
+        index = {label: position for position, label in enumerate(classes)}
+        scored = [
+            (index[label], shares)
+            for label, _, _, shares in rows
+            if label is not None and label in index and shares
+        ]
+        if not scored:
+            return {}
+        targets = np.array([target for target, _ in scored])
+        probabilities = np.clip(np.array([shares for _, shares in scored], dtype=np.float64), 1e-12, None)
+        return self.metrics(targets, np.log(probabilities))

@@ -8,13 +8,14 @@ from torch import nn
 
 from modelcycle.errors import TrainingError
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, Decoder
+from modelcycle.tasks.base import TASKS, Decoder, ValueTarget
 
 
 @TASKS.register("embedding")
-class Embedding:
+class Embedding(ValueTarget):
     name = "embedding"
     primary_metric = "none"
+    row_outputs = False
 
     def __init__(self, class_weights: list[float] | None = None) -> None:
         del class_weights
@@ -35,9 +36,6 @@ class Embedding:
         self, model: nn.Module, inputs: dict[str, np.ndarray], targets: np.ndarray, decode: Decoder
     ) -> dict[str, float]:
         return {}
-
-    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> None:
-        return None
 
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (0.0,)

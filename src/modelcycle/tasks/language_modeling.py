@@ -11,7 +11,7 @@ from torch import nn
 
 from modelcycle.inference import model_device, to_tensors
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, Decoder
+from modelcycle.tasks.base import TASKS, Decoder, TargetCoding, ValueTarget
 
 # Logits held at once while measuring: rows per batch = this / (positions × vocabulary), so a 49k-token
 # vocabulary at 512 positions is measured a row at a time (~100 MB) instead of 16 rows (1.6 GB).
@@ -19,9 +19,11 @@ EVALUATION_LOGITS = 32 * 1024 * 1024
 
 
 @TASKS.register("language_modeling")
-class LanguageModeling:
+class LanguageModeling(ValueTarget):
     name = "language_modeling"
     primary_metric = "perplexity"
+    ordered_rows = True
+    row_outputs = False
 
     def __init__(self, class_weights: list[float] | None = None) -> None:
         del class_weights  # tokens are not weighted
@@ -68,11 +70,15 @@ class LanguageModeling:
         loss = nll / tokens
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / tokens}
 
-    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> None:
-        return None
-
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (-metrics["loss"],)
 
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="logits", dtype="float32", shape=[-1, -1, num_classes])]
+
+    def num_outputs(self, coding: TargetCoding, vocabulary: int | None) -> int:
+        return vocabulary or 0
+
+    def agreement(self, expected: np.ndarray, got: np.ndarray) -> float:
+        """The share of positions whose most likely next token is the same."""
+        return float(np.mean(expected.argmax(axis=-1) == got.argmax(axis=-1)))

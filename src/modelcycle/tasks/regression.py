@@ -1,22 +1,35 @@
-"""Regression: mean squared error on a single output; MAE, RMSE and R² from scikit-learn."""
+"""Regression: mean squared error on a single output, trained on the target standardised with the training
+split's mean and std; MAE, RMSE and R² from scikit-learn."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 import torch
 from sklearn import metrics as skm
 
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, WholeOutputs
+from modelcycle.tasks.base import TASKS, LabelledRow, TargetCoding, ValueTarget, WholeOutputs
+from modelcycle.tasks.values import to_numeric
 
 
 @TASKS.register("regression")
-class Regression(WholeOutputs):
+class Regression(WholeOutputs, ValueTarget):
     name = "regression"
     primary_metric = "rmse"
+    live_metrics: tuple[str, ...] = ("mae", "rmse")
 
     def __init__(self, class_weights: list[float] | None = None) -> None:
         del class_weights  # regression has no classes to weight
+
+    def prepare_target(self, column: pd.Series, name: str, origin: str) -> pd.Series:
+        return to_numeric(column, name, origin)
+
+    def fit_target(self, column: pd.Series | None, label_names: list[str] | None) -> TargetCoding:
+        values = np.asarray([] if column is None else column, dtype=np.float64)
+        return TargetCoding(mean=float(values.mean()), std=float(values.std()) or 1.0)
 
     def output_dim(self, num_classes: int) -> int:
         return 1
@@ -35,8 +48,13 @@ class Regression(WholeOutputs):
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (-metrics["rmse"],)
 
-    def confusion_matrix(self, targets: np.ndarray, outputs: np.ndarray) -> None:
-        return None  # a regression has no classes
-
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="prediction", dtype="float32", shape=[-1, 1])]
+
+    def live_quality(self, rows: Sequence[LabelledRow], classes: list[str]) -> dict[str, float]:
+        """Metrics of the rows whose feedback gave a value and whose prediction was stored."""
+        pairs = [(value, score) for _, value, score, _ in rows if value is not None and score is not None]
+        if not pairs:
+            return {}
+        targets, predictions = (np.array(column, dtype=np.float64) for column in zip(*pairs, strict=True))
+        return self.metrics(targets, predictions)
