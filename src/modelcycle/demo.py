@@ -24,7 +24,7 @@ from modelcycle.bench import bench, choose_variant
 from modelcycle.config import MonitorConfig, PipelineConfig, ServeConfig, UpdateConfig
 from modelcycle.data import load_dataset
 from modelcycle.export import export_onnx
-from modelcycle.monitor.database import connect
+from modelcycle.monitor.database import open_database
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.monitor.report import monitor_report
@@ -133,9 +133,9 @@ def run_demo(home: Path, *, say: Callable[[str], None] = logger.info) -> DemoRes
             result.requests += 1
             result.failed_requests += reply.status_code >= 400
         store = store_path(monitoring, registry)
-        with connect(store) as connection:
+        with open_database(store) as database:
             old = live_quality(
-                connection,
+                database,
                 MODEL,
                 "classification",
                 bundle.manifest.outputs.labels,

@@ -4,7 +4,6 @@ quality, drift and alerts. The request path only counts and enqueues; everything
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -20,9 +19,10 @@ from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
 from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
-from modelcycle.monitor.database import connect
+from modelcycle.monitor.database import open_database
 from modelcycle.monitor.drift import DriftReport
 from modelcycle.monitor.metrics import ServerMetrics
+from modelcycle.monitor.predictions import DriftRow, PredictionDatabase, QualityRow
 from modelcycle.monitor.quality import LiveQuality, live_quality
 from modelcycle.monitor.reference import drift
 from modelcycle.monitor.store import PredictionRecord, PredictionStore
@@ -175,10 +175,8 @@ class LiveMonitor:
                 "feedback: give exactly one of 'label' (classification) and 'value' (regression)"
             )
         self.store.flush()  # the prediction may still be in the buffer
-        with connect(self.store.path) as connection:
-            found = connection.execute(
-                "SELECT model, version FROM predictions WHERE request_id = ? AND row = ?", (request_id, row)
-            ).fetchone()
+        with open_database(self.store.path) as database:
+            found = database.find(request_id, row)
             if found is None:
                 raise NotFoundError(
                     f"request_id: no stored prediction '{request_id}' (row {row})",
@@ -195,12 +193,9 @@ class LiveMonitor:
                     f"label: '{label}' is not a class of {model}@{version}",
                     hint=f"classes: {', '.join(labels[:20])}",
                 )
-            connection.execute(
-                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?)",
-                (request_id, row, label, value, time.time()),
-            )
+            database.add_feedback(request_id, row, label, value, created=time.time())
         self.metrics.feedback.labels(model).inc()
-        return str(model)
+        return model
 
     def check(self, watched: list[Watched], now: float | None = None) -> list[Alert]:
         """One monitoring round (blocking; the server runs it in a thread): live quality per version and
@@ -210,7 +205,7 @@ class LiveMonitor:
         started = time.perf_counter()
         self.store.flush()
         alerts: list[Alert] = []
-        with connect(self.store.path) as connection:
+        with open_database(self.store.path) as database:
             by_model: dict[str, list[Watched]] = {}
             for item in watched:
                 if self.leader.leads(item.model):
@@ -220,7 +215,7 @@ class LiveMonitor:
                 for item in versions:
                     for window in self.config.windows:
                         result = live_quality(
-                            connection,
+                            database,
                             model,
                             item.task,
                             item.labels,
@@ -228,13 +223,13 @@ class LiveMonitor:
                             now=now,
                             version=item.version,
                         )
-                        self._publish_quality(connection, result, now)
+                        self._publish_quality(database, result, now)
                 # alerts judge the model as its users see it: every served version together
                 quality = {
-                    window: live_quality(connection, model, first.task, first.labels, window=window, now=now)
+                    window: live_quality(database, model, first.task, first.labels, window=window, now=now)
                     for window in self.config.windows
                 }
-                alerts += self.alerter.check(model, quality, self._drift(connection, first, now))
+                alerts += self.alerter.check(model, quality, self._drift(database, first, now))
         for alert in alerts:  # resolved ones read 0
             self.metrics.alerts.labels(alert.model, alert.name).set(1 if alert.firing else 0)
         for model, name in self.alerter.firing:  # also those raised before this server led the rounds
@@ -243,30 +238,26 @@ class LiveMonitor:
             self.metrics.round_seconds.set(time.perf_counter() - started)
         return alerts
 
-    def _publish_quality(self, connection: Any, result: LiveQuality, now: float) -> None:
+    def _publish_quality(self, database: PredictionDatabase, result: LiveQuality, now: float) -> None:
         labels = (result.model, str(result.version), result.window)
         self.metrics.live_samples.labels(*labels).set(result.samples)
         for metric, value in result.metrics.items():
             self.metrics.live_quality.labels(*labels, metric).set(value)
-            connection.execute(
-                "INSERT INTO quality VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (result.model, result.version, result.window, metric, value, result.samples, now),
-            )
+        database.add_quality(
+            QualityRow(result.model, result.version, result.window, metric, value, result.samples, now)
+            for metric, value in result.metrics.items()
+        )
 
-    def _drift(self, connection: Any, item: Watched, now: float) -> DriftReport | None:
+    def _drift(self, database: PredictionDatabase, item: Watched, now: float) -> DriftReport | None:
         if item.task == "language_modeling":
             # its reference profiles the training corpus cut in blocks, not prompts: every prompt is shorter
             # than a block, so a drift alert would fire on any traffic at all
             return None
         since = now - duration_seconds(self.config.drift_window)
-        rows = connection.execute(
-            "SELECT inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
-            "ORDER BY created DESC LIMIT ?",
-            (item.model, since, DRIFT_MAX_ROWS),
-        ).fetchall()
+        rows = database.recent_inputs(item.model, since=since, limit=DRIFT_MAX_ROWS)
         if len(rows) < self.config.drift_min_rows:
             return None
-        stored = [json.loads(inputs) for inputs, _ in rows]
+        stored = [inputs for inputs, _ in rows]
         embeddings = None
         if item.embed is not None and "embedding" in item.reference:
             embeddings = item.embed(stored[:EMBED_ROWS])
@@ -281,18 +272,12 @@ class LiveMonitor:
         for feature in report.features:
             self.metrics.drift_score.labels(item.model, feature.feature, feature.method).set(feature.score)
             self.metrics.drift_detected.labels(item.model, feature.feature).set(int(feature.drifted))
-            connection.execute(
-                "INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    item.model,
-                    feature.feature,
-                    feature.method,
-                    feature.score,
-                    int(feature.drifted),
-                    feature.rows,
-                    now,
-                ),
+        database.add_drift(
+            DriftRow(
+                item.model, feature.feature, feature.method, feature.score, feature.drifted, feature.rows, now
             )
+            for feature in report.features
+        )
         self.metrics.drift_detected.labels(item.model, "dataset").set(int(report.drifted))
         return report
 

@@ -4,13 +4,12 @@ regression), so live figures and the bundle's test figures mean the same thing."
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from dataclasses import dataclass
 
 import numpy as np
 
 from modelcycle.config import duration_seconds
+from modelcycle.monitor.predictions import PredictionDatabase
 from modelcycle.predictor import finite
 from modelcycle.tasks.classification import Classification
 from modelcycle.tasks.regression import Regression
@@ -31,7 +30,7 @@ class LiveQuality:
 
 
 def live_quality(
-    connection: sqlite3.Connection,
+    database: PredictionDatabase,
     model: str,
     task: str,
     labels: list[str] | None,
@@ -41,21 +40,11 @@ def live_quality(
     version: int | None = None,
 ) -> LiveQuality:
     """The quality of ``model``'s labelled predictions made in the last ``window`` (one version or all)."""
-    query = (
-        "SELECT f.label, f.value, p.score, p.probabilities FROM predictions p JOIN feedback f "
-        "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ?"
-    )
-    arguments: list[object] = [model, now - duration_seconds(window)]
-    if version is not None:
-        query += " AND p.version = ?"
-        arguments.append(version)
-    rows = connection.execute(query, arguments).fetchall()
+    rows = database.labelled(model, since=now - duration_seconds(window), version=version)
     metrics: dict[str, float] = {}
     if task == "classification" and labels:
         index = {label: position for position, label in enumerate(labels)}
-        scored = [
-            (index[label], json.loads(shares)) for label, _, _, shares in rows if label in index and shares
-        ]
+        scored = [(index[label], shares) for label, _, _, shares in rows if label in index and shares]
         if scored:
             targets = np.array([target for target, _ in scored])
             probabilities = np.clip(np.array([shares for _, shares in scored], dtype=np.float64), 1e-12, None)

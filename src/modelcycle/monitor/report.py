@@ -4,7 +4,6 @@ read from the prediction store. The plots are PNGs inside the page, so it is one
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
+from modelcycle.monitor.database import open_database
+from modelcycle.monitor.predictions import DriftRow, QualityRow, Traffic
 from modelcycle.plots import png_base64
 from modelcycle.registry.events import EventRecord
 
@@ -81,30 +82,13 @@ def monitor_report(
 
     now = time.time() if now is None else now
     since = now - since_seconds
-    with sqlite3.connect(store) as connection:
-        traffic = connection.execute(
-            # a class has a score; generated text (a language model's answer) is no class to count
-            "SELECT created, latency_ms, version, CASE WHEN score IS NULL THEN NULL ELSE prediction END "
-            "FROM predictions WHERE model = ? AND created >= ? ORDER BY created",
-            (model, since),
-        ).fetchall()
-        labelled = connection.execute(
-            "SELECT COUNT(*) FROM feedback f JOIN predictions p "
-            "ON p.request_id = f.request_id AND p.row = f.row WHERE p.model = ? AND p.created >= ?",
-            (model, since),
-        ).fetchone()[0]
-        quality = connection.execute(
-            "SELECT created, version, window, metric, value FROM quality WHERE model = ? AND created >= ? "
-            "ORDER BY created",
-            (model, since),
-        ).fetchall()
-        drift = connection.execute(
-            "SELECT feature, method, score, rows, drifted FROM drift WHERE model = ? AND created = "
-            "(SELECT MAX(created) FROM drift WHERE model = ? AND created >= ?) ORDER BY score",
-            (model, model, since),
-        ).fetchall()
-    latencies = np.array([row[1] for row in traffic]) if traffic else np.zeros(1)
-    summary = Summary(len(traffic), int(labelled), *np.percentile(latencies, [50, 95]).tolist())
+    with open_database(store) as database:
+        traffic = database.traffic(model, since=since)
+        labelled = database.count_labelled(model, since=since)
+        quality = database.quality(model, since=since)
+        drift = database.latest_drift(model, since=since)
+    latencies = np.array([row.latency_ms for row in traffic]) if traffic else np.zeros(1)
+    summary = Summary(len(traffic), labelled, *np.percentile(latencies, [50, 95]).tolist())
     figures = [(title, png_base64(draw)) for title, draw in _figures(traffic, quality, now)]
     if drift:
         height = 0.28 * len(drift) + 1.4
@@ -120,10 +104,7 @@ def monitor_report(
             generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now)),
             summary=summary,
             figures=figures,
-            drift=[
-                dict(zip(("feature", "method", "score", "rows", "drifted"), row, strict=True))
-                for row in drift
-            ],
+            drift=drift,
             timeline=sorted(
                 (event for event in events if event.kind in TIMELINE and _epoch(event.at) >= since),
                 key=lambda event: event.id,
@@ -152,24 +133,24 @@ def _epoch(at: str) -> float:
     return datetime.fromisoformat(at).timestamp()
 
 
-def _drift_plot(drift: list[Any]) -> Any:
+def _drift_plot(drift: list[DriftRow]) -> Any:
     """Each feature's deciding score against its threshold; red where it drifted."""
 
     def draw(axes: Any) -> None:
-        names = [f"{feature} ({method})" for feature, method, *_ in drift]
-        colours = ["#b00020" if drifted else "#4472c4" for *_, drifted in drift]
-        axes.barh(names, [score for _, _, score, *_ in drift], color=colours)
+        names = [f"{row.feature} ({row.method})" for row in drift]
+        colours = ["#b00020" if row.drifted else "#4472c4" for row in drift]
+        axes.barh(names, [row.score for row in drift], color=colours)
         axes.set_xscale("symlog", linthresh=1e-3)
         axes.set_xlabel("score (p-value for tests, distance otherwise); red: drifted")
 
     return draw
 
 
-def _figures(traffic: list[Any], quality: list[Any], now: float) -> list[tuple[str, Any]]:
+def _figures(traffic: list[Traffic], quality: list[QualityRow], now: float) -> list[tuple[str, Any]]:
     figures: list[tuple[str, Any]] = []
     if traffic:
-        created = np.array([row[0] for row in traffic])
-        latency = np.array([row[1] for row in traffic])
+        created = np.array([row.created for row in traffic])
+        latency = np.array([row.latency_ms for row in traffic])
         edges = np.linspace(created.min(), max(created.max(), created.min() + 1), 41)
         minutes = (edges[:-1] - now) / 60
 
@@ -193,20 +174,22 @@ def _figures(traffic: list[Any], quality: list[Any], now: float) -> list[tuple[s
 
         def classes_plot(axes: Any) -> None:
             labels, counts = np.unique(
-                [str(row[3]) for row in traffic if row[3] is not None], return_counts=True
+                [str(row.predicted_class) for row in traffic if row.predicted_class is not None],
+                return_counts=True,
             )
             axes.bar(labels, counts)
             axes.set_ylabel("predictions")
 
         figures += [("Traffic", traffic_plot), ("Latency", latency_plot)]
-        if any(row[3] is not None for row in traffic):
+        if any(row.predicted_class is not None for row in traffic):
             figures.append(("Predicted classes", classes_plot))
     if quality:
 
         def quality_plot(axes: Any) -> None:
-            series: dict[tuple[int, str, str], list[tuple[float, float]]] = {}
-            for created, version, window, metric, value in quality:
-                series.setdefault((version, window, metric), []).append(((created - now) / 60, value))
+            series: dict[tuple[int | None, str, str], list[tuple[float, float]]] = {}
+            for row in quality:
+                key = (row.version, row.window, row.metric)
+                series.setdefault(key, []).append(((row.created - now) / 60, row.value))
             for (version, window, metric), points in sorted(series.items()):
                 xs, ys = zip(*points, strict=True)
                 axes.plot(xs, ys, marker=".", label=f"v{version} {metric} ({window})")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from modelcycle.data import TargetEncoder
-from modelcycle.monitor.database import connect, dumps
+from modelcycle.monitor.database import dumps, open_database
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.writer import RETENTION_EVERY_S, read_frame, write_frame
 from modelcycle.tasks.classification import softmax
@@ -94,8 +94,7 @@ class PredictionStore:
         self._committed = threading.Condition()
         self._writer: subprocess.Popen[bytes] | None = None
         self._restart_at = 0.0
-        with connect(self.path):
-            pass  # the schema exists before the first reader looks
+        open_database(self.path).close()  # the schema exists before the first reader looks
         self._thread = threading.Thread(target=self._feed, name="modelcycle-store", daemon=True)
         self._thread.start()
 

@@ -1,5 +1,5 @@
 """The prediction store's writer: a process of its own (``python -m modelcycle.monitor.writer``), so that
-masking personal data, SQLite's inserts, checkpoints and retention never hold the server's GIL. In a
+masking personal data, the database's inserts, checkpoints and retention never hold the server's GIL. In a
 thread of the server the same work took ~10 µs a record on a quiet machine but 32–37 µs beside the busy
 serving thread of a tabular model; here it takes ~5 µs a record, and the server's share (decoding and
 framing) another ~5 µs (benchmarks/results/monitor.md has what that costs in throughput).
@@ -14,18 +14,17 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import struct
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from typing import IO, Any
 
 import orjson
 
-from modelcycle.monitor.database import INSERT_PREDICTION, dumps, retain
+from modelcycle.monitor.database import dumps, open_database
 from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.predictions import DatabaseError
 
 logger = logging.getLogger("modelcycle.monitor.writer")
 
@@ -59,11 +58,12 @@ def read_frame(stream: IO[bytes]) -> Any:
 
 
 def stored_rows(records: list[list[Any]], masker: Masker | None) -> Iterator[tuple[Any, ...]]:
-    """The predictions table's rows of a batch. A record is ``[request_id, model, version, protocol, created,
-    latency_ms, inputs, encoded, decoded, generated]``: ``inputs`` holds one JSON value per row (masked
-    here), or when ``encoded`` the JSON text each row is stored as (model-ready tensors: numbers, nothing
-    personal); ``decoded`` per row ``[prediction, score, probabilities]``, empty when the outputs are not
-    predictions; ``generated`` a language model's text (masked here too: an answer can repeat a prompt's
+    """The stored predictions of a batch, as tuples in ``PREDICTION_COLUMNS``' order. A record is
+    ``[request_id, model, version, protocol, created, latency_ms, inputs, encoded, decoded, generated]``:
+    ``inputs`` holds one JSON value per row (masked here), or when ``encoded`` the JSON text each row is
+    stored as (model-ready tensors: numbers, nothing personal); ``decoded`` per row ``[prediction, score,
+    probabilities]``, empty when the outputs are not predictions; ``generated`` a language model's text
+    (masked here too: an answer can repeat a prompt's
     personal data), stored as the prediction."""
     for (
         request_id,
@@ -108,20 +108,18 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
         return
     masking = settings["masking"]
     masker = Masker(**masking) if masking is not None else None
-    with closing(sqlite3.connect(settings["path"], timeout=10.0)) as connection:
-        connection.execute("PRAGMA synchronous=NORMAL")
+    with open_database(settings["path"]) as database:
         last_retention = -math.inf
         while (records := read_frame(source)) is not None:
             if time.monotonic() - last_retention > RETENTION_EVERY_S:
                 last_retention = time.monotonic()
                 try:
-                    retain(connection, settings["retention_seconds"], settings["max_rows"])
-                except sqlite3.Error as error:  # the next round tries again
+                    database.retain(settings["retention_seconds"], settings["max_rows"], now=time.time())
+                except DatabaseError as error:  # the next round tries again
                     logger.error("prediction store %s: retention failed: %s", settings["path"], error)
             failed = 0
             try:
-                with connection:
-                    connection.executemany(INSERT_PREDICTION, stored_rows(records, masker))
+                database.append(stored_rows(records, masker))
             except Exception:  # a boundary: a bad batch is reported and counted, the next one is written
                 logger.exception("prediction store %s: %d records lost", settings["path"], len(records))
                 failed = len(records)

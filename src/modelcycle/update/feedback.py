@@ -3,7 +3,6 @@ that arrived for them, as a dataset in the model's own features, oldest first.""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 from modelcycle.data import Dataset
 from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
-from modelcycle.monitor.database import connect
+from modelcycle.monitor.database import open_database
 from modelcycle.predictor import Predictor
 
 
@@ -20,16 +19,10 @@ def labelled_traffic(store: Path, predictor: Predictor, *, since: float) -> Data
     """Every labelled prediction of the model since ``since`` whose inputs were stored in the caller's terms
     (``:predict`` instances; model-ready tensors cannot be turned back into features); None if none."""
     manifest = predictor.bundle.manifest
-    with connect(store) as connection:
-        rows = connection.execute(
-            "SELECT p.inputs, f.label, f.value FROM predictions p JOIN feedback f "
-            "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ? "
-            "ORDER BY p.created",
-            (manifest.name, since),
-        ).fetchall()
+    with open_database(store) as database:
+        rows = database.labelled_inputs(manifest.name, since=since)
     instances, targets = [], []
-    for inputs, label, value in rows:
-        instance = json.loads(inputs)
+    for instance, label, value in rows:
         if _raw(instance, predictor):
             instances.append(instance)
             targets.append(label if label is not None else value)

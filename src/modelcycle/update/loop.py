@@ -17,7 +17,7 @@ from modelcycle.bundle import Bundle
 from modelcycle.bundle.io import REPORT, VARIANTS_DIR
 from modelcycle.config import MonitorConfig, UpdateConfig, duration_seconds
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
-from modelcycle.monitor.database import connect
+from modelcycle.monitor.database import open_database
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.optimize.gate import Gate
@@ -201,12 +201,12 @@ def canary(
     while True:
         elapsed = time.time() - started
         window = f"{int(elapsed) + 2}s"
-        with connect(store) as connection:
+        with open_database(store) as database:
             live = live_quality(
-                connection, name, task, labels, window=window, now=time.time(), version=version
+                database, name, task, labels, window=window, now=time.time(), version=version
             )
             base = live_quality(
-                connection,
+                database,
                 name,
                 task,
                 labels,

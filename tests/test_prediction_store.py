@@ -1,0 +1,234 @@
+"""The prediction store's one API (``PredictionDatabase``): what each method returns, run over every backend
+(today SQLite; a second backend joins ``BACKENDS``), that a store written by round one's code still opens
+and reads, and that no SQL is written anywhere else in the package."""
+
+from __future__ import annotations
+
+import io
+import re
+import sqlite3
+import tokenize
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcycle.monitor.database import open_database
+from modelcycle.monitor.predictions import (
+    PREDICTION_COLUMNS,
+    DriftRow,
+    LabelledInput,
+    LabelledPrediction,
+    PredictionDatabase,
+    QualityRow,
+    StoredInput,
+    Traffic,
+)
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelcycle"
+# the modules allowed to hold SQL: the prediction store's implementation, and the registry (its own database)
+SQL_HOMES = ("monitor/database.py", "registry/")
+SQL_STATEMENT = re.compile(
+    r"\b(SELECT\b.*\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|"
+    r"(UNIQUE\s+)?INDEX|VIEW|TRIGGER))\b",
+    re.DOTALL,
+)
+EXECUTE = re.compile(r"\.(execute|executemany|executescript|exec_driver_sql)\(")
+BACKENDS: dict[str, Callable[[Path], PredictionDatabase]] = {
+    "sqlite": lambda tmp_path: open_database(tmp_path / "monitor.db"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionDatabase]:
+    with BACKENDS[request.param](tmp_path) as opened:
+        yield opened
+
+
+def _row(request_id: str, created: float, *, row: int = 0, model: str = "m", version: int = 1) -> tuple:
+    values = {
+        "request_id": request_id,
+        "row": row,
+        "model": model,
+        "version": version,
+        "protocol": "v1",
+        "created": created,
+        "latency_ms": 2.0,
+        "inputs": '{"x": 1.5, "email": "<email>"}',
+        "prediction": "yes",
+        "score": 0.75,
+        "probabilities": "[0.25,0.75]",
+    }
+    return tuple(values[column] for column in PREDICTION_COLUMNS)
+
+
+def test_appended_predictions_are_found_and_read_back_decoded(database: PredictionDatabase) -> None:
+    database.append([_row("a", 100.0), _row("a", 100.0, row=1), _row("b", 200.0, version=2)])
+    database.append([_row("c", 300.0, model="other")])
+    assert database.find("a", 1) == ("m", 1)
+    assert database.find("b", 0) == ("m", 2)
+    assert database.find("a", 2) is None
+    assert database.traffic("m", since=150.0) == [Traffic(200.0, 2.0, 2, "yes")]
+    assert [row.created for row in database.traffic("m", since=0.0)] == [100.0, 100.0, 200.0]
+    recent = database.recent_inputs("m", since=0.0, limit=2)
+    assert recent[0] == StoredInput({"x": 1.5, "email": "<email>"}, "yes")
+    assert len(recent) == 2
+    assert database.recent_inputs("m", since=250.0, limit=10) == []
+
+
+def test_a_replayed_request_replaces_its_rows(database: PredictionDatabase) -> None:
+    database.append([_row("a", 100.0)])
+    database.append([_row("a", 150.0, version=3)])
+    assert database.find("a", 0) == ("m", 3)
+    assert len(database.traffic("m", since=0.0)) == 1
+
+
+def test_a_generated_answer_counts_as_traffic_but_not_as_a_class(database: PredictionDatabase) -> None:
+    generated = dict(zip(PREDICTION_COLUMNS, _row("g", 10.0), strict=True))
+    generated.update(prediction="an answer", score=None, probabilities=None)
+    database.append([tuple(generated.values())])
+    assert database.traffic("m", since=0.0) == [Traffic(10.0, 2.0, 1, None)]
+
+
+def test_feedback_joins_labels_to_predictions(database: PredictionDatabase) -> None:
+    database.append([_row("a", 100.0), _row("b", 200.0, version=2), _row("c", 300.0)])
+    database.add_feedback("a", 0, "no", None, created=400.0)
+    database.add_feedback("b", 0, "yes", None, created=401.0)
+    database.add_feedback("b", 0, "no", None, created=402.0)  # a second answer replaces the first
+    assert sorted(database.labelled("m", since=0.0)) == [
+        LabelledPrediction("no", None, 0.75, [0.25, 0.75]),
+        LabelledPrediction("no", None, 0.75, [0.25, 0.75]),
+    ]
+    assert database.labelled("m", since=0.0, version=2) == [
+        LabelledPrediction("no", None, 0.75, [0.25, 0.75])
+    ]
+    assert database.labelled("m", since=150.0, version=1) == []
+    assert database.count_labelled("m", since=0.0) == 2
+    assert database.count_labelled("m", since=150.0) == 1
+    assert database.labelled_inputs("m", since=0.0) == [
+        LabelledInput({"x": 1.5, "email": "<email>"}, "no", None),
+        LabelledInput({"x": 1.5, "email": "<email>"}, "no", None),
+    ]
+    database.add_feedback("c", 0, None, 2.5, created=403.0)
+    assert database.labelled_inputs("m", since=250.0)[0].value == 2.5
+
+
+def test_quality_and_drift_figures_read_back_by_model_and_time(database: PredictionDatabase) -> None:
+    database.add_quality(
+        [
+            QualityRow("m", 1, "1h", "accuracy", 0.9, 40, 100.0),
+            QualityRow("m", 2, "1h", "accuracy", 0.8, 10, 200.0),
+            QualityRow("other", 1, "1h", "accuracy", 0.1, 5, 200.0),
+        ]
+    )
+    assert database.quality("m", since=150.0) == [QualityRow("m", 2, "1h", "accuracy", 0.8, 10, 200.0)]
+    assert [row.value for row in database.quality("m", since=0.0)] == [0.9, 0.8]
+    database.add_drift(
+        [
+            DriftRow("m", "x", "ks", 0.5, False, 100, 100.0),
+            DriftRow("m", "x", "ks", 0.001, True, 120, 200.0),
+            DriftRow("m", "y", "psi", 0.3, True, 120, 200.0),
+        ]
+    )
+    assert database.latest_drift("m", since=0.0) == [  # the latest check only, lowest score first
+        DriftRow("m", "x", "ks", 0.001, True, 120, 200.0),
+        DriftRow("m", "y", "psi", 0.3, True, 120, 200.0),
+    ]
+    assert database.latest_drift("m", since=250.0) == []
+    assert database.latest_drift("other", since=0.0) == []
+
+
+def test_retention_keeps_the_period_and_the_newest_rows(database: PredictionDatabase) -> None:
+    database.append([_row(f"r{index}", 1000.0 + index) for index in range(6)])
+    database.append([_row("old", 10.0)])
+    database.add_feedback("old", 0, "yes", None, created=11.0)
+    database.add_feedback("r5", 0, "yes", None, created=1006.0)
+    database.add_quality([QualityRow("m", 1, "1h", "accuracy", 0.9, 40, 10.0)])
+    database.add_drift([DriftRow("m", "x", "ks", 0.5, False, 100, 10.0)])
+    database.retain(retention_seconds=500.0, max_rows=4, now=1100.0)
+    # older than the period: gone with its feedback; then the first written beyond max_rows
+    assert [row.created for row in database.traffic("m", since=0.0)] == [1002.0, 1003.0, 1004.0, 1005.0]
+    assert database.count_labelled("m", since=0.0) == 1
+    assert database.find("old", 0) is None
+    assert database.quality("m", since=0.0) == []
+    assert database.latest_drift("m", since=0.0) == []
+
+
+ROUND_ONE_SCHEMA = """
+CREATE TABLE predictions (
+    request_id TEXT NOT NULL, row INTEGER NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    protocol TEXT NOT NULL, created REAL NOT NULL, latency_ms REAL NOT NULL,
+    inputs TEXT, prediction TEXT, score REAL, probabilities TEXT,
+    PRIMARY KEY (request_id, row));
+CREATE INDEX predictions_by_time ON predictions (model, created);
+CREATE TABLE feedback (
+    request_id TEXT NOT NULL, row INTEGER NOT NULL, label TEXT, value REAL, created REAL NOT NULL,
+    PRIMARY KEY (request_id, row));
+CREATE TABLE quality (
+    model TEXT NOT NULL, version INTEGER NOT NULL, window TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL NOT NULL, samples INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE drift (
+    model TEXT NOT NULL, feature TEXT NOT NULL, method TEXT NOT NULL, score REAL NOT NULL,
+    drifted INTEGER NOT NULL, rows INTEGER NOT NULL, created REAL NOT NULL);
+"""
+
+
+def test_a_store_written_by_round_one_opens_unchanged_and_reads(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.db"
+    with sqlite3.connect(path) as connection:  # as round one's writer and monitoring round wrote it
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(ROUND_ONE_SCHEMA)
+        connection.execute(
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("a", 0, "m", 1, "v1", 100.0, 2.0, '{"x": 1}', "yes", 0.75, "[0.25,0.75]"),
+        )
+        connection.execute(
+            "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?)", ("a", 0, "yes", None, 101.0)
+        )
+        connection.execute(
+            "INSERT INTO quality VALUES (?, ?, ?, ?, ?, ?, ?)", ("m", 1, "1h", "f1", 0.5, 3, 102.0)
+        )
+        connection.execute(
+            "INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?)", ("m", "x", "ks", 0.01, 1, 50, 103.0)
+        )
+        schema = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    with open_database(path) as database:
+        assert database.labelled("m", since=0.0) == [LabelledPrediction("yes", None, 0.75, [0.25, 0.75])]
+        assert database.labelled_inputs("m", since=0.0) == [LabelledInput({"x": 1}, "yes", None)]
+        assert database.quality("m", since=0.0) == [QualityRow("m", 1, "1h", "f1", 0.5, 3, 102.0)]
+        assert database.latest_drift("m", since=0.0) == [DriftRow("m", "x", "ks", 0.01, True, 50, 103.0)]
+        database.append([_row("b", 200.0)])
+        assert database.count_labelled("m", since=0.0) == 1
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 2
+
+
+def _sql_in(source: str) -> list[str]:
+    """The SQL statements in a module's string literals and the ``.execute(`` calls in its code."""
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.STRING and SQL_STATEMENT.search(token.string):
+            found.append(f"line {token.start[0]}: {token.string[:60]}")
+    found += [
+        f"line {source.count(chr(10), 0, match.start()) + 1}: {match.group()}"
+        for match in EXECUTE.finditer(source)
+    ]
+    return found
+
+
+def test_the_check_finds_sql_where_it_is() -> None:
+    assert _sql_in('rows = connection.execute("SELECT a FROM t WHERE b = ?", (1,))\n')
+    assert _sql_in('QUERY = "INSERT OR REPLACE INTO feedback VALUES (?, ?)"\n')
+    assert _sql_in('STATEMENT = """\nDELETE FROM drift\n"""\n')
+    assert not _sql_in('"""Select the rows from the store; insert them into a report."""\n')
+
+
+def test_no_sql_outside_the_store_implementation_and_the_registry() -> None:
+    offenders = {
+        str(path.relative_to(PACKAGE)): found
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not str(path.relative_to(PACKAGE).as_posix()).startswith(SQL_HOMES)
+        and (found := _sql_in(path.read_text(encoding="utf-8")))
+    }
+    assert offenders == {}, "SQL belongs in modelcycle.monitor.database (PredictionDatabase)"
