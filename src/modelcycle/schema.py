@@ -10,7 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DataKind = Literal["tabular", "image", "text", "corpus"]
+# The name of a registered input kind (tabular, image, text, corpus, or a plugin's): the registry
+# ``modelcycle.data.kinds.INPUT_KINDS``, floors up, is the one list; a lookup there names the known kinds.
+DataKind = str
 FeatureType = Literal["numeric", "categorical", "text", "image"]
 
 

@@ -15,13 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from modelcycle.config import PreprocessConfig
-from modelcycle.data.corpus import CorpusPreprocessor, PretrainedCorpusPreprocessor
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
-from modelcycle.data.text import WORD_TOKENIZERS, PretrainedTextPreprocessor, TextPreprocessor, TokenizerFiles
-from modelcycle.errors import BundleError, DataError
-from modelcycle.schema import DataKind, FeatureSpec, InputSchema, TensorSpec
+from modelcycle.errors import DataError
+from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
 from modelcycle.tasks import TASKS, TargetCoding
 from modelcycle.tasks.values import label_text
 
@@ -275,57 +272,11 @@ def _images_of(dataset: Dataset) -> np.ndarray:
     return dataset.images
 
 
-_KINDS: dict[str, type] = {
-    "tabular": TabularPreprocessor,
-    "image": ImagePreprocessor,
-    "text": TextPreprocessor,
-    "pretrained_text": PretrainedTextPreprocessor,
-    "corpus": CorpusPreprocessor,
-    "pretrained_corpus": PretrainedCorpusPreprocessor,
-}
-
-
 @runtime_checkable
 class CarriesFiles(Protocol):
     """A preprocessor whose state includes files (a pretrained tokenizer) that the bundle must carry."""
 
     def copy_files(self, bundle_dir: Path) -> None: ...
-
-
-def make_preprocessor(kind: DataKind, config: PreprocessConfig) -> Preprocessor:
-    """An unfitted preprocessor for a kind of data, configured from the ``data.preprocess`` section."""
-    if kind == "tabular":
-        return TabularPreprocessor(
-            config.impute_numeric, config.standardize, config.categorical, config.max_categories
-        )
-    if kind == "image":
-        return ImagePreprocessor()
-    text = config.text
-    if kind == "corpus":
-        if text.tokenizer not in WORD_TOKENIZERS:
-            return PretrainedCorpusPreprocessor(text.tokenizer, text.max_length)
-        return CorpusPreprocessor(
-            text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
-        )
-    if text.tokenizer in WORD_TOKENIZERS:
-        return TextPreprocessor(
-            text.tokenizer, text.max_length, text.vocab_size, text.min_frequency, text.lowercase
-        )
-    return PretrainedTextPreprocessor(text.tokenizer, text.max_length)
-
-
-def preprocessor_from_state(state: dict[str, Any], base_dir: Path | None = None) -> Preprocessor:
-    """Rebuild a fitted preprocessor from its ``state()`` (as read from a bundle's preprocess.json);
-    ``base_dir`` is the bundle, against which files the state names (a tokenizer) are resolved."""
-    try:
-        instance = _KINDS[state["kind"]](**state["params"])
-        for key, value in state["learned"].items():
-            setattr(instance, key, value)
-    except (KeyError, TypeError) as error:
-        raise BundleError(f"preprocess.json: unreadable preprocessing state ({error})") from None
-    if isinstance(instance, TokenizerFiles):
-        instance.load_from(base_dir)
-    return instance
 
 
 def target_encoder_from_state(state: dict[str, Any]) -> TargetEncoder:

@@ -27,7 +27,7 @@ class RNNParams(Params):
 class RNN(nn.Module):
     def __init__(self, inputs: InputSchema, output_dim: int, params: RNNParams) -> None:
         super().__init__()
-        self.text = inputs.kind == "text"
+        self.text = inputs.tensors[0].dtype == "int64"  # token ids: read through an embedding
         if self.text:
             self.embedding = nn.Embedding(inputs.vocab_size or 2, params.embed_dim, padding_idx=0)
             features = params.embed_dim

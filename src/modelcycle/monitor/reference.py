@@ -13,10 +13,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelcycle.bundle import Bundle
 from modelcycle.data import Dataset
+from modelcycle.data.kinds import input_kind
+from modelcycle.data.reference import (
+    CategoricalProfile,
+    FeatureProfile,
+    ImageProfile,
+    NumericProfile,
+    Reference,
+    TextProfile,
+    text_lengths,
+)
 from modelcycle.monitor.drift import (
     ALPHA,
     DriftReport,
@@ -28,27 +37,29 @@ from modelcycle.monitor.drift import (
 )
 from modelcycle.monitor.embeddings import embed, project
 from modelcycle.predictor import Predictor
+from modelcycle.tasks import TASKS
 
 DRIFT_SHARE = 0.5  # the dataset counts as drifted when half its features do (Evidently's default)
 PREDICTION = "prediction"
 EMBEDDING = "embedding"
 
 
+REFERENCE_FILE = "reference.json"
+
+
+def read_reference(bundle: Bundle) -> Reference:
+    """The bundle's ``reference.json``, checked (BundleError naming the field that does not fit)."""
+    return Reference.read(bundle.read_json(REFERENCE_FILE), f"{bundle.path}/{REFERENCE_FILE}")
+
+
 def feature_columns(dataset: Dataset) -> dict[str, Sequence[Any]]:
-    """A dataset's features as the columns ``drift`` takes: floats, strings, texts or one array per image."""
-    columns: dict[str, Sequence[Any]] = {}
-    for name, kind in dataset.feature_types.items():
-        if kind == "image":
-            columns[name] = list(dataset.images) if dataset.images is not None else []
-        elif kind == "numeric":
-            columns[name] = dataset.frame[name].to_numpy(dtype=np.float64).tolist()
-        else:
-            columns[name] = dataset.frame[name].fillna("").astype(str).tolist()
-    return columns
+    """A dataset's features as the columns ``drift`` takes (floats, strings, texts or one array per image),
+    as its input kind gives them."""
+    return input_kind(dataset.kind).drift_columns(dataset)
 
 
 def drift(
-    reference: Mapping[str, Any],
+    reference: Reference,
     columns: Mapping[str, Sequence[Any]],
     *,
     predictions: Sequence[str] | None = None,
@@ -62,27 +73,27 @@ def drift(
     results: list[FeatureDrift] = []
     rows = 0
     for name, values in columns.items():
-        profile = reference.get("features", {}).get(name)
+        profile = reference.features.get(name)
         if profile is None or len(values) == 0:
             continue
         rows = max(rows, len(values))
         results += _feature_drift(name, profile, values, alpha)
-    target = reference.get("target")
-    if predictions is not None and len(predictions) and target and target.get("type") == "categorical":
+    target = reference.target
+    if predictions is not None and len(predictions) and isinstance(target, CategoricalProfile):
         rows = max(rows, len(predictions))
         results.append(
             categorical_drift(PREDICTION, target, [str(label) for label in predictions], alpha=alpha)
         )
-    profile = reference.get("embedding")
+    embedded = reference.embedding
     if (
         embeddings is not None
         and len(embeddings) > 1
-        and profile is not None
-        and embeddings.shape[1] == profile["dim"]
+        and embedded is not None
+        and embeddings.shape[1] == embedded.dim
     ):
         rows = max(rows, len(embeddings))
-        sample = np.asarray(profile["sample"], dtype=np.float64)
-        results.append(embedding_drift(EMBEDDING, sample, project(profile, embeddings), alpha=alpha))
+        sample = np.asarray(embedded.sample, dtype=np.float64)
+        results.append(embedding_drift(EMBEDDING, sample, project(embedded, embeddings), alpha=alpha))
     return DriftReport(corrected(results, alpha=alpha), share, rows)
 
 
@@ -92,14 +103,12 @@ def dataset_drift(
     """The drift of a whole data source against the bundle's reference, its predicted classes included
     (the model runs on the rows; no labels are needed)."""
     predictions, embeddings = None, None
-    if bundle.manifest.task in ("classification", "regression") and len(dataset):
+    if TASKS.get(bundle.manifest.task)().row_outputs and len(dataset):
         predictor = Predictor.load(bundle)
-        if bundle.manifest.task == "classification":
-            labels = predictor.encoder.classes_
-            predictions = [labels[index] for index in predictor.outputs(dataset).argmax(axis=1)]
+        predictions = predictor.task.predicted_labels(predictor.outputs(dataset), predictor.encoder.coding)
         inputs = predictor.preprocessor.transform(dataset)
         embeddings = embed(predictor.model, inputs, output_width(bundle))
-    reference = bundle.read_json("reference.json")
+    reference = read_reference(bundle)
     columns = feature_columns(dataset)
     return drift(reference, columns, predictions=predictions, embeddings=embeddings, alpha=alpha, share=share)
 
@@ -110,28 +119,24 @@ def output_width(bundle: Bundle) -> int:
 
 
 def _feature_drift(
-    name: str, profile: Mapping[str, Any], values: Sequence[Any], alpha: float
+    name: str, profile: FeatureProfile, values: Sequence[Any], alpha: float
 ) -> list[FeatureDrift]:
-    kind = profile.get("type")
-    if kind == "numeric" and "histogram" in profile:
+    """Numeric and categorical features directly; texts by their lengths in characters and in words, images
+    by their mean intensity (what their profiles keep)."""
+    if isinstance(profile, NumericProfile):
+        if profile.histogram is None:  # no value in the training split: nothing to compare with
+            return []
         return [numeric_drift(name, profile, np.asarray(values, dtype=np.float64), alpha=alpha)]
-    if kind == "categorical":
+    if isinstance(profile, CategoricalProfile):
         labels = ["" if value is None else str(value) for value in values]
         return [categorical_drift(name, profile, labels, alpha=alpha)]
-    if kind == "text":
-        texts = pd.Series([str(value) for value in values])
+    if isinstance(profile, TextProfile):
+        characters, words = text_lengths(values)
         return [
-            numeric_drift(
-                f"{name}.characters", profile["characters"], texts.str.len().to_numpy(np.float64), alpha=alpha
-            ),
-            numeric_drift(
-                f"{name}.words",
-                profile["words"],
-                texts.map(lambda text: len(text.split())).to_numpy(np.float64),
-                alpha=alpha,
-            ),
+            numeric_drift(f"{name}.characters", profile.characters, characters, alpha=alpha),
+            numeric_drift(f"{name}.words", profile.words, words, alpha=alpha),
         ]
-    if kind == "image" and "intensity" in profile:
+    if isinstance(profile, ImageProfile) and profile.intensity is not None:
         intensity = np.asarray([np.asarray(image, dtype=np.float64).mean() for image in values])
-        return [numeric_drift(f"{name}.intensity", profile["intensity"], intensity, alpha=alpha)]
+        return [numeric_drift(f"{name}.intensity", profile.intensity, intensity, alpha=alpha)]
     return []

@@ -16,6 +16,7 @@ import numpy as np
 from modelcycle.bundle import Bundle
 from modelcycle.bundle.files import write_text_atomic
 from modelcycle.bundle.io import REPORT
+from modelcycle.data.kinds import input_kind
 from modelcycle.errors import BundleError
 from modelcycle.evaluate import evaluate
 from modelcycle.explain import Explanation, explain, permutation_importance
@@ -142,7 +143,7 @@ def _held_out(bundle: Bundle) -> list[Section]:
             Section("Confusion matrix (test split)", _confusion(report.labels, report.confusion_matrix))
         )
         sections.append(Section("ROC (test split)", _roc(predictor, test)))
-    if bundle.manifest.inputs.kind == "tabular" and test.target is not None:
+    if input_kind(bundle.manifest.inputs.kind).attribution_form == "features" and test.target is not None:
         importance = permutation_importance(predictor, test, repeats=3)
         rows = [[item.feature, item.mean, item.std] for item in importance.features[:10]]
         chart = png_base64(lambda axes: draw_importance(axes, importance), size=importance_size(importance))
@@ -196,22 +197,17 @@ def _roc(predictor: Predictor, test: Any) -> str:
 
 def _examples(predictor: Predictor, test: Any) -> str:
     rows = test.take(np.arange(min(EXPLAINED_ROWS, len(test))))
-    kind = predictor.bundle.manifest.inputs.kind
-    if kind == "tabular":
-        instances: list[Any] = rows.frame[rows.features].to_dict(orient="records")
-    elif kind == "text":
-        instances = rows.frame[rows.features[0]].astype(str).tolist()
-    else:
-        instances = [image.tolist() for image in rows.images]
+    kind = input_kind(predictor.bundle.manifest.inputs.kind)
+    instances = kind.instances(rows)
     parts = []
     for index, explanation in enumerate(explain(predictor, instances, method="ig")):
         heading = (
             f"<h3>Row {index}: predicted {html.escape(str(explanation.prediction))}"
             f" (p = {explanation.probability or 0:.3f})</h3>"
         )
-        if kind == "tabular":
+        if kind.attribution_form == "features":
             body = _table(["feature", "attribution"], [list(pair) for pair in explanation.ranked()[:5]])
-        elif kind == "text":
+        elif kind.attribution_form == "tokens":
             body = tokens_html(explanation)
         else:
             image = np.asarray(instances[index], dtype=np.float64)

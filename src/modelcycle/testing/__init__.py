@@ -13,6 +13,7 @@ from modelcycle.testing.architectures import (
 )
 from modelcycle.testing.examples import EXAMPLE_INPUTS, TINY_PARAMS, ExampleInput, example_batch
 from modelcycle.testing.factories import tiny_bundle, tiny_dataset, tiny_manifest, tiny_state_dict
+from modelcycle.testing.input_kinds import check_input_kind
 from modelcycle.testing.runtimes import check_runtime
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ExampleInput",
     "architecture_cases",
     "check_architecture",
+    "check_input_kind",
     "check_onnx_export",
     "check_output_spec",
     "check_row_equals_batch",
