@@ -202,9 +202,7 @@ def canary(
         elapsed = time.time() - started
         window = f"{int(elapsed) + 2}s"
         with open_database(store) as database:
-            live = live_quality(
-                database, name, task, labels, window=window, now=time.time(), version=version
-            )
+            live = live_quality(database, name, task, labels, window=window, now=time.time(), version=version)
             base = live_quality(
                 database,
                 name,
