@@ -1,7 +1,10 @@
 """The ModelcycleError family: every failure a user can cause or fix.
 
 Each class carries the process exit code the CLI uses and the HTTP status the server uses, so both boundaries
-convert errors in one place. Messages read "what, where, expected, got"; the ``hint`` says how to fix it.
+convert errors in one place. Messages read "what, where, expected, got"; the ``hint`` says how to fix it, in
+terms of the request or the config, never of a command-line flag: the library does not know who called it.
+An error about one argument names it as ``parameter`` (its name in the Python call and the HTTP request),
+which leads the message; the CLI names that parameter by its own flag instead.
 """
 
 from __future__ import annotations
@@ -13,10 +16,20 @@ class ModelcycleError(Exception):
     exit_code: int = 1
     http_status: int = 500
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, parameter: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.detail = message
         self.hint = hint
+        self.parameter = parameter
+
+    @property
+    def message(self) -> str:
+        """What went wrong, led by the parameter at fault if any (``method: unknown method 'x'``)."""
+        return self.named(self.parameter)
+
+    def named(self, name: str | None) -> str:
+        """The message with the parameter at fault, if any, called ``name`` (the CLI passes its flag)."""
+        return f"{name}: {self.detail}" if self.parameter is not None and name else self.detail
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -1,6 +1,6 @@
 """The ``modelcycle`` command: a typer root whose sub-commands each live in their own module. Errors are
-converted here, in one place: a ModelcycleError prints one line and exits with its code; ``--debug`` shows
-the traceback."""
+converted here, in one place: a ModelcycleError prints one line and exits with its code (the parameter at
+fault named by its flag); ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main() -> None:
     except ModelcycleError as error:
         if STATE.debug:
             traceback.print_exc()
-        print_error(error.message, error.hint)
+        print_error(error.named(flag(error.parameter)), error.hint)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print_error("interrupted")
@@ -108,3 +108,24 @@ def main() -> None:
             f"internal error: {type(error).__name__}: {error}", "rerun with --debug for the traceback"
         )
         sys.exit(INTERNAL_ERROR_EXIT)
+
+
+def flag(parameter: str | None) -> str | None:
+    """The command line's name for a library parameter: the option whose Python name it is, of the command
+    that ran or of a group above it (``method`` → ``--method``, ``overrides`` → ``--set``); else the
+    parameter's own name, as the library and the HTTP API call it."""
+    if parameter is None:
+        return None
+    command = typer.main.get_command(app)
+    options = list(command.params)
+    for token in sys.argv[1:]:
+        subcommands = getattr(command, "commands", {})  # a group's, by name
+        if token in subcommands:
+            command = subcommands[token]
+            options += command.params
+    names = (
+        option.opts[0]
+        for option in options
+        if option.param_type_name == "option" and option.name == parameter
+    )
+    return next(names, parameter)
