@@ -75,7 +75,11 @@ def explain_tensors(
 ) -> list[Explanation]:
     """Explain model-ready tensors (what ``/v2/.../infer`` takes), one explanation per row."""
     if method not in METHODS:
-        raise ConfigError(f"--method: unknown method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+        raise ConfigError(
+            f"unknown method '{method}'",
+            hint=f"set method to one of {', '.join(METHODS)}",
+            parameter="method",
+        )
     model = predictor.model
     kind = predictor.bundle.manifest.inputs.kind
     if kind == "corpus":
@@ -327,7 +331,11 @@ def _explain_prompt(predictor: Predictor, prompt: str, method: str, target: str 
     import captum.attr as attr
 
     if method != "ig":
-        raise ConfigError(f"--method: a language model is explained with ig, not {method}")
+        raise ConfigError(
+            f"a language model is explained with ig, not {method}",
+            hint="set method to ig",
+            parameter="method",
+        )
     corpus = predictor.preprocessor
     assert isinstance(corpus, CorpusBlocks)
     ids = torch.from_numpy(np.asarray(corpus.stream(prompt), dtype=np.int64))[None]
