@@ -46,9 +46,8 @@ def permutation_importance(
     bundle = predictor.bundle
     if input_kind(bundle.manifest.inputs.kind).attribution_form != "features":
         raise ConfigError(
-            f"--global: {bundle.ref} takes {bundle.manifest.inputs.kind}; permutation importance needs named "
-            "features",
-            hint="explain single inputs with --input instead",
+            f"{bundle.ref} takes {bundle.manifest.inputs.kind}; permutation importance needs named features",
+            hint="explain single inputs instead",
         )
     if dataset.target is None or len(dataset) == 0:
         raise DataError(f"{dataset.source}: global importance needs labelled rows (the target column)")
