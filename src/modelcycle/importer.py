@@ -37,8 +37,9 @@ def import_model(
     detected = "embedding" if is_encoder(source) else "language_modeling"
     if task is not None and task != detected:
         raise ConfigError(
-            f"--task: {source} imports for {detected}, not {task}",
+            f"{source} imports for {detected}, not {task}",
             hint="fine-tune it for other tasks with a training config (model.arch: hf)",
+            parameter="task",
         )
     if detected == "embedding":
         return _import_encoder(source, name, registry, max_length=context_length)
