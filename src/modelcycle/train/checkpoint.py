@@ -21,7 +21,7 @@ from modelcycle.errors import ConfigError, TrainingError
 
 LATEST = "latest.json"
 TENSORS, STATE = "tensors.safetensors", "state.json"
-_FRESH = "train without --resume to start afresh"
+_FRESH = "train without resuming to start afresh"
 KEEP = 2  # checkpoints kept on disk: the newest, and the one before in case the newest is being read
 
 
@@ -131,25 +131,29 @@ def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
     pointer = directory / LATEST
     if not pointer.is_file():
         raise ConfigError(
-            f"--resume: no checkpoint of this config in {directory}",
-            hint="the last run finished or never started; train without --resume",
+            f"no checkpoint of this config in {directory}",
+            hint="the last run finished or never started; train without resuming",
+            parameter="resume",
         )
     try:
         latest = json.loads(pointer.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise TrainingError(f"--resume: {pointer} is unreadable ({error})", hint=_FRESH) from None
+        raise TrainingError(f"{pointer} is unreadable ({error})", hint=_FRESH, parameter="resume") from None
     if latest["config_hash"] != config_hash:
         raise ConfigError(
-            f"--resume: the checkpoint in {directory} was written by a different config "
+            f"the checkpoint in {directory} was written by a different config "
             f"(hash {latest['config_hash'][:12]}, this config {config_hash[:12]})",
-            hint="resume with the same config and --set values, or train without --resume",
+            hint="resume with the same config and overrides, or train without resuming",
+            parameter="resume",
         )
     folder = directory / latest["checkpoint"]
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / TENSORS))
     except (OSError, json.JSONDecodeError, SafetensorError) as error:
-        raise TrainingError(f"--resume: the checkpoint {folder} is damaged ({error})", hint=_FRESH) from None
+        raise TrainingError(
+            f"the checkpoint {folder} is damaged ({error})", hint=_FRESH, parameter="resume"
+        ) from None
     optimizer_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
