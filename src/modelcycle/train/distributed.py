@@ -89,7 +89,7 @@ def launch(nproc: int, argv: list[str], *, home: Path | None = None) -> int:
     """Run ``python -m modelcycle ARGV`` in ``nproc`` processes with torchrun on this machine (the registry
     folder passed on through MODELCYCLE_HOME); the exit code is the first failing process's."""
     if nproc < 1:
-        raise ConfigError(f"--nproc: must be at least 1, got {nproc}")
+        raise ConfigError(f"must be at least 1, got {nproc}", parameter="nproc")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     environment = {**os.environ, **({"MODELCYCLE_HOME": str(home)} if home is not None else {})}
     return subprocess.call([*command, "-m", "modelcycle", *argv], env=environment)
