@@ -216,7 +216,9 @@ def training_split(bundle: Bundle, part: str = "test") -> Dataset:
         config = PipelineConfig.model_validate(bundle.read_json("config.json"))
     except BundleError:
         raise BundleError(
-            f"{bundle.ref}: the bundle has no training config (imported?); pass --data"
+            f"{bundle.ref}: the bundle has no training config (imported?)",
+            hint="name the data to use",
+            parameter="data",
         ) from None
     dataset = load_dataset(config.data, seed=config.seed)
     return dataset.take(split_dataset(dataset, config.data.split, config.seed).parts()[part])
