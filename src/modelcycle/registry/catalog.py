@@ -64,7 +64,8 @@ class Registry:
         except OSError as error:
             raise RegistryError(
                 f"{self.home}: cannot use as the registry folder ({error.strerror})",
-                hint="set --home or MODELCYCLE_HOME to a writable directory",
+                hint="set MODELCYCLE_HOME to a writable directory",
+                parameter="home",
             ) from None
         url = database_url or os.environ.get("MODELCYCLE_DATABASE_URL")
         self.url = url or f"sqlite:///{(self.home / 'registry.db').resolve()}"
