@@ -37,11 +37,13 @@ class PruneSpec:
         match = re.fullmatch(r"([a-z0-9-]+):([0-9.]+)", text.strip())
         if match is None or match.group(1) not in KINDS:
             raise ConfigError(
-                f"--prune: '{text}' is not KIND:AMOUNT", hint="e.g. l1-unstructured:0.5 or structured:0.3"
+                f"'{text}' is not KIND:AMOUNT",
+                hint="e.g. l1-unstructured:0.5 or structured:0.3",
+                parameter="prune",
             )
         amount = float(match.group(2))
         if not 0.0 < amount < 1.0:
-            raise ConfigError(f"--prune: amount {amount} must be between 0 and 1 (exclusive)")
+            raise ConfigError(f"amount {amount} must be between 0 and 1 (exclusive)", parameter="prune")
         return cls(match.group(1), amount)
 
     @property
