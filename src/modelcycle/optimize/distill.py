@@ -131,8 +131,10 @@ def _train_student(
         raise ConfigError(
             f"{teacher.ref}: distillation needs a classification teacher, not {teacher.manifest.task}"
         )
-    if not 0.0 <= alpha <= 1.0 or temperature <= 0:
-        raise ConfigError("--alpha must be in [0, 1] and --temperature above 0")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"{alpha} is not in [0, 1]", parameter="alpha")
+    if temperature <= 0:
+        raise ConfigError(f"{temperature} is not above 0", parameter="temperature")
     _check_classes(teacher, student)
     result = train(student, registry, teacher=BundleTeacher(teacher, alpha=alpha, temperature=temperature))
     if result is None:  # only ranks other than 0 of a distributed run get None; distill runs in one process
