@@ -37,7 +37,7 @@ def optimize(
         Literal["torch", "onnxruntime", "all"],
         typer.Option("--runtime", help="Where dynamic-int8 runs (all: one variant each)."),
     ] = "all",
-    variant: Annotated[
+    source: Annotated[  # quantize()'s own name, so its errors about it are shown as --variant's
         str, typer.Option("--variant", help="Quantize this variant (e.g. pruned-l1-50) instead of the base.")
     ] = "base",
     finetune_epochs: Annotated[
@@ -82,7 +82,7 @@ def optimize(
     else:
         assert quantize is not None
         results = quantize_bundle(
-            bundle, quantize, source=variant, runtime=runtime, calibration=calibration, gate=gate
+            bundle, quantize, source=source, runtime=runtime, calibration=calibration, gate=gate
         )
     if json_output:
         emit_json(results if len(results) > 1 else results[0])

@@ -60,14 +60,16 @@ def quantize(
     if method == "static-int8":
         return [_onnx_int8(validation, gate, source, static=True, calibration=calibration)]
     if calibration is not None:
-        raise ConfigError("--calibration: only static-int8 is calibrated", hint="drop --calibration")
+        raise ConfigError(
+            "only static-int8 is calibrated", hint="leave calibration out", parameter="calibration"
+        )
     results = []
     if runtime in ("torch", "all") and _runtime_of(bundle, source) == "torch":
         results.append(_torch_dynamic(validation, gate, source))
     if runtime in ("onnxruntime", "all"):
         results.append(_onnx_int8(validation, gate, source, static=False, calibration=None))
     if not results:
-        raise ConfigError(f"--runtime torch: variant {source} runs on ONNX Runtime, not torch")
+        raise ConfigError(f"variant {source} runs on ONNX Runtime, not torch", parameter="runtime")
     return results
 
 
@@ -78,9 +80,9 @@ def _runtime_of(bundle: Bundle, source: str) -> str:
 def _refuse_quantized(bundle: Bundle, source: str) -> None:
     if source != BASE and bundle.variant(source).manifest.method in QUANTIZED_METHODS:
         raise ConfigError(
-            f"--variant: {bundle.ref} variant {source} is already quantized "
-            f"({bundle.variant(source).manifest.method})",
+            f"{bundle.ref} variant {source} is already quantized ({bundle.variant(source).manifest.method})",
             hint="quantize the base weights or a pruned variant instead",
+            parameter="source",
         )
 
 
@@ -91,7 +93,9 @@ def _named(source: str, name: str) -> str:
 def _torch_model(validation: Validation, source: str) -> nn.Module:
     bundle = validation.predictor.bundle
     if _runtime_of(bundle, source) != "torch":
-        raise ConfigError(f"--variant: {source} runs on ONNX Runtime; this method quantizes torch weights")
+        raise ConfigError(
+            f"{source} runs on ONNX Runtime; this method quantizes torch weights", parameter="source"
+        )
     if source == BASE:  # loaded already to measure the base; quantizing and casting work on copies
         return validation.predictor.model.cpu().eval()
     return load_model(bundle, source).cpu().eval()
@@ -105,7 +109,7 @@ def _torch_dynamic(validation: Validation, gate: Gate, source: str) -> OptimizeR
     if not present:
         raise ConfigError(
             f"{validation.predictor.bundle.ref}: no Linear, LSTM or GRU layer to quantize dynamically",
-            hint="try --runtime onnxruntime, whose int8 covers convolutions too",
+            hint="quantize with runtime onnxruntime, whose int8 covers convolutions too",
         )
     quantized = quantize_dynamic_int8(model, present)
     state = pack_dynamic_int8(model, quantized)
@@ -154,8 +158,9 @@ def _onnx_source(validation: Validation, source: str) -> Path:
     variant = bundle.variant(source)
     if variant.manifest.runtime != "onnxruntime":
         raise ConfigError(
-            f"--variant: {source} is a torch variant; ONNX Runtime quantizes an ONNX graph",
+            f"{source} is a torch variant; ONNX Runtime quantizes an ONNX graph",
             hint=f"quantize {ONNX_FP32} (made by `modelcycle export`)",
+            parameter="source",
         )
     return variant.path / ONNX_FILE
 
@@ -275,7 +280,9 @@ def _calibration_feeds(
         data = config.data.model_copy(update={"source": calibration, "target": None, "max_rows": None})
         rows = load_dataset(data, seed=config.seed)
     if len(rows) == 0:
-        raise DataError(f"--calibration: {calibration or 'the training split'} has no rows to calibrate on")
+        raise DataError(
+            f"{calibration or 'the training split'} has no rows to calibrate on", parameter="calibration"
+        )
     chosen = np.sort(np.random.default_rng(0).permutation(len(rows))[:CALIBRATION_ROWS])
     subset = rows.take(chosen)
     if isinstance(predictor.preprocessor, CorpusBlocks):
