@@ -47,11 +47,11 @@ def bench(
     names = _names(bundle, variants)
     sizes = sorted(set(batch_sizes))
     if not sizes or sizes[0] < 1:
-        raise ConfigError(f"--batch-sizes: {list(batch_sizes)} must be positive integers")
+        raise ConfigError(f"{list(batch_sizes)} must be positive integers", parameter="batch_sizes")
     if not seconds > 0:
-        raise ConfigError(f"--seconds: {seconds} must be positive")
+        raise ConfigError(f"{seconds} must be positive", parameter="seconds")
     if sequence_length is not None and sequence_length < 1:
-        raise ConfigError(f"--sequence-length: {sequence_length} must be positive")
+        raise ConfigError(f"{sequence_length} must be positive", parameter="sequence_length")
     rows = bench_rows(bundle, rows=sizes[-1], sequence_length=sequence_length)
     with tempfile.TemporaryDirectory(prefix="modelcycle-bench-") as scratch:
         inputs = Path(scratch) / "inputs.npz"
