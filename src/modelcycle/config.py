@@ -389,12 +389,16 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, value_text = override.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
-        raise ConfigError(f"--set '{override}': expected KEY=VALUE, e.g. train.optimizer.lr=1e-3")
+        raise ConfigError(
+            f"'{override}': expected KEY=VALUE, e.g. train.optimizer.lr=1e-3", parameter="overrides"
+        )
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set '{override}': '{'.'.join(parts[: depth + 1])}' is not a section")
+            raise ConfigError(
+                f"'{override}': '{'.'.join(parts[: depth + 1])}' is not a section", parameter="overrides"
+            )
         node = child
     node[parts[-1]] = _override_value(value_text)
 
