@@ -105,8 +105,9 @@ def pick_variant(bundle: Bundle, requested: str, *, force: bool = False) -> str:
     verdict = bundle.variant(requested).manifest.verdict
     if verdict != "passed" and not force:
         raise ConfigError(
-            f"--variant: {bundle.ref} variant {requested} has verdict '{verdict}' and is not served",
-            hint="pass --force to serve it anyway",
+            f"{bundle.ref} variant {requested} has verdict '{verdict}' and is not served",
+            hint="set serve.force_variant to serve it anyway",
+            parameter="variant",
         )
     return requested
 
