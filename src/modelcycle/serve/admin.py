@@ -26,7 +26,7 @@ def admin_state(request: Request) -> ServerState:
     if state.admin_token is None:
         raise AuthError(
             "the admin API is disabled",
-            hint="start one server process (no --workers) with MODELCYCLE_ADMIN_TOKEN set",
+            hint="start a single server process (one worker) with MODELCYCLE_ADMIN_TOKEN set",
         )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
