@@ -40,7 +40,7 @@ async def rendered(answer: Awaitable[Response], shape: ErrorShape) -> Response:
         return await answer
     except ModelcycleError as error:
         retry = RETRY_AFTER_S if isinstance(error, OverloadedError) else None
-        return error_response(shape, str(error), error.http_status, retry_after=retry)
+        return error_response(shape, str(error), error.http_status, field=error.parameter, retry_after=retry)
     except RequestValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part != "body")
