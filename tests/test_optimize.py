@@ -5,6 +5,7 @@ measured."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from modelcycle.optimize.distill import Distilled
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
-from modelcycle.runtime import load_model, load_predictor
+from modelcycle.runtime import cpu, load_model, load_predictor
+from modelcycle.runtime.cpu import cpu_features, int8_scheme, saturates_here
 from modelcycle.tasks import TASKS
 from tests.conftest import EXAMPLES
 from tests.test_sequence_models import keyword_reviews
@@ -93,6 +95,11 @@ def test_dynamic_int8_writes_a_torch_and_an_onnx_variant_that_load_as_measured(m
         outputs = predict(load_model(mlp, name), inputs)
         assert np.abs(outputs - base).max() < 0.05 * np.abs(base).max()
         assert np.mean(outputs.argmax(1) == base.argmax(1)) >= 0.97
+    # ONNX Runtime's int8 weights were chosen for this CPU, and variant.json says so
+    onnx_params = variant_json(mlp, "onnx-int8")["params"]
+    assert onnx_params["weight_type"] == "int8"
+    assert onnx_params["cpu_features"] == cpu_features()
+    assert onnx_params["reduce_range"] == int8_scheme(cpu_features()).reduce_range
     with safe_open(str(mlp.path / "variants/int8-dynamic/weights.safetensors"), framework="pt") as stored:
         keys = set(stored.keys())
         assert stored.get_tensor("layers.1.weight_int8").dtype == torch.int8
@@ -103,6 +110,66 @@ def test_dynamic_int8_writes_a_torch_and_an_onnx_variant_that_load_as_measured(m
     again = cli("optimize", mlp.ref, "--quantize", "dynamic-int8", "--variant", "onnx-int8")
     assert again.exit_code == 2
     assert "variant onnx-int8 is already quantized" in again.stderr
+
+
+def test_int8_weights_use_seven_bits_unless_the_cpu_sums_int8_products_exactly() -> None:
+    # ONNX Runtime's u8s8 kernels saturate an int16 pair sum without VNNI / AMX (255 * 127 * 2 > 32767)
+    for flags in ([], ["avx2"], ["avx2", "avx512f"], ["avx2", "avx512f", "avx512_bf16"]):
+        scheme = int8_scheme(flags)
+        assert (scheme.weight_type, scheme.reduce_range) == ("int8", True)
+        assert scheme.params() == {"weight_type": "int8", "reduce_range": True, "cpu_features": flags}
+    for flags in (["avx2", "avx_vnni"], ["avx2", "avx512f", "avx512_vnni"], ["amx_int8"]):
+        assert not int8_scheme(flags).reduce_range
+    full = {"weight_type": "int8", "reduce_range": False}
+    assert saturates_here(full, ["avx2", "avx512f"])
+    assert not saturates_here(full, ["avx2", "avx512_vnni"])
+    assert not saturates_here({**full, "reduce_range": True}, ["avx2"])
+    assert saturates_here({"weight_type": "int8"}, ["avx2"])  # variants made before reduce_range was recorded
+    assert not saturates_here({"opset": 18}, ["avx2"])  # not an int8 variant
+
+
+def fake_cpu(monkeypatch: pytest.MonkeyPatch, path: Path, flags: str) -> None:
+    path.write_text(f"processor\t: 0\nmodel name\t: Fake CPU\nflags\t\t: fpu sse2 {flags}\n")
+    monkeypatch.setattr(cpu, "CPUINFO", path)
+
+
+def cpu_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "modelcycle.runtime.cpu"]
+
+
+def test_onnx_int8_is_made_for_the_cpu_it_will_run_on_and_warns_when_run_elsewhere(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = train(load_config(MLP, ["train.epochs=30", "model.params.hidden=[32, 16]"]), registry)
+    assert result is not None
+    bundle = registry.open(result.ref)
+    # made for an AVX2-only CPU: 7-bit weights, which stay close to fp32 on every CPU
+    (made,) = quantize(bundle, "dynamic-int8", runtime="onnxruntime", cpu_flags=["avx2"], gate=Gate(0.05))
+    assert made.verdict == "passed"
+    params = variant_json(bundle, "onnx-int8")["params"]
+    assert (params["reduce_range"], params["cpu_features"]) == (True, ["avx2"])
+    inputs = validation_inputs(bundle)
+    base = predict(load_model(bundle), inputs)
+    outputs = predict(load_model(bundle, "onnx-int8"), inputs)
+    assert np.abs(outputs - base).max() < 0.05 * np.abs(base).max()
+    # made for a VNNI CPU: full-range weights, which warn when loaded on a CPU without VNNI
+    quantize(bundle, "static-int8", cpu_flags=["avx2", "avx512_vnni"], gate=Gate(1.0))
+    assert variant_json(bundle, "onnx-int8-static")["params"]["reduce_range"] is False
+    fake_cpu(monkeypatch, tmp_path / "cpuinfo", "avx2 fma")
+    assert cpu_features() == ["avx2"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modelcycle.runtime.cpu"):
+        load_model(bundle, "onnx-int8")
+        assert not cpu_warnings(caplog)  # 7-bit weights do not saturate
+        load_model(bundle, "onnx-int8-static")
+    (warning,) = cpu_warnings(caplog)
+    assert "onnx-int8-static" in warning
+    assert "avx2, avx512_vnni" in warning
+    caplog.clear()
+    fake_cpu(monkeypatch, tmp_path / "cpuinfo", "avx2 avx512f avx512_vnni")
+    with caplog.at_level(logging.WARNING, logger="modelcycle.runtime.cpu"):
+        load_model(bundle, "onnx-int8-static")
+    assert not cpu_warnings(caplog)
 
 
 def test_fp16_and_bf16_halve_the_weights_and_keep_accuracy(mlp: Bundle) -> None:

@@ -7,11 +7,8 @@ import os
 import platform
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
-CPUINFO = Path("/proc/cpuinfo")
-# The instruction sets that decide whether int8 and bf16 are fast here (VNNI, AVX-512 BF16, AMX).
-FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+from modelcycle.runtime.cpu import cpu_features, cpu_field
 
 
 @dataclass(frozen=True)
@@ -30,8 +27,8 @@ def describe_machine() -> Machine:
     cores = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     return Machine(
-        cpu=_cpu_field("model name") or platform.processor() or platform.machine() or "unknown",
-        features=[flag for flag in FEATURES if flag in (_cpu_field("flags") or "").split()],
+        cpu=cpu_field("model name") or platform.processor() or platform.machine() or "unknown",
+        features=cpu_features(),
         cores=cores,
         usable_cores=usable,
         platform=platform.platform(),
@@ -39,18 +36,6 @@ def describe_machine() -> Machine:
         torch=_version("torch"),
         onnxruntime=_version("onnxruntime"),
     )
-
-
-def _cpu_field(name: str) -> str | None:
-    """A field of the first processor in /proc/cpuinfo (Linux), or None."""
-    try:
-        for line in CPUINFO.read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == name and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return None
 
 
 def _version(package: str) -> str | None:

@@ -1,7 +1,8 @@
 """Quantization: dynamic int8 with torch.ao (Linear / LSTM / GRU) and with ONNX Runtime (per-channel), static
 int8 with ONNX Runtime (QDQ, calibrated on real rows), and fp16 / bf16 casts. Each candidate is gated and
 written as a variant; on CPUs without int8 or bf16 units a variant may be slower, which the measured
-latency shows and ``auto`` (in ``modelcycle bench``) respects."""
+latency shows and ``auto`` (in ``modelcycle bench``) respects. ONNX Runtime int8 weights follow the CPU the
+variant is made for (7-bit on CPUs without VNNI, whose int8 kernels saturate: see ``runtime.cpu``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import copy
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,7 @@ from modelcycle.optimize.gate import Gate
 from modelcycle.optimize.variant import OptimizeResult, Validation, add_gated_variant, refuse_existing
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.runtime import BASE, OnnxModel, load_model, pack_dynamic_int8, quantize_dynamic_int8
+from modelcycle.runtime.cpu import Int8Scheme, cpu_features, int8_scheme
 from modelcycle.runtime.load import CastModel, input_names
 
 Quantization = Literal["dynamic-int8", "static-int8", "fp16", "bf16"]
@@ -49,16 +51,20 @@ def quantize(
     runtime: Runtime = "all",
     calibration: str | None = None,
     gate: Gate | None = None,
+    cpu_flags: Sequence[str] | None = None,
 ) -> list[OptimizeResult]:
     """Quantize ``source`` (the base weights, or a variant that is not quantized yet) with ``method``; dynamic
-    int8 goes to torch, ONNX Runtime or both. Returns one result per variant written."""
+    int8 goes to torch, ONNX Runtime or both. ``cpu_flags`` are the /proc/cpuinfo flags of the CPU the ONNX
+    int8 variants are made for (default: this one's); the gate measures them here either way. Returns one
+    result per variant written."""
     gate = gate or Gate()
+    scheme = int8_scheme(cpu_features() if cpu_flags is None else cpu_flags)
     _refuse_quantized(bundle, source)
     validation = Validation.of(Predictor.load(bundle))
     if method in CASTS:
         return [_cast(validation, gate, source, method)]
     if method == "static-int8":
-        return [_onnx_int8(validation, gate, source, static=True, calibration=calibration)]
+        return [_onnx_int8(validation, gate, source, scheme, calibration=calibration, static=True)]
     if calibration is not None:
         raise ConfigError(
             "only static-int8 is calibrated", hint="leave calibration out", parameter="calibration"
@@ -67,7 +73,7 @@ def quantize(
     if runtime in ("torch", "all") and _runtime_of(bundle, source) == "torch":
         results.append(_torch_dynamic(validation, gate, source))
     if runtime in ("onnxruntime", "all"):
-        results.append(_onnx_int8(validation, gate, source, static=False, calibration=None))
+        results.append(_onnx_int8(validation, gate, source, scheme, calibration=None, static=False))
     if not results:
         raise ConfigError(f"variant {source} runs on ONNX Runtime, not torch", parameter="runtime")
     return results
@@ -166,7 +172,13 @@ def _onnx_source(validation: Validation, source: str) -> Path:
 
 
 def _onnx_int8(
-    validation: Validation, gate: Gate, source: str, *, static: bool, calibration: str | None
+    validation: Validation,
+    gate: Gate,
+    source: str,
+    scheme: Int8Scheme,
+    *,
+    calibration: str | None,
+    static: bool,
 ) -> OptimizeResult:
     bundle = validation.predictor.bundle
     name = _named(source, "onnx-int8-static" if static else "onnx-int8")
@@ -176,12 +188,12 @@ def _onnx_int8(
         target = Path(scratch) / ONNX_FILE
         params: dict[str, object] = {
             "source": source if source != BASE else ONNX_FP32,
-            "weight_type": "int8",
+            **scheme.params(),
             "per_channel": True,
         }
         if static:
             feeds = _calibration_feeds(validation.predictor, graph, calibration)
-            _quantize_static(graph, target, feeds)
+            _quantize_static(graph, target, feeds, scheme)
             params |= {
                 "format": "QDQ",
                 "activation_type": "uint8",
@@ -189,7 +201,7 @@ def _onnx_int8(
                 "calibration_rows": sum(len(next(iter(feed.values()))) for feed in feeds),
             }
         else:
-            _quantize_dynamic(graph, target)
+            _quantize_dynamic(graph, target, scheme)
         return add_gated_variant(
             validation,
             gate,
@@ -224,7 +236,7 @@ def _quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _quantize_dynamic(source: Path, target: Path) -> None:
+def _quantize_dynamic(source: Path, target: Path, scheme: Int8Scheme) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -234,6 +246,7 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
                 _loaded_graph(source),
                 target,
                 per_channel=True,
+                reduce_range=scheme.reduce_range,
                 weight_type=QuantType.QInt8,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
@@ -241,7 +254,9 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
         raise ExportError(f"ONNX Runtime dynamic quantization failed: {error}") from error
 
 
-def _quantize_static(source: Path, target: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+def _quantize_static(
+    source: Path, target: Path, feeds: list[dict[str, np.ndarray]], scheme: Int8Scheme
+) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -260,6 +275,7 @@ def _quantize_static(source: Path, target: Path, feeds: list[dict[str, np.ndarra
                 Feeds(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
+                reduce_range=scheme.reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -13,6 +13,7 @@ from modelcycle.bundle import Bundle, Variant
 from modelcycle.errors import BundleError
 from modelcycle.plugins import PluginRegistry
 from modelcycle.predictor import Predictor, build_network
+from modelcycle.runtime.cpu import warn_if_saturates
 from modelcycle.runtime.onnx import OnnxModel
 from modelcycle.runtime.torch_int8 import unpack_dynamic_int8
 
@@ -69,6 +70,7 @@ def _torch_int8(bundle: Bundle, variant: Variant) -> nn.Module:
 
 @RUNTIMES.register("onnxruntime")
 def _onnxruntime(bundle: Bundle, variant: Variant) -> nn.Module:
+    warn_if_saturates(str(variant.path), variant.manifest.params)
     return OnnxModel(variant.path / ONNX_FILE, input_names(bundle))
 
 
