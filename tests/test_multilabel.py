@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sklearn import metrics as skm
 from sklearn.datasets import make_multilabel_classification
 
-from modelcycle.config import PipelineConfig, load_config
+from modelcycle.config import MonitorConfig, PipelineConfig, ServeConfig, load_config
 from modelcycle.data import load_dataset
 from modelcycle.errors import DataError
 from modelcycle.evaluate import evaluate
@@ -23,8 +24,11 @@ from modelcycle.explain import explain
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.registry import Registry
+from modelcycle.serve import create_app
 from modelcycle.tasks import TASKS
 from modelcycle.tasks.multilabel import THRESHOLD, scores, sigmoid
+from tests.conftest import metric_value
+from tests.test_serve import v2_body, wait_ready
 
 LABELS = ["politics", "science", "sports"]
 TASK = "multi_label_classification"
@@ -134,6 +138,65 @@ def test_training_and_evaluation_on_the_test_split_equal_scikit_learn(trained: R
     assert bundle.manifest.metrics["test"]["f1_micro"] == pytest.approx(report.metrics["f1_micro"])
 
 
+@pytest.fixture
+def served(trained: Registry, tmp_path: Path) -> Iterator[TestClient]:
+    monitoring = MonitorConfig(store=str(tmp_path / "monitor.db"), interval_s=3600, drift_min_rows=10_000)
+    app = create_app(trained, ["topics@1"], ServeConfig(), monitoring=monitoring)
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield client
+
+
+def test_served_answers_are_label_sets_and_feedback_gives_live_quality_equal_to_sklearn(
+    trained: Registry, served: TestClient
+) -> None:
+    test = training_split(trained.open("topics@1"), "test")
+    instances = test.frame[FEATURES].head(30).to_dict(orient="records")
+    answer = served.post("/v1/models/topics:predict", json={"instances": instances})
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 30
+    for item in predictions:
+        assert list(item["probabilities"]) == LABELS
+        assert item["labels"] == [name for name, p in item["probabilities"].items() if p >= THRESHOLD]
+
+    predictor = Predictor.load(trained.open("topics@1"))
+    tensors = predictor.preprocessor.transform(test.take(np.arange(4)))
+    v2 = served.post("/v2/models/topics/infer", json=v2_body(tensors))
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][0]["shape"] == [4, 3]
+
+    request_id = answer.json()["request_id"]
+    truth = [cell.split("|") for cell in test.frame["topics"].head(30)]
+    for row, labels in enumerate(truth):
+        reply = served.post("/v1/feedback", json={"request_id": request_id, "row": row, "label": labels})
+        assert reply.status_code == 200, reply.text
+    unknown = served.post("/v1/feedback", json={"request_id": request_id, "label": ["art"]})
+    assert unknown.status_code == 400
+    assert "art" in unknown.json()["error"]
+
+    state = served.app.state.serving  # type: ignore[attr-defined]
+    state.monitor.check(state.watched())
+    metrics = served.get("/metrics").text
+    expected = _truth(pd.Series(["|".join(labels) for labels in truth]))
+    got = np.array([[label in item["labels"] for label in LABELS] for item in predictions], dtype=int)
+    version = {"model": "topics", "version": "1", "window": "1h"}
+    quality = "modelcycle_live_quality"
+    assert metric_value(metrics, quality, **version, metric="f1_micro") == pytest.approx(
+        skm.f1_score(expected, got, average="micro")
+    )
+    assert metric_value(metrics, quality, **version, metric="f1_macro") == pytest.approx(
+        skm.f1_score(expected, got, average="macro", zero_division=0)
+    )
+    assert metric_value(metrics, quality, **version, metric="hamming_loss") == pytest.approx(
+        skm.hamming_loss(expected, got)
+    )
+    assert metric_value(metrics, quality, **version, metric="subset_accuracy") == pytest.approx(
+        skm.accuracy_score(expected, got)
+    )
+    assert metric_value(metrics, "modelcycle_live_quality_samples", **version) == 30
+
+
 def test_explanations_attribute_a_chosen_label_to_every_feature(trained: Registry) -> None:
     predictor = Predictor.load(trained.open("topics@1"))
     test = training_split(predictor.bundle, "test")
@@ -155,3 +218,16 @@ def test_the_task_is_registered_and_every_row_architecture_does_it() -> None:
     assert TASK in TASKS
     assert TASK in ARCHITECTURES.get("mlp").task_names()
     assert TASK not in ARCHITECTURES.get("gpt").task_names()
+
+
+def test_a_misspelt_task_is_refused_before_any_work_naming_every_registered_task(tmp_path: Path) -> None:
+    from modelcycle.errors import ConfigError
+    from modelcycle.pipeline.resolve import validate
+
+    config = _config(tmp_path, "builtin:iris")
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"task": "multi_label_clasification"})}
+    )
+    with pytest.raises(ConfigError, match="did you mean 'multi_label_classification'") as raised:
+        validate(config)
+    assert "embedding" in str(raised.value.hint)

@@ -137,7 +137,7 @@ def run_demo(home: Path, *, say: Callable[[str], None] = logger.info) -> DemoRes
             old = live_quality(
                 database,
                 MODEL,
-                "classification",
+                bundle.manifest.task,
                 bundle.manifest.outputs.labels,
                 window="10m",
                 now=time.time(),

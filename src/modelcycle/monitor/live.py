@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from filelock import FileLock, Timeout
 
 from modelcycle.config import MonitorConfig, duration_seconds
@@ -27,6 +28,7 @@ from modelcycle.monitor.quality import LiveQuality, live_quality
 from modelcycle.monitor.reference import drift
 from modelcycle.monitor.store import PredictionRecord, PredictionStore
 from modelcycle.registry import Registry
+from modelcycle.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 DRIFT_MAX_ROWS = 2000  # the newest rows of the drift window: power enough for every test, bounded in CPU
@@ -166,10 +168,11 @@ class LiveMonitor:
         )
 
     def feedback(
-        self, request_id: str, row: int, label: str | None, value: float | None, labels_of: Any
+        self, request_id: str, row: int, label: object, value: float | None, stored_label: Any
     ) -> str:
-        """Join a label (classification) or value (regression) to a stored prediction; returns the model.
-        ``labels_of(model, version)`` gives that version's class names (None for regression)."""
+        """Join a label (classification: a class; multi-label: a list of labels) or value (regression) to a
+        stored prediction; returns the model. ``stored_label(model, version, label, value)`` checks them
+        against that version's task and gives the label's text as stored."""
         if (label is None) == (value is None):
             raise RequestError(
                 "feedback: give exactly one of 'label' (classification) and 'value' (regression)"
@@ -183,17 +186,8 @@ class LiveMonitor:
                     hint="it may be unknown, sampled out or past retention",
                 )
             model, version = found
-            labels = labels_of(model, version)
-            if labels is None and label is not None:
-                raise RequestError(f"label: {model} predicts values; send 'value'")
-            if labels is not None and value is not None:
-                raise RequestError(f"value: {model} is a classifier; send 'label'")
-            if labels is not None and label not in labels:
-                raise RequestError(
-                    f"label: '{label}' is not a class of {model}@{version}",
-                    hint=f"classes: {', '.join(labels[:20])}",
-                )
-            database.add_feedback(request_id, row, label, value, created=time.time())
+            text = stored_label(model, version, label, value)
+            database.add_feedback(request_id, row, text, value, created=time.time())
         self.metrics.feedback.labels(model).inc()
         return model
 
@@ -249,7 +243,8 @@ class LiveMonitor:
         )
 
     def _drift(self, database: PredictionDatabase, item: Watched, now: float) -> DriftReport | None:
-        if item.task == "language_modeling":
+        task = TASKS.get(item.task)()
+        if task.ordered_rows:
             # its reference profiles the training corpus cut in blocks, not prompts: every prompt is shorter
             # than a block, so a drift alert would fire on any traffic at all
             return None
@@ -261,10 +256,12 @@ class LiveMonitor:
         embeddings = None
         if item.embed is not None and "embedding" in item.reference:
             embeddings = item.embed(stored[:EMBED_ROWS])
+        predicted = pd.Series([prediction for _, prediction in rows if prediction is not None], dtype=object)
+        labels = task.label_occurrences(predicted)  # a multi-label prediction is each of its labels
         report = drift(
             item.reference,
             stored_columns(item.reference, stored),
-            predictions=[prediction for _, prediction in rows if prediction is not None] or None,
+            predictions=None if labels is None else labels.tolist() or None,
             embeddings=embeddings,
             alpha=self.config.drift_alpha,
             share=self.config.drift_share,

@@ -26,7 +26,8 @@ from modelcycle.data import TargetEncoder
 from modelcycle.monitor.database import dumps, open_database
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.writer import RETENTION_EVERY_S, read_frame, write_frame
-from modelcycle.tasks.classification import softmax
+from modelcycle.tasks import TASKS
+from modelcycle.tasks.base import StoredPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -225,13 +226,14 @@ def _batch(records: list[PredictionRecord]) -> list[list[Any]]:
     return frame
 
 
-Decoded = list[tuple[str | None, float, list[float] | None]]
+Decoded = list[StoredPrediction]
 
 
 def _decode_all(records: list[PredictionRecord]) -> list[Decoded]:
-    """Per record, per row: (predicted label, its probability, every class's probability) for
-    classification, (None, the value, None) for regression, nothing without a target. One softmax over all
-    the records of one version, not one per request: numpy's per-call cost dominates arrays this small."""
+    """Per record, per row: what the task stores (for classification the predicted label, its probability
+    and every class's probability; for regression None, the value, None), nothing without a target. One
+    decoding over all the records of one version, not one per request: numpy's per-call cost dominates
+    arrays this small."""
     decoded: list[Decoded] = [[] for _ in records]
     groups: dict[int, list[int]] = {}
     for position, record in enumerate(records):
@@ -251,15 +253,4 @@ def _decode_all(records: list[PredictionRecord]) -> list[Decoded]:
 
 
 def _decode(outputs: np.ndarray, target: TargetEncoder) -> Decoded:
-    if target.task != "classification":
-        values = target.inverse(outputs).reshape(len(outputs), -1)[:, 0].tolist()
-        return [(None, value, None) for value in values]
-    labels = target.classes_ or [str(index) for index in range(outputs.shape[1])]
-    probabilities = softmax(outputs)
-    best = probabilities.argmax(axis=1)
-    scores = probabilities[np.arange(len(best)), best].tolist()
-    shares = np.round(probabilities, 6).tolist()
-    return [
-        (labels[index], score, share)
-        for index, score, share in zip(best.tolist(), scores, shares, strict=True)
-    ]
+    return TASKS.get(target.task)().stored(outputs, target.coding)

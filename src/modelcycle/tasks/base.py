@@ -135,8 +135,9 @@ class Task(Protocol):
         """One row's prediction as an explanation names it: a label (set) or a value."""
         ...
 
-    def feedback_label(self, label: str | int | Sequence[str] | None, classes: list[str]) -> str | None:
-        """The text a feedback label is stored as, checked against ``classes`` (None when none was sent)."""
+    def feedback_label(self, label: object, classes: list[str], ref: str) -> str | None:
+        """The text a feedback label is stored as (None when none was sent); a label that is not one of
+        ``classes`` of the model ``ref`` (or any label, for a task of values) is a RequestError."""
         ...
 
     def feedback_targets(self, labels: Sequence[object]) -> np.ndarray:
@@ -160,9 +161,10 @@ class WholeOutputs:
         return self.metrics(targets, decode(predict(model, inputs)))
 
 
-class ValueTarget:
-    """The answers of a task without classes (regression, and the tasks trained without a target column):
-    outputs are values, feedback is a value, nothing is a label."""
+class TaskDefaults:
+    """What a task does unless it says otherwise: the answers of a task without classes (regression, and the
+    tasks without a target column): the target is a value, standardised for training, outputs are values,
+    feedback is a value, nothing is a label, nothing is reported live."""
 
     single_label = False
     ordered_rows = False
@@ -219,9 +221,9 @@ class ValueTarget:
     def explained_prediction(self, outputs: np.ndarray, coding: TargetCoding) -> str | float:
         return float(self.decode_outputs(outputs[None], coding)[0, 0])
 
-    def feedback_label(self, label: str | int | Sequence[str] | None, classes: list[str]) -> str | None:
+    def feedback_label(self, label: object, classes: list[str], ref: str) -> str | None:
         if label is not None:
-            raise RequestError("label: this model predicts values; send 'value'")
+            raise RequestError(f"label: {ref} predicts values; send 'value'")
         return None
 
     def feedback_targets(self, labels: Sequence[object]) -> np.ndarray:

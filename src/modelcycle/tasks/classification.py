@@ -18,7 +18,7 @@ from modelcycle.tasks.base import (
     LabelledRow,
     StoredPrediction,
     TargetCoding,
-    ValueTarget,
+    TaskDefaults,
     WholeOutputs,
     output_names,
 )
@@ -48,7 +48,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @TASKS.register("classification")
-class Classification(WholeOutputs, ValueTarget):
+class Classification(WholeOutputs, TaskDefaults):
     name = "classification"
     primary_metric = "accuracy"
     single_label = True
@@ -173,12 +173,15 @@ class Classification(WholeOutputs, ValueTarget):
     def explained_prediction(self, outputs: np.ndarray, coding: TargetCoding) -> str:
         return coding.classes[int(outputs.argmax())]
 
-    def feedback_label(self, label: str | int | Sequence[str] | None, classes: list[str]) -> str | None:
+    def feedback_label(self, label: object, classes: list[str], ref: str) -> str | None:
         if label is None:
             return None
-        if not isinstance(label, (str, int)):
-            raise RequestError("label: a classifier takes one class, not a list")
-        return str(label)
+        text = str(label) if isinstance(label, (str, int)) else None
+        if text is None or text not in classes:
+            raise RequestError(
+                f"label: {label!r} is not a class of {ref}", hint=f"classes: {', '.join(classes[:20])}"
+            )
+        return text
 
     def feedback_targets(self, labels: Sequence[object]) -> np.ndarray:
         return np.asarray(labels, dtype=object)

@@ -8,11 +8,11 @@ from torch import nn
 
 from modelcycle.errors import TrainingError
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, Decoder, ValueTarget
+from modelcycle.tasks.base import TASKS, Decoder, TaskDefaults
 
 
 @TASKS.register("embedding")
-class Embedding(ValueTarget):
+class Embedding(TaskDefaults):
     name = "embedding"
     primary_metric = "none"
     row_outputs = False

@@ -11,7 +11,7 @@ from torch import nn
 
 from modelcycle.inference import model_device, to_tensors
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, Decoder, TargetCoding, ValueTarget
+from modelcycle.tasks.base import TASKS, Decoder, TargetCoding, TaskDefaults
 
 # Logits held at once while measuring: rows per batch = this / (positions × vocabulary), so a 49k-token
 # vocabulary at 512 positions is measured a row at a time (~100 MB) instead of 16 rows (1.6 GB).
@@ -19,7 +19,7 @@ EVALUATION_LOGITS = 32 * 1024 * 1024
 
 
 @TASKS.register("language_modeling")
-class LanguageModeling(ValueTarget):
+class LanguageModeling(TaskDefaults):
     name = "language_modeling"
     primary_metric = "perplexity"
     ordered_rows = True

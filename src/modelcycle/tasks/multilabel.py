@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from sklearn import metrics as skm
 
 from modelcycle.errors import DataError, ModelcycleError, RequestError
@@ -24,7 +25,7 @@ from modelcycle.tasks.base import (
     LabelledRow,
     StoredPrediction,
     TargetCoding,
-    ValueTarget,
+    TaskDefaults,
     WholeOutputs,
     output_names,
 )
@@ -47,12 +48,13 @@ def labels_of(cell: object) -> list[str]:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    result: np.ndarray = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    """Each logit's probability, float64 (scipy's expit: no overflow warning for large negative logits)."""
+    result: np.ndarray = expit(logits.astype(np.float64))
     return result
 
 
 @TASKS.register("multi_label_classification")
-class MultiLabelClassification(WholeOutputs, ValueTarget):
+class MultiLabelClassification(WholeOutputs, TaskDefaults):
     name = "multi_label_classification"
     primary_metric = "f1_micro"
     live_metrics: tuple[str, ...] = (
@@ -148,12 +150,15 @@ class MultiLabelClassification(WholeOutputs, ValueTarget):
     def explained_prediction(self, outputs: np.ndarray, coding: TargetCoding) -> str:
         return SEPARATOR.join(_chosen(sigmoid(outputs), coding.classes))
 
-    def feedback_label(self, label: str | int | Sequence[str] | None, classes: list[str]) -> str | None:
-        """A list of labels (or ``|``-separated text) as canonical text; an unknown label is an error."""
+    def feedback_label(self, label: object, classes: list[str], ref: str) -> str | None:
+        """A list of labels (or ``|``-separated text) as canonical text; a label ``ref`` does not know is an
+        error naming it."""
         if label is None:
             return None
+        if not isinstance(label, (str, list)):
+            raise RequestError(f"label: {ref} takes a list of labels, not {label!r}")
         labels = labels_of(label)
-        _indicators([labels], classes, "label", RequestError)
+        _indicators([labels], classes, f"label: {ref}", RequestError)
         return SEPARATOR.join(labels)
 
     def feedback_targets(self, labels: Sequence[object]) -> np.ndarray:

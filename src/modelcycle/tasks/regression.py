@@ -11,12 +11,12 @@ import torch
 from sklearn import metrics as skm
 
 from modelcycle.schema import TensorSpec
-from modelcycle.tasks.base import TASKS, LabelledRow, TargetCoding, ValueTarget, WholeOutputs
+from modelcycle.tasks.base import TASKS, LabelledRow, TargetCoding, TaskDefaults, WholeOutputs
 from modelcycle.tasks.values import to_numeric
 
 
 @TASKS.register("regression")
-class Regression(WholeOutputs, ValueTarget):
+class Regression(WholeOutputs, TaskDefaults):
     name = "regression"
     primary_metric = "rmse"
     live_metrics: tuple[str, ...] = ("mae", "rmse")

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from modelcycle.data import Dataset
 from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
@@ -35,11 +33,11 @@ def labelled_traffic(store: Path, predictor: Predictor, *, since: float) -> Data
         raise ModelcycleError(
             f"{store}: stored inputs of {manifest.name} do not fit {predictor.bundle.ref}: {error}"
         ) from None
-    labels = np.asarray(targets, dtype=object if manifest.task == "classification" else np.float64)
+    labels = predictor.task.feedback_targets(targets)
     return replace(
         dataset,
         source="feedback",
-        task=manifest.task,  # type: ignore[arg-type]
+        task=manifest.task,
         frame=dataset.frame.assign(**{target: labels}),
         target=target,
         label_names=manifest.outputs.labels,

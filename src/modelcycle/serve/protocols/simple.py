@@ -1,6 +1,6 @@
 """A simple JSON API: ``POST /v1/models/{name}:predict`` with ``{"instances": [...]}`` in the caller's own
-terms (named features, raw text, nested lists of pixels), answered with labels and probabilities (or
-values)."""
+terms (named features, raw text, nested lists of pixels), answered as the model's task says: a label and
+every class's probability, the labels above the threshold and each label's probability, or values."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.request_path import answer, new_request_id
 from modelcycle.serve.state import serving_state
 from modelcycle.serve.versions import LoadedVersion
-from modelcycle.tasks.classification import softmax
 
 router = APIRouter(prefix="/v1", tags=["simple JSON"], route_class=ProtocolRoute)  # errors: {"error": "..."}
 
@@ -44,21 +43,8 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
     loaded, outputs = await answer(
         state, served, encode, "v1", request_id=request_id, instances=body.instances
     )
-    manifest = loaded.bundle.manifest
-    predictions: list[dict[str, Any]]
-    if manifest.task == "classification":
-        labels = manifest.outputs.labels or [str(index) for index in range(outputs.shape[-1])]
-        probabilities = softmax(outputs)
-        predictions = [
-            {
-                "label": labels[int(row.argmax())],
-                "probabilities": dict(zip(labels, map(float, row), strict=True)),
-            }
-            for row in probabilities
-        ]
-    else:
-        values = loaded.predictor.encoder.inverse(np.asarray(outputs))
-        predictions = [{"value": row.tolist() if row.size > 1 else float(row[0])} for row in values]
+    predictor = loaded.predictor
+    predictions = predictor.task.answer(np.asarray(outputs), predictor.encoder.coding)
     payload = {
         "predictions": predictions,
         "model": name,
