@@ -5,6 +5,7 @@ and reads, and that no SQL is written anywhere else in the package."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 import sqlite3
 import tokenize
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from modelcycle.monitor.database import open_database
+from modelcycle.monitor import writer
+from modelcycle.monitor.database import connect, open_database
 from modelcycle.monitor.predictions import (
     PREDICTION_COLUMNS,
+    DatabaseError,
     DriftRow,
     LabelledInput,
     LabelledPrediction,
@@ -45,7 +48,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Predict
         yield opened
 
 
-def _row(request_id: str, created: float, *, row: int = 0, model: str = "m", version: int = 1) -> tuple:
+def _row(
+    request_id: str, created: float, *, row: int = 0, model: str = "m", version: int = 1
+) -> tuple[object, ...]:
     values = {
         "request_id": request_id,
         "row": row,
@@ -152,6 +157,35 @@ def test_retention_keeps_the_period_and_the_newest_rows(database: PredictionData
     assert database.find("old", 0) is None
     assert database.quality("m", since=0.0) == []
     assert database.latest_drift("m", since=0.0) == []
+
+
+def test_a_failed_retention_is_logged_and_the_writer_goes_on_writing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "monitor.db"
+    with open_database(path) as database:
+        database.append([_row("old", 10.0)])
+    with connect(path) as connection:  # a database that refuses every delete
+        connection.execute(
+            "CREATE TRIGGER kept BEFORE DELETE ON predictions BEGIN SELECT RAISE(ABORT, 'kept'); END"
+        )
+    with open_database(path) as database, pytest.raises(DatabaseError, match="retention: kept"):
+        database.retain(retention_seconds=60.0, max_rows=10, now=1000.0)
+    frames = io.BytesIO()
+    writer.write_frame(
+        frames, {"path": str(path), "masking": None, "retention_seconds": 60.0, "max_rows": 10}
+    )
+    writer.write_frame(
+        frames, [["new", "m", 1, "v1", 2000.0, 1.0, [{"x": 1}], False, [["yes", 0.9, [0.1, 0.9]]], None]]
+    )
+    answers = io.BytesIO()
+    with caplog.at_level(logging.ERROR, logger="modelcycle.monitor.writer"):
+        writer.serve(io.BytesIO(frames.getvalue()), answers)
+    assert "retention failed" in caplog.text
+    assert writer.read_frame(io.BytesIO(answers.getvalue())) == {"failed": 0, "masked": {}}
+    with open_database(path) as database:
+        assert database.find("new", 0) == ("m", 1)
+        assert database.find("old", 0) == ("m", 1)
 
 
 ROUND_ONE_SCHEMA = """
