@@ -6,7 +6,9 @@ second; and plain ``sqlite3``, not SQLAlchemy, on the writer's path: SQLAlchemy 
 2.8× slower here (64k against 179k rows/s) and took 1.6 s to import.
 
 The statements are standard SQL but for what SQLite does its own way, marked where it is done: the
-replacing insert, retention by rowid and the PRAGMAs."""
+replacing insert, retention by rowid, the PRAGMAs and ``?`` placeholders. A second backend writes its own
+behind the same methods and keeps these tables and columns (in PostgreSQL ``window`` is a reserved word:
+quote it there)."""
 
 from __future__ import annotations
 
