@@ -13,7 +13,9 @@ from modelcycle.optimize import quantize
 from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.runtime import RUNTIMES
+from modelcycle.tasks import TASKS
 from modelcycle.testing import (
+    TASK_TARGETS,
     ArchitectureCase,
     architecture_cases,
     check_onnx_export,
@@ -22,6 +24,7 @@ from modelcycle.testing import (
     check_runtime,
     check_safetensors_round_trip,
     check_seeded,
+    check_task,
 )
 from tests.conftest import train_into
 
@@ -92,3 +95,11 @@ def test_runtime_runs_its_variant_like_the_base(runtime: str, tabular_bundle: Bu
         {name: array[:16] for name, array in test.inputs.items()},
         tolerance=tolerance,
     )
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_keeps_its_contract(name: str) -> None:
+    task = TASKS.get(name)()
+    if task.row_outputs and name not in TASK_TARGETS:
+        pytest.fail(f"task '{name}' has no example target in modelcycle.testing.TASK_TARGETS")
+    check_task(name, TASK_TARGETS.get(name))

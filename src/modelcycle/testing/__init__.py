@@ -11,13 +11,21 @@ from modelcycle.testing.architectures import (
     check_safetensors_round_trip,
     check_seeded,
 )
-from modelcycle.testing.examples import EXAMPLE_INPUTS, TINY_PARAMS, ExampleInput, example_batch
+from modelcycle.testing.examples import (
+    EXAMPLE_INPUTS,
+    TASK_TARGETS,
+    TINY_PARAMS,
+    ExampleInput,
+    example_batch,
+)
 from modelcycle.testing.factories import tiny_bundle, tiny_dataset, tiny_manifest, tiny_state_dict
 from modelcycle.testing.input_kinds import check_input_kind
 from modelcycle.testing.runtimes import check_runtime
+from modelcycle.testing.tasks import check_task
 
 __all__ = [
     "EXAMPLE_INPUTS",
+    "TASK_TARGETS",
     "TINY_PARAMS",
     "ArchitectureCase",
     "ExampleInput",
@@ -30,6 +38,7 @@ __all__ = [
     "check_runtime",
     "check_safetensors_round_trip",
     "check_seeded",
+    "check_task",
     "example_batch",
     "tiny_bundle",
     "tiny_dataset",
