@@ -27,8 +27,9 @@ lint: setup
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy
 
+# -m "": every test; plain `pytest` skips those marked slow or integration (pyproject's addopts).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m ""
 
 clean:
 	rm -rf $(VENV) .modelcycle .pytest_cache .ruff_cache .import_linter_cache .mypy_cache
