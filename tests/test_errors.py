@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from tests.conftest import EXAMPLES, train_into
-from tests.test_serve import wait_ready
 
 MODEL = "breast-cancer-mlp"
 
@@ -63,6 +63,13 @@ def test_an_option_named_otherwise_in_python_is_shown_as_its_flag(
     result = cli("train", str(EXAMPLES / "breast-cancer-mlp.yaml"), "--set", "seed")  # Python: `overrides`
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --set: 'seed': expected KEY=VALUE")
+
+
+def wait_ready(client: TestClient, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while client.get("/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the server never became ready"
+        time.sleep(0.05)
 
 
 def test_the_http_api_names_the_request_field_not_a_flag(trained_home: Path) -> None:
