@@ -23,6 +23,7 @@ from modelcycle.data import (
     target_encoder_from_state,
 )
 from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
+from modelcycle.data.state import PREPROCESS_FILE, PreprocessFile
 from modelcycle.errors import BundleError, ConfigError
 from modelcycle.inference import predict
 from modelcycle.models import ARCHITECTURES
@@ -82,9 +83,9 @@ class Predictor:
             except RuntimeError as error:
                 raise BundleError(f"{bundle.path}: weights do not fit the architecture ({error})") from None
         model = network.to(device).eval()
-        state = bundle.read_json("preprocess.json")
-        preprocessor = preprocessor_from_state(state["features"], base_dir=bundle.path)
-        encoder = target_encoder_from_state(state["target"])
+        state = PreprocessFile.read(bundle.read_json(PREPROCESS_FILE), f"{bundle.path}/{PREPROCESS_FILE}")
+        preprocessor = preprocessor_from_state(state.features, base_dir=bundle.path)
+        encoder = target_encoder_from_state(state.target.model_dump())
         return cls(bundle, model, preprocessor, encoder, TASKS.get(manifest.task)())
 
     def outputs(self, dataset: Dataset) -> np.ndarray:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from modelcycle.data.corpus import CorpusBlocks
-from modelcycle.data.preprocess import TabularPreprocessor
+from modelcycle.data.kinds import InputKind, input_kind
 from modelcycle.data.text import TextEncoder
 from modelcycle.errors import ConfigError, RequestError
 from modelcycle.instances import instance_tensors
@@ -63,7 +63,7 @@ def explain(
 ) -> list[Explanation]:
     """Explain instances given in the caller's terms (as ``:predict`` takes them; prompts for a language
     model)."""
-    if isinstance(predictor.preprocessor, CorpusBlocks):
+    if input_kind(predictor.bundle.manifest.inputs.kind).attributed_through == "prompt":
         return [_explain_prompt(predictor, prompt, method, target) for prompt in _prompts(instances)]
     return explain_tensors(
         predictor, instance_tensors(list(instances), predictor), method=method, target=target
@@ -81,8 +81,8 @@ def explain_tensors(
             parameter="method",
         )
     model = predictor.model
-    kind = predictor.bundle.manifest.inputs.kind
-    if kind == "corpus":
+    kind = input_kind(predictor.bundle.manifest.inputs.kind)
+    if kind.attributed_through == "prompt":
         raise RequestError(
             f"{predictor.bundle.ref}: a language model is explained from prompts, not tensors",
             hint='POST /v1/models/NAME:explain with {"instances": ["a prompt"]}',
@@ -94,24 +94,26 @@ def explain_tensors(
         outputs = model(*inputs.values()).float().numpy()
     targets = _targets(predictor, outputs, target)
     target_tensor = torch.tensor(targets)
-    if kind == "text":
-        values, delta, baseline = _text_attributions(predictor, inputs, names, method, target_tensor)
+    if kind.attributed_through == "embedding":
+        values, delta, baseline = _token_attributions(predictor, kind, inputs, names, method, target_tensor)
     else:
-        values, delta, baseline = _dense_attributions(predictor, inputs[names[0]], method, target_tensor)
+        values, delta, baseline = _dense_attributions(
+            predictor, kind, inputs[names[0]], method, target_tensor
+        )
     probabilities = predictor.task.probabilities(outputs.astype(np.float64))
     explanations = []
     for row, index in enumerate(targets):
         explanations.append(
             Explanation(
                 ref=predictor.bundle.ref,
-                kind=kind,
+                kind=kind.name,
                 method=method,
                 baseline=baseline,
                 target=predictor.encoder.classes_[index] if predictor.encoder.classes_ else None,
                 target_index=index,
                 prediction=predictor.task.explained_prediction(outputs[row], predictor.encoder.coding),
                 probability=float(probabilities[row, index]) if probabilities is not None else None,
-                attributions=_shape(predictor, inputs, row, values[row]),
+                attributions=kind.attribution_shape(predictor.preprocessor, tensors, row, values[row]),
                 convergence_delta=None if delta is None else float(delta[row]),
             )
         )
@@ -150,7 +152,7 @@ def _targets(predictor: Predictor, outputs: np.ndarray, target: str | None) -> l
 
 
 def _dense_attributions(
-    predictor: Predictor, inputs: torch.Tensor, method: str, target: torch.Tensor
+    predictor: Predictor, kind: InputKind, inputs: torch.Tensor, method: str, target: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Tabular rows or images: the method straight on the float input tensor."""
     import captum.attr as attr  # heavy: only when something is explained
@@ -158,7 +160,7 @@ def _dense_attributions(
     model = predictor.model
     inputs = inputs.float().requires_grad_()
     baseline = torch.zeros_like(inputs)
-    mask = _feature_mask(predictor, inputs)
+    mask = _feature_mask(predictor, kind, inputs)
     delta = None
     if method == "ig":
         values, delta = attr.IntegratedGradients(model).attribute(
@@ -199,24 +201,20 @@ def _dense_attributions(
     return values.detach().numpy(), None if delta is None else delta.detach().numpy(), described
 
 
-def _feature_mask(predictor: Predictor, inputs: torch.Tensor) -> torch.Tensor:
-    """Which inputs are switched together by occlusion and KernelSHAP: each feature's one-hot columns for
-    tabular rows, square patches (an eighth of the side) for images."""
-    preprocessor = predictor.preprocessor
-    if isinstance(preprocessor, TabularPreprocessor):
-        features = preprocessor.column_features()
-        index = {name: position for position, name in enumerate(dict.fromkeys(features))}
-        return torch.tensor([index[name] for name in features]).expand_as(inputs).contiguous()
-    height, width = inputs.shape[-2:]
-    patch = max(1, min(height, width) // 8)
-    rows = torch.arange(height) // patch
-    columns = torch.arange(width) // patch
-    grid = rows[:, None] * ((width + patch - 1) // patch) + columns[None, :]
-    return grid.expand_as(inputs).contiguous()
+def _feature_mask(predictor: Predictor, kind: InputKind, inputs: torch.Tensor) -> torch.Tensor:
+    """Which inputs are switched together by occlusion and KernelSHAP (as the input kind groups them: a
+    feature's one-hot columns, an image's square patches, each token), the same for every row."""
+    groups = kind.feature_groups(predictor.preprocessor, tuple(inputs.shape[1:]))
+    return torch.from_numpy(np.ascontiguousarray(groups)).expand_as(inputs).contiguous()
 
 
-def _text_attributions(
-    predictor: Predictor, inputs: dict[str, torch.Tensor], names: list[str], method: str, target: torch.Tensor
+def _token_attributions(
+    predictor: Predictor,
+    kind: InputKind,
+    inputs: dict[str, torch.Tensor],
+    names: list[str],
+    method: str,
+    target: torch.Tensor,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Token ids: gradient methods on the embedding layer's output (summed over its width); occlusion and
     KernelSHAP replace tokens by the padding token."""
@@ -254,7 +252,7 @@ def _text_attributions(
             n_samples=GRADSHAP_SAMPLES,
         )
     else:
-        mask = torch.arange(ids.shape[1]).expand_as(ids).contiguous()
+        mask = _feature_mask(predictor, kind, ids)
         explainer = attr.FeatureAblation(model) if method == "occlusion" else attr.KernelShap(model)
         options: dict[str, Any] = {"perturbations_per_eval": PERTURBATIONS_PER_EVAL}
         if method == "kernelshap":
@@ -297,23 +295,6 @@ def _embedding_layer(model: nn.Module) -> nn.Embedding:
         if isinstance(module, nn.Embedding):
             return module
     raise ConfigError("this model has no embedding layer to attribute tokens through")
-
-
-def _shape(predictor: Predictor, inputs: dict[str, torch.Tensor], row: int, values: np.ndarray) -> Any:
-    """One row's attributions in the user's terms."""
-    preprocessor = predictor.preprocessor
-    if isinstance(preprocessor, TabularPreprocessor):
-        summed: dict[str, float] = {}
-        for name, value in zip(preprocessor.column_features(), values.tolist(), strict=True):
-            summed[name] = summed.get(name, 0.0) + value
-        return summed
-    if isinstance(preprocessor, TextEncoder):
-        ids = next(iter(inputs.values()))[row]
-        mask = inputs["attention_mask"][row] if "attention_mask" in inputs else torch.ones_like(ids)
-        kept = [position for position, flag in enumerate(mask.tolist()) if flag]
-        tokens = preprocessor.token_strings([int(ids[position]) for position in kept])
-        return [[token, float(values[position])] for token, position in zip(tokens, kept, strict=True)]
-    return values.sum(axis=0).tolist()  # images: channels summed, rows × columns
 
 
 def _prompts(instances: Sequence[Any]) -> list[str]:
@@ -362,7 +343,7 @@ def _explain_prompt(predictor: Predictor, prompt: str, method: str, target: str 
     probability = float(torch.softmax(logits, dim=0)[chosen])
     return Explanation(
         ref=predictor.bundle.ref,
-        kind="corpus",
+        kind=predictor.bundle.manifest.inputs.kind,
         method=method,
         baseline="token id 0",
         target=corpus.decode([chosen]),

@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 
 from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
+from modelcycle.data.reference import Reference
 from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
 from modelcycle.monitor.database import open_database
@@ -43,7 +44,7 @@ class Watched:
     version: int
     task: str
     labels: list[str] | None
-    reference: dict[str, Any]
+    reference: Reference
     embed: Callable[[list[Any]], np.ndarray | None] | None = None  # stored rows → the model's embeddings
 
 
@@ -254,7 +255,7 @@ class LiveMonitor:
             return None
         stored = [inputs for inputs, _ in rows]
         embeddings = None
-        if item.embed is not None and "embedding" in item.reference:
+        if item.embed is not None and item.reference.embedding is not None:
             embeddings = item.embed(stored[:EMBED_ROWS])
         predicted = pd.Series([prediction for _, prediction in rows if prediction is not None], dtype=object)
         labels = task.label_occurrences(predicted)  # a multi-label prediction is each of its labels
@@ -283,11 +284,11 @@ class LiveMonitor:
         self.leader.release()
 
 
-def stored_columns(reference: dict[str, Any], stored: list[Any]) -> dict[str, list[Any]]:
+def stored_columns(reference: Reference, stored: list[Any]) -> dict[str, list[Any]]:
     """The feature columns of stored inputs: a JSON object per row gives the features it names (tabular),
     a string is the text feature, a nested list the image; model-ready tensors whose names are not
     features (encoded tabular rows, token ids) give nothing."""
-    features = reference.get("features", {})
+    features = reference.features
     single = next(iter(features)) if len(features) == 1 else None
     columns: dict[str, list[Any]] = {name: [] for name in features}
     for row in stored:

@@ -1,7 +1,9 @@
 """Contract checks for an input kind (``modelcycle.data.kinds``), run over every registered one and by the
-author of a new one: given a few rows of that kind, the rows given back as a caller's instances decode and
-encode to the dataset's own tensors, stored instances are recognised, occlusion groups and attribution shapes
-fit the model's inputs, and the fitted state and reference profile round-trip through their contract files."""
+author of a new one: given a few rows of that kind, its tensors fit the schema it declares, fitting is
+deterministic, one instance alone encodes as it does within a request, the rows given back as a caller's
+instances decode and encode to the dataset's own tensors, stored instances are recognised, occlusion groups
+and attribution shapes fit the model's inputs, and the fitted state and reference profile round-trip through
+their contract files."""
 
 from __future__ import annotations
 
@@ -26,11 +28,58 @@ def check_input_kind(dataset: Dataset, config: PreprocessConfig | None = None) -
     """Every check of ``dataset.kind`` on ``dataset`` (a few rows: a corpus needs enough text for a block);
     returns the preprocessor fitted on it. An AssertionError names the check that failed."""
     preprocessor = make_preprocessor(dataset.kind, config or PreprocessConfig()).fit(dataset)
+    check_tensors_fit_schema(dataset, preprocessor)
+    check_fit_is_deterministic(dataset, preprocessor, config or PreprocessConfig())
+    check_row_alone_encodes_as_in_a_batch(dataset, preprocessor)
     check_instances_round_trip(dataset, preprocessor)
     check_feature_groups(dataset, preprocessor)
     check_state_round_trip(dataset, preprocessor)
     check_reference_round_trip(dataset)
     return preprocessor
+
+
+def check_tensors_fit_schema(dataset: Dataset, preprocessor: Preprocessor) -> None:
+    """The tensors come in the schema's order, with its dtypes and fixed sizes, one batch size for all."""
+    schema = preprocessor.input_schema()
+    tensors = preprocessor.transform(dataset)
+    assert list(tensors) == [spec.name for spec in schema.tensors], f"tensors {list(tensors)} for {schema}"
+    for spec in schema.tensors:
+        array = tensors[spec.name]
+        assert str(array.dtype) == spec.dtype, f"{spec.name}: {array.dtype}, the schema says {spec.dtype}"
+        assert array.ndim == len(spec.shape), f"{spec.name}: shape {array.shape}, the schema {spec.shape}"
+        for axis, (size, declared) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            assert declared in (-1, size), f"{spec.name}: axis {axis} is {size}, the schema {spec.shape}"
+    assert len({array.shape[0] for array in tensors.values()}) == 1, "tensors of different batch sizes"
+
+
+def check_fit_is_deterministic(
+    dataset: Dataset, preprocessor: Preprocessor, config: PreprocessConfig
+) -> None:
+    """Fitted again on the same rows, the preprocessing learns the same state (no unseeded randomness)."""
+    again = make_preprocessor(dataset.kind, config).fit(dataset)
+    assert json.dumps(again.state(), sort_keys=True) == json.dumps(preprocessor.state(), sort_keys=True), (
+        f"{dataset.kind}: two fits on the same rows learned different states"
+    )
+
+
+def check_row_alone_encodes_as_in_a_batch(dataset: Dataset, preprocessor: Preprocessor) -> None:
+    """A request of one instance gets the tensors that instance gets within a request of all; a batch may
+    pad a row further (with zeros: the pad id and the mask's off value), nothing else."""
+    kind = input_kind(dataset.kind)
+    if kind.attributed_through == "prompt":  # asked with prompts, not instances
+        return
+    schema = preprocessor.input_schema()
+    instances: list[Any] = json.loads(json.dumps(kind.instances(dataset)))
+    together = kind.encode(instances, schema, preprocessor, max_text_chars=UNLIMITED_CHARACTERS)
+    for row, instance in enumerate(instances):
+        alone = kind.encode([instance], schema, preprocessor, max_text_chars=UNLIMITED_CHARACTERS)
+        for name, array in alone.items():
+            within = together[name][row]
+            head = tuple(slice(0, size) for size in array.shape[1:])
+            np.testing.assert_allclose(array[0], within[head], rtol=1e-6, err_msg=f"{name} of row {row}")
+            rest = within.copy()
+            rest[head] = 0
+            assert not rest.any(), f"{name} of row {row}: the batch adds more than zero padding"
 
 
 def check_instances_round_trip(dataset: Dataset, preprocessor: Preprocessor) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from modelcycle.data import Dataset
+from modelcycle.data.kinds import input_kind
 from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
 from modelcycle.monitor.database import open_database
@@ -45,10 +46,5 @@ def labelled_traffic(store: Path, predictor: Predictor, *, since: float) -> Data
 
 
 def _raw(instance: object, predictor: Predictor) -> bool:
-    kind = predictor.bundle.manifest.inputs.kind
-    if kind == "tabular":
-        names = {feature.name for feature in predictor.bundle.manifest.inputs.features}
-        return isinstance(instance, dict) and set(instance) == names
-    if kind == "text":
-        return isinstance(instance, str)
-    return isinstance(instance, list)
+    schema = predictor.bundle.manifest.inputs
+    return input_kind(schema.kind).accepts(instance, schema)
