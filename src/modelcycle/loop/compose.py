@@ -95,7 +95,8 @@ def run(
     production = registry.open(trained.ref)
     metric = TASKS.get(production.manifest.task).primary_metric
     result = LoopResult(metric, timeline.stages, trained)
-    timeline.done("train", f"{trained.ref}, test {metric} {_figure(trained.metrics['test'].get(metric))}")
+    tested = trained.metrics.get("test", {}).get(metric)  # none without a test split
+    timeline.done("train", f"{trained.ref}, test {metric} {_figure(tested)}")
     _optimize(production, plan, timeline, result)
     registry.set_alias(
         trained.ref, "production", actor=plan.actor, reason="trained, optimized and benchmarked"
