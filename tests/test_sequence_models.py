@@ -46,6 +46,7 @@ TEXT_MODELS = [
 ]
 
 
+@pytest.mark.slow  # measured: 16-23 CPU-s on its own (training inside the test)
 @pytest.mark.parametrize("model", TEXT_MODELS, ids=["lstm", "gru", "transformer"])
 def test_text_classifiers_learn_a_keyword(registry: Registry, tmp_path: Path, model: list[str]) -> None:
     csv = keyword_reviews(tmp_path / "reviews.csv")
@@ -64,6 +65,7 @@ def test_text_classifiers_learn_a_keyword(registry: Registry, tmp_path: Path, mo
     assert manifest.inputs.vocab_size == len(FILLER) + 4  # + [PAD], [UNK], great, awful
 
 
+@pytest.mark.slow  # measured: 26 CPU-s on its own (training inside the test)
 def test_rnn_reads_image_rows(registry: Registry) -> None:
     overrides = ["name=digits-rnn", "model.arch=rnn", "model.params={hidden_size: 64}", "train.epochs=8"]
     result = train(load_config(EXAMPLES / "digits-cnn.yaml", overrides), registry)
