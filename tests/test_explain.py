@@ -107,6 +107,7 @@ def test_errors_name_what_was_wrong(signal: Predictor, signal_home: Path) -> Non
         explain_tensors(signal, {"features": np.zeros((1, 3), dtype=np.float32)})
 
 
+@pytest.mark.slow  # measured: 27 CPU-s on its own (training inside the test)
 def test_text_tokens_images_and_language_models_are_explained_in_their_terms(
     registry: Registry, cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
