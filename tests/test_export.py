@@ -26,6 +26,7 @@ def onnx_outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, {item.name: inputs[item.name] for item in session.get_inputs()})[0]
 
 
+@pytest.mark.slow  # measured: 14 CPU-s on its own (training and an ONNX export inside the test)
 def test_cnn_export_matches_torch_and_takes_any_batch(registry: Registry, cli) -> None:
     ref = train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=2"]), registry).ref
     report = json.loads(cli("export", ref, "--json").stdout)
@@ -48,6 +49,7 @@ def test_cnn_export_matches_torch_and_takes_any_batch(registry: Registry, cli) -
     assert "exists already" in again.stderr
 
 
+@pytest.mark.slow  # measured: 5.5 CPU-s on its own (training and an ONNX export inside the test)
 def test_text_transformer_export_has_a_dynamic_sequence(registry: Registry, tmp_path: Path) -> None:
     overrides = [
         f"data.source=csv:{keyword_reviews(tmp_path / 'reviews.csv', rows=200)}",
@@ -66,6 +68,7 @@ def test_text_transformer_export_has_a_dynamic_sequence(registry: Registry, tmp_
     )
 
 
+@pytest.mark.slow  # measured: 4.4 CPU-s on its own (training and an ONNX export inside the test)
 def test_gpt_exports_next_token_logits(registry: Registry) -> None:
     bundle = registry.open(train(load_config(EXAMPLES / "tiny-gpt.yaml", TINY_GPT), registry).ref)
     result = export_onnx(bundle)
