@@ -137,6 +137,7 @@ def cpu_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == "modelcycle.runtime.cpu"]
 
 
+@pytest.mark.slow  # measured: 15.5 CPU-s on its own (training, export, quantization inside the test)
 def test_onnx_int8_is_made_for_the_cpu_it_will_run_on_and_warns_when_run_elsewhere(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -244,6 +245,7 @@ def test_a_failing_candidate_is_kept_and_marked_rejected(mlp: Bundle, cli) -> No
     assert "exactly one of" in neither.stderr
 
 
+@pytest.mark.slow  # measured: 5.6 CPU-s on its own (training inside the test)
 def test_lstm_layers_quantize_and_reload_identically(registry: Registry, tmp_path: Path) -> None:
     overrides = [
         f"data.source=csv:{keyword_reviews(tmp_path / 'reviews.csv', rows=300)}",
