@@ -68,6 +68,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return written
 
 
+@pytest.mark.slow  # the reports fixture trains three models, exports one and renders: 23 CPU-s, measured
 def test_each_kind_of_model_gets_its_sections(reports: dict[str, Path]) -> None:
     tabular = reports["breast-cancer-mlp"].read_text()
     for heading in (
@@ -89,12 +90,14 @@ def test_each_kind_of_model_gets_its_sections(reports: dict[str, Path]) -> None:
     assert text.count('class="explanation"') == 3
 
 
+@pytest.mark.slow  # the reports fixture trains three models, exports one and renders: 23 CPU-s, measured
 def test_the_monitoring_report_plots_drift_per_feature(reports: dict[str, Path]) -> None:
     page = reports["monitor"].read_text()
     assert "<h2>Drift per feature (latest check)</h2><img" in page
     assert page.count('class="drifted">yes') == 2
 
 
+@pytest.mark.slow  # the reports fixture trains three models, exports one and renders: 23 CPU-s, measured
 def test_the_bundle_still_verifies_with_its_report(reports: dict[str, Path]) -> None:
     bundle = Bundle(reports["digits-cnn"].parent)  # reading verifies every file's sha256
     assert (bundle.path / "report.html").stat().st_size > 10_000
