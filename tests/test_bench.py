@@ -37,6 +37,7 @@ def write_bench_json(bundle: Bundle, throughputs: dict[str, dict[str, float]]) -
     (bundle.path / "variants" / "bench.json").write_text(json.dumps({"results": results}), encoding="utf-8")
 
 
+@pytest.mark.slow  # measured: 21 CPU-s on its own (training, an ONNX export and a bench inside the test)
 def test_bench_measures_base_and_onnx_side_by_side(registry: Registry, cli) -> None:
     bundle = registry.open(train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=1"]), registry).ref)
     export_onnx(bundle)
