@@ -96,6 +96,7 @@ def test_gradient_clipping_bounds_each_step() -> None:
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-4)
 
 
+@pytest.mark.slow  # measured: 16 CPU-s on its own (training of up to 60 epochs inside the test)
 def test_early_stopping_stops_and_keeps_the_best_epoch(registry: Registry) -> None:
     config = load_config(
         CANCER,
