@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from modelcycle.config import load_config
 from modelcycle.data import load_dataset
 from modelcycle.loop import Feedback, LoopPlan, Served, run
@@ -42,6 +44,7 @@ class EchoTraffic:
         self.canary_watched = True
 
 
+@pytest.mark.slow  # measured: 19 CPU-s on its own (training, serving, bench and update inside the test)
 def test_a_loop_without_enough_feedback_stops_at_the_update(registry: Registry, home: Path) -> None:
     config = load_config(EXAMPLES / "breast-cancer-mlp.yaml", ["train.epochs=2", "update.min_feedback=50"])
     data = load_dataset(config.data, seed=config.seed)
