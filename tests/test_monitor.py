@@ -452,6 +452,7 @@ def test_monitor_report_writes_one_html_page_with_plots(
     assert "--since" in bad.stderr
 
 
+@pytest.mark.slow  # measured: 12 CPU-s on its own (training and embedding the test split inside the test)
 def test_image_drift_is_seen_through_the_models_embeddings(registry: Registry) -> None:
     result = train(load_config(EXAMPLES / "digits-cnn.yaml", ["train.epochs=1"]), registry)
     assert result is not None
