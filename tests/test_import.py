@@ -100,6 +100,7 @@ def test_import_task_must_match_the_model(cli) -> None:
     assert "imports for embedding, not language_modeling" in result.stderr
 
 
+@pytest.mark.slow  # measured: 10 CPU-s (the tokenizer is read out of a 100 MB GGUF file)
 def test_a_gguf_tokenizer_is_written_out_once_and_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
