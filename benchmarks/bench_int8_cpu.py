@@ -3,9 +3,10 @@ int8 weights) and for an AVX2-only CPU (7-bit weights, ``reduce_range``), then r
 AVX2-only CPU (Haswell, emulated by QEMU user mode: ONNX Runtime picks its kernels by CPUID, which QEMU
 answers), against the fp32 ONNX graph on the same CPU and rows.
 
-Run: .venv/bin/python benchmarks/bench_int8_cpu.py [--minilm-home DIR]  → benchmarks/results/int8-cpu.md
-(needs `qemu-x86_64` from Debian's qemu-user for the AVX2 column; ~5 min for breast-cancer-mlp, and with
-text-minilm another training unless DIR holds one, plus ~1 s a row under QEMU)
+Run: .venv/bin/python benchmarks/bench_int8_cpu.py [--minilm-home DIR [--minilm-set KEY=VALUE ...]]
+→ benchmarks/results/int8-cpu.md (needs `qemu-x86_64` from Debian's qemu-user for the AVX2 column; ~5 min
+for breast-cancer-mlp; text-minilm is trained twice into DIR unless it holds versions 1 and 2 already, and
+its emulated run is kept to a few rows)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/int8-cpu.md"
 MADE_FOR = {"VNNI": ["avx2", "avx512f", "avx512_vnni"], "AVX2": ["avx2"]}
 EMULATED_CPU = "Haswell"  # AVX2 + FMA, no AVX-512, no VNNI
-EMULATED_ROWS = 96  # text-minilm rows run under QEMU (its emulation runs ~1 s a row)
+EMULATED_ROWS = 64  # text-minilm rows run under QEMU (emulated AVX2 is slow)
 
 
 def plan_for(bundles: dict[str, Bundle], folder: Path, rows: int | None) -> Path:
@@ -102,7 +103,7 @@ def _versions(registry: Registry, name: str) -> list[object]:
 
 def table(title: str, rows: int, native: dict, emulated: dict | None) -> list[str]:
     lines = [
-        f"## {title} ({rows} validation rows)",
+        f"## {title}: {rows} validation rows",
         "",
         "Each int8 graph against the fp32 ONNX graph on the same CPU and rows: the largest logit change as a "
         "share of the fp32 logits' range and of their largest magnitude (the test's measure, limit 5 %), "
@@ -118,7 +119,7 @@ def table(title: str, rows: int, native: dict, emulated: dict | None) -> list[st
     lines[2] += "."
     for name, here in native.items():
         cells = [name, *_cells(here)]
-        cells += _cells(emulated[name]) if emulated else ["not run (no qemu-x86_64)"] + [""] * 3
+        cells += _cells(emulated[name]) if emulated else ["not run"] + [""] * 3
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -132,7 +133,7 @@ def _cells(row: dict[str, float]) -> list[str]:
     ]
 
 
-def main(minilm_home: Path | None) -> None:
+def main(minilm_home: Path | None, minilm_overrides: list[str]) -> None:
     qemu = shutil.which("qemu-x86_64") is not None
     sections = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -146,7 +147,7 @@ def main(minilm_home: Path | None) -> None:
         native = run_child(plan, emulated=False)
         sections += table("breast-cancer-mlp", rows, native, run_child(plan, emulated=True) if qemu else None)
         if minilm_home is not None:
-            sections += minilm(Registry(minilm_home), folder, qemu)
+            sections += minilm(Registry(minilm_home), minilm_overrides, folder, qemu)
         registry.close()
     header = [
         "# ONNX Runtime int8 on CPUs with and without VNNI",
@@ -163,26 +164,26 @@ def main(minilm_home: Path | None) -> None:
     RESULTS.write_text("\n".join(header + sections))
 
 
-def minilm(registry: Registry, folder: Path, qemu: bool) -> list[str]:
+def minilm(registry: Registry, overrides: list[str], folder: Path, qemu: bool) -> list[str]:
     """text-minilm: the static QDQ variant that lost 10 points in optimize.md, made for both kinds."""
-    bundles = variants(registry, "text-minilm.yaml", [])
+    bundles = variants(registry, "text-minilm.yaml", overrides)
+    title = "text-minilm" + (f" (trained with {' '.join(overrides)})" if overrides else "")
     sub = folder / "minilm"
     sub.mkdir()
     plan = plan_for(bundles, sub, None)
     rows = len(np.load(sub / "targets.npy"))
-    lines = table("text-minilm", rows, run_child(plan, emulated=False), None)
+    lines = table(title, rows, run_child(plan, emulated=False), None)
     if qemu:
         few = folder / "minilm-few"
         few.mkdir()
         plan = plan_for(bundles, few, EMULATED_ROWS)
-        lines += table(
-            "text-minilm", EMULATED_ROWS, run_child(plan, emulated=False), run_child(plan, emulated=True)
-        )
+        lines += table(title, EMULATED_ROWS, run_child(plan, emulated=False), run_child(plan, emulated=True))
     return lines
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minilm-home", type=Path, help="also measure text-minilm, trained into this home")
+    parser.add_argument("--minilm-set", nargs="*", default=[], help="config overrides for text-minilm")
     arguments = parser.parse_args()
-    main(arguments.minilm_home)
+    main(arguments.minilm_home, arguments.minilm_set)

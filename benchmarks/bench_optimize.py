@@ -141,6 +141,9 @@ def minilm(registry: Registry) -> list[str]:
         f"- onnx-int8 vs onnx-fp32: {fp32.size_bytes / int8.size_bytes:.2f}× smaller (goal ≥ 3.5×: "
         f"{verdict(fp32.size_bytes / int8.size_bytes >= 3.5)}), "
         f"accuracy {int8.delta * 100:+.2f} points vs the base (goal ≥ −1: {verdict(int8.delta >= -0.01)}).",
+        "- ONNX Runtime int8 weights chosen for this CPU: "
+        + ("7-bit (`reduce_range`: no VNNI / AMX)" if int8.params["reduce_range"] else "8-bit (VNNI here)")
+        + "; the int8 variants on CPUs with and without VNNI, side by side: int8-cpu.md.",
         "",
     ]
     for sequence in (32, 128, None):  # None = the model's own length, last so bench.json is what auto reads

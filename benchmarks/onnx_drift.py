@@ -7,6 +7,7 @@ Run: python benchmarks/onnx_drift.py PLAN.json  → one JSON line per int8 graph
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def measure(plan_path: Path) -> None:
         inputs = {name: stored[name] for name in stored.files}
     targets = np.load(plan["targets"], allow_pickle=False)
 
+    @functools.cache  # one fp32 graph may serve several int8 graphs
     def run(path: str) -> np.ndarray:
         options = onnxruntime.SessionOptions()
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
