@@ -230,9 +230,7 @@ def canary(
             f"only {live.samples} labelled canary answers in {settings.canary_timeout_s:g} s",
         )
     # production's live figure over the same window; before any is labelled, its figure on recent traffic
-    reference = base.metrics.get(
-        metric, result.judgement.recent_traffic.base if result.judgement else 0.0
-    )
+    reference = base.metrics.get(metric, result.judgement.recent_traffic.base if result.judgement else 0.0)
     verdict = Gate(max_drop=settings.rollback_drop).judge(metric, reference, live.metrics[metric])
     if not verdict.passed:
         reason = (
