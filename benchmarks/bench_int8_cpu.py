@@ -31,6 +31,7 @@ from modelcycle.optimize import Gate, quantize
 from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, held_out_split, model_tensors
 from modelcycle.registry import Registry
+from modelcycle.runtime.cpu import int8_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/int8-cpu.md"
@@ -45,7 +46,8 @@ def plan_for(bundles: dict[str, Bundle], folder: Path, rows: int | None) -> Path
     for kind, bundle in bundles.items():
         for name in ("onnx-int8", "onnx-int8-static"):
             variant = bundle.variant(name)
-            assert variant.manifest.params["cpu_features"] == MADE_FOR[kind], variant.manifest.params
+            made_for = int8_scheme(MADE_FOR[kind]).reduce_range
+            assert variant.manifest.params["reduce_range"] == made_for, variant.manifest.params
             bits = "7-bit" if variant.manifest.params["reduce_range"] else "8-bit"
             graphs[f"{name} made for {kind} ({bits} weights)"] = {
                 "int8": str(variant.path / "model.onnx"),
