@@ -195,6 +195,15 @@ def test_served_answers_are_label_sets_and_feedback_gives_live_quality_equal_to_
         skm.accuracy_score(expected, got)
     )
     assert metric_value(metrics, "modelcycle_live_quality_samples", **version) == 30
+    # predictions by label: every label a row carries, over the 30 simple rows and the 4 v2 rows (the same
+    # first four), not one argmax per row
+    carried = {
+        label: sum(label in item["labels"] for item in predictions + predictions[:4]) for label in LABELS
+    }
+    assert sum(carried.values()) > 34  # some rows carry several labels
+    for label, count in carried.items():
+        name, labels = "modelcycle_predictions_total", {"model": "topics", "version": "1", "class": label}
+        assert metric_value(metrics, name, **labels) == count
 
 
 def test_explanations_attribute_a_chosen_label_to_every_feature(trained: Registry) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import Request
 
 from modelcycle.config import ServeConfig
@@ -87,14 +87,12 @@ class ServerState:
 
         return ServedModel(Gateway(name, loaded), load, self.registry, self.describe)
 
-    def _batch(self, ref: str, classes: list[str], stats: BatchStats) -> None:
-        """Batch metrics, and predictions by class counted once a batch (not once a request)."""
+    def _batch(self, ref: str, labels: list[str], stats: BatchStats) -> None:
+        """Batch metrics, and predictions by label counted once a batch (not once a request)."""
         model, _, version = ref.partition("@")
         self.metrics.batch(model, stats.rows, stats.queue_seconds)
-        if classes and stats.outputs.ndim == 2 and stats.outputs.shape[1] == len(classes):
-            counts = np.bincount(stats.outputs.argmax(axis=1), minlength=len(classes))
-            for index in np.flatnonzero(counts).tolist():
-                self.metrics.predicted(model, version, classes[index], int(counts[index]))
+        for label, count in Counter(labels).items():
+            self.metrics.predicted(model, version, label, count)
 
     def watched(self) -> list[Watched]:
         """The versions that answer requests (primary and canary), as monitoring sees them."""

@@ -26,7 +26,7 @@ from modelcycle.predictor import Predictor
 from modelcycle.runtime import BASE, load_predictor
 from modelcycle.serve.batcher import Batcher, BatchStats, Tensors
 
-BatchStatsHook = Callable[[str, list[str], BatchStats], None]  # (ref, class names, stats)
+BatchStatsHook = Callable[[str, list[str], BatchStats], None]  # (ref, labels the batch predicted, stats)
 Run = Callable[[Tensors], np.ndarray]
 
 
@@ -126,13 +126,20 @@ def load_version(
         tensors = [torch.from_numpy(array).to(device) for array in inputs.values()]
         return model(*tensors).float().cpu().numpy()
 
-    ref, classes = bundle.ref, predictor.encoder.classes_
+    ref, task, coding = bundle.ref, predictor.task, predictor.encoder.coding
+
+    def report(stats: BatchStats) -> None:
+        # every label the task predicts in the batch: one per row, any number per row (multi-label), none
+        # for values or tokens
+        if on_batch is not None:
+            on_batch(ref, task.predicted_labels(stats.outputs, coding) or [], stats)
+
     batcher = Batcher(
         run,
         max_batch_size=settings.max_batch_size,
         max_queue_delay_ms=settings.max_queue_delay_ms,
         max_queue=settings.max_queue,
-        on_batch=(lambda stats: on_batch(ref, classes, stats)) if on_batch is not None else None,
+        on_batch=report if on_batch is not None else None,
     )
     warm_up(predictor, run)
     return LoadedVersion(bundle, chosen, predictor, batcher)
