@@ -18,9 +18,9 @@ from modelcycle.devices import pick_device
 from modelcycle.errors import ConfigError, ModelcycleError, TrainingError
 from modelcycle.pipeline import TrainResult, fit_model, prepare_data, train, validate
 from modelcycle.registry import Registry
-from modelcycle.tasks import TASKS
+from modelcycle.tasks import TASKS, lower_is_better
 from modelcycle.train import Hooks
-from modelcycle.train.monitor import VALID_PREFIX, lower_is_better
+from modelcycle.train.monitor import VALID_PREFIX
 
 logger = logging.getLogger(__name__)
 

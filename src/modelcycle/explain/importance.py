@@ -14,7 +14,7 @@ from modelcycle.data import Dataset
 from modelcycle.data.kinds import input_kind
 from modelcycle.errors import ConfigError, DataError
 from modelcycle.predictor import Predictor
-from modelcycle.train.monitor import lower_is_better
+from modelcycle.tasks import lower_is_better
 
 
 @dataclass(frozen=True)

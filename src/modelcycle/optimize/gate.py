@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Metrics where a smaller value is better; every other metric is "larger is better".
-LOWER_IS_BETTER = frozenset({"loss", "perplexity", "rmse", "mae", "mse", "log_loss", "ece"})
+from modelcycle.tasks import lower_is_better
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class Gate:
 
     def judge(self, metric: str, base: float, candidate: float) -> GateResult:
         """How far ``candidate`` fell behind ``base`` on ``metric`` (positive = worse), and the verdict."""
-        worse_by = candidate - base if metric in LOWER_IS_BETTER else base - candidate
+        worse_by = candidate - base if lower_is_better(metric) else base - candidate
         drop = worse_by / abs(base) if self.relative and base != 0 else worse_by
         return GateResult(metric, base, candidate, candidate - base, drop, drop <= self.max_drop, self)
 

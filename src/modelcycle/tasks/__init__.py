@@ -2,6 +2,7 @@
 
 from modelcycle.tasks import classification, embedding, language_modeling, multilabel, regression
 from modelcycle.tasks.base import TASKS, TargetCoding, Task
+from modelcycle.tasks.direction import lower_is_better
 
 __all__ = [
     "TASKS",
@@ -10,6 +11,7 @@ __all__ = [
     "classification",
     "embedding",
     "language_modeling",
+    "lower_is_better",
     "multilabel",
     "regression",
 ]

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from modelcycle.config import EarlyStoppingConfig
 from modelcycle.errors import ConfigError
-from modelcycle.tasks import Task
+from modelcycle.tasks import Task, lower_is_better
 
-_LOWER_IS_BETTER = ("loss", "rmse", "mae", "ece", "error", "perplexity")
 VALID_PREFIX = "valid_"
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(part in metric for part in _LOWER_IS_BETTER)
 
 
 class Selection:
