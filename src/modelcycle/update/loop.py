@@ -24,6 +24,7 @@ from modelcycle.optimize.gate import Gate
 from modelcycle.predictor import Predictor
 from modelcycle.registry import Registry
 from modelcycle.registry.refs import parse_ref
+from modelcycle.tasks import TASKS
 from modelcycle.update.candidate import Candidate, Judgement, make_candidate
 from modelcycle.update.feedback import labelled_traffic
 
@@ -195,9 +196,9 @@ def canary(
     name, version = candidate.manifest.name, int(candidate.manifest.version or 0)
     started = time.time()
     admin.canary(name, version, settings.canary_percent)
-    metric = result.judgement.metric if result.judgement else "accuracy"
     labels = candidate.manifest.outputs.labels
     task = candidate.manifest.task
+    metric = result.judgement.metric if result.judgement else TASKS.get(task).primary_metric
     while True:
         elapsed = time.time() - started
         window = f"{int(elapsed) + 2}s"
