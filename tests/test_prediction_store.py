@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from modelcycle.errors import OverloadedError
 from modelcycle.monitor import writer
 from modelcycle.monitor.database import connect, open_database
 from modelcycle.monitor.predictions import (
@@ -169,7 +170,7 @@ def test_a_failed_retention_is_logged_and_the_writer_goes_on_writing(
         connection.execute(
             "CREATE TRIGGER kept BEFORE DELETE ON predictions BEGIN SELECT RAISE(ABORT, 'kept'); END"
         )
-    with open_database(path) as database, pytest.raises(DatabaseError, match="retention: kept"):
+    with open_database(path) as database, pytest.raises(DatabaseError, match="retain: kept"):
         database.retain(retention_seconds=60.0, max_rows=10, now=1000.0)
     frames = io.BytesIO()
     writer.write_frame(
@@ -186,6 +187,27 @@ def test_a_failed_retention_is_logged_and_the_writer_goes_on_writing(
     with open_database(path) as database:
         assert database.find("new", 0) == ("m", 1)
         assert database.find("old", 0) == ("m", 1)
+
+
+def test_every_failure_of_the_database_is_a_database_error_the_server_answers_503(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.db"
+    with open_database(path) as database:
+        database.append([_row("a", 10.0)])
+    with connect(path) as connection:  # a database that refuses feedback, as a locked or full one would
+        connection.execute(
+            "CREATE TRIGGER refused BEFORE INSERT ON feedback BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with (
+        open_database(path) as database,
+        pytest.raises(DatabaseError, match="add_feedback: refused") as raised,
+    ):
+        database.add_feedback("a", 0, "yes", None, created=20.0)
+    assert isinstance(raised.value, OverloadedError)  # unavailable for now: 503 with Retry-After, not a 500
+    assert raised.value.http_status == 503
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DatabaseError, match=f"{re.escape(str(garbage))}: open: file is not a database"):
+        open_database(garbage)
 
 
 ROUND_ONE_SCHEMA = """

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -33,6 +33,9 @@ from modelcycle.monitor.predictions import (
     StoredInput,
     Traffic,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -117,48 +120,68 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
+def _translated(
+    method: Callable[Concatenate[SQLiteDatabase, P], R],
+) -> Callable[Concatenate[SQLiteDatabase, P], R]:
+    """``method`` with SQLite's own errors raised as ``DatabaseError`` naming the file and the operation, so
+    callers (the writer, the server, update) handle one error whatever the backend."""
+
+    def translated(self: SQLiteDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise DatabaseError(f"{self.path}: {method.__name__}: {error}") from error
+
+    return translated
+
+
 class SQLiteDatabase:
     """``PredictionDatabase`` over one SQLite file (created with its schema if absent). Each instance holds
     one connection, usable from any thread but by one at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._connection = _open(path)
+        try:
+            self._connection = _open(path)
+        except sqlite3.Error as error:
+            raise DatabaseError(f"{path}: open: {error}") from error
 
+    @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
         with self._connection:
             self._connection.executemany(INSERT_PREDICTION, rows)
 
+    @_translated
     def retain(self, retention_seconds: float, max_rows: int, *, now: float) -> None:
         """Retention by rowid, which follows writing order (SQLite's own: sorting a million rows by time
         took ~0.4 s). Quality and drift figures older than the period go too."""
         cutoff = now - retention_seconds
-        try:
-            with self._connection as connection:
-                connection.execute("DELETE FROM predictions WHERE created < ?", (cutoff,))
-                excess = connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] - max_rows
-                if excess > 0:
-                    oldest = "SELECT rowid FROM predictions ORDER BY rowid LIMIT ?"
-                    connection.execute(f"DELETE FROM predictions WHERE rowid IN ({oldest})", (excess,))
-                connection.execute(
-                    "DELETE FROM feedback WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE "
-                    "p.request_id = feedback.request_id AND p.row = feedback.row)"
-                )
-                connection.execute("DELETE FROM quality WHERE created < ?", (cutoff,))
-                connection.execute("DELETE FROM drift WHERE created < ?", (cutoff,))
-        except sqlite3.Error as error:
-            raise DatabaseError(f"{self.path}: retention: {error}") from error
+        with self._connection as connection:
+            connection.execute("DELETE FROM predictions WHERE created < ?", (cutoff,))
+            excess = connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] - max_rows
+            if excess > 0:
+                oldest = "SELECT rowid FROM predictions ORDER BY rowid LIMIT ?"
+                connection.execute(f"DELETE FROM predictions WHERE rowid IN ({oldest})", (excess,))
+            connection.execute(
+                "DELETE FROM feedback WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE "
+                "p.request_id = feedback.request_id AND p.row = feedback.row)"
+            )
+            connection.execute("DELETE FROM quality WHERE created < ?", (cutoff,))
+            connection.execute("DELETE FROM drift WHERE created < ?", (cutoff,))
 
+    @_translated
     def find(self, request_id: str, row: int) -> tuple[str, int] | None:
         found = self._connection.execute(FIND, (request_id, row)).fetchone()
         return None if found is None else (str(found[0]), int(found[1]))
 
+    @_translated
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
     ) -> None:
         with self._connection:
             self._connection.execute(INSERT_FEEDBACK, (request_id, row, label, value, created))
 
+    @_translated
     def labelled(self, model: str, *, since: float, version: int | None = None) -> list[LabelledPrediction]:
         query, arguments = LABELLED, [model, since]
         if version is not None:
@@ -169,31 +192,39 @@ class SQLiteDatabase:
             for label, value, score, shares in self._connection.execute(query, arguments)
         ]
 
+    @_translated
     def labelled_inputs(self, model: str, *, since: float) -> list[LabelledInput]:
         rows = self._connection.execute(LABELLED_INPUTS, (model, since))
         return [LabelledInput(json.loads(inputs), label, value) for inputs, label, value in rows]
 
+    @_translated
     def recent_inputs(self, model: str, *, since: float, limit: int) -> list[StoredInput]:
         rows = self._connection.execute(RECENT_INPUTS, (model, since, limit))
         return [StoredInput(json.loads(inputs), prediction) for inputs, prediction in rows]
 
+    @_translated
     def traffic(self, model: str, *, since: float) -> list[Traffic]:
         return [Traffic(*row) for row in self._connection.execute(TRAFFIC, (model, since))]
 
+    @_translated
     def count_labelled(self, model: str, *, since: float) -> int:
         return int(self._connection.execute(COUNT_LABELLED, (model, since)).fetchone()[0])
 
+    @_translated
     def add_quality(self, rows: Iterable[QualityRow]) -> None:
         with self._connection:
             self._connection.executemany(INSERT_QUALITY, rows)
 
+    @_translated
     def quality(self, model: str, *, since: float) -> list[QualityRow]:
         return [QualityRow(*row) for row in self._connection.execute(QUALITY, (model, since))]
 
+    @_translated
     def add_drift(self, rows: Iterable[DriftRow]) -> None:
         with self._connection:
             self._connection.executemany(INSERT_DRIFT, rows)
 
+    @_translated
     def latest_drift(self, model: str, *, since: float) -> list[DriftRow]:
         rows = self._connection.execute(LATEST_DRIFT, (model, model, since))
         return [

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
+from modelcycle.errors import OverloadedError
+
 # A stored prediction, one row of a request: the order of the tuples ``PredictionDatabase.append`` takes.
 # ``inputs`` and ``probabilities`` are JSON text; ``prediction`` a class, a value or generated text.
 PREDICTION_COLUMNS = (
@@ -30,8 +32,9 @@ PREDICTION_COLUMNS = (
 )
 
 
-class DatabaseError(Exception):
-    """The database failed an operation (locked past its timeout, disk full, a corrupt file)."""
+class DatabaseError(OverloadedError):
+    """The database failed an operation (locked past its timeout, disk full, a corrupt file). The server
+    answers it as unavailable for now (503 with Retry-After), never as a bug of its own."""
 
 
 class LabelledPrediction(NamedTuple):
