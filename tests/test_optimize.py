@@ -112,20 +112,29 @@ def test_dynamic_int8_writes_a_torch_and_an_onnx_variant_that_load_as_measured(m
     assert "variant onnx-int8 is already quantized" in again.stderr
 
 
+X86 = "x86_64"  # the scheme is chosen for a CPU of this kind whatever machine runs the test
+
+
 def test_int8_weights_use_seven_bits_unless_the_cpu_sums_int8_products_exactly() -> None:
     # ONNX Runtime's u8s8 kernels saturate an int16 pair sum without VNNI / AMX (255 * 127 * 2 > 32767)
     for flags in ([], ["avx2"], ["avx2", "avx512f"], ["avx2", "avx512f", "avx512_bf16"]):
-        scheme = int8_scheme(flags)
+        scheme = int8_scheme(flags, machine=X86)
         assert (scheme.weight_type, scheme.reduce_range) == ("int8", True)
         assert scheme.params() == {"weight_type": "int8", "reduce_range": True, "cpu_features": flags}
     for flags in (["avx2", "avx_vnni"], ["avx2", "avx512f", "avx512_vnni"], ["amx_int8"]):
-        assert not int8_scheme(flags).reduce_range
+        assert not int8_scheme(flags, machine=X86).reduce_range
     full = {"weight_type": "int8", "reduce_range": False}
-    assert saturates_here(full, ["avx2", "avx512f"])
-    assert not saturates_here(full, ["avx2", "avx512_vnni"])
-    assert not saturates_here({**full, "reduce_range": True}, ["avx2"])
-    assert saturates_here({"weight_type": "int8"}, ["avx2"])  # variants made before reduce_range was recorded
-    assert not saturates_here({"opset": 18}, ["avx2"])  # not an int8 variant
+    assert saturates_here(full, ["avx2", "avx512f"], machine=X86)
+    assert not saturates_here(full, ["avx2", "avx512_vnni"], machine=X86)
+    assert not saturates_here({**full, "reduce_range": True}, ["avx2"], machine=X86)
+    assert saturates_here(
+        {"weight_type": "int8"}, ["avx2"], machine=X86
+    )  # variants made before reduce_range was recorded
+    assert not saturates_here({"opset": 18}, ["avx2"], machine=X86)  # not an int8 variant
+    # Arm's int8 dot products accumulate in 32 bits: no flags to read, nothing to saturate
+    assert not int8_scheme([], machine="aarch64").reduce_range
+    assert not saturates_here(full, [], machine="arm64")
+    assert int8_scheme([], machine=X86).reduce_range  # an x86 CPU whose flags are unknown: 7-bit
 
 
 def fake_cpu(monkeypatch: pytest.MonkeyPatch, path: Path, flags: str) -> None:

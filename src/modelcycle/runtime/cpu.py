@@ -12,6 +12,7 @@ unless it is made for a CPU whose int8 units do not saturate."""
 from __future__ import annotations
 
 import logging
+import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,15 @@ CPUINFO = Path("/proc/cpuinfo")
 FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # The int8 dot-product units that accumulate u8×s8 in 32 bits, so full-range int8 weights cannot saturate.
 EXACT_INT8 = frozenset({"avx_vnni", "avx512_vnni", "amx_int8"})
+# The saturating u8×s8 pair sum (``vpmaddubsw``) is x86's; Arm's int8 dot products (NEON / SVE ``sdot``)
+# accumulate in 32 bits, so elsewhere full-range weights are safe whatever flags /proc/cpuinfo lists.
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
+
+
+def saturating_cpu(features: Iterable[str], machine: str) -> bool:
+    """Whether ONNX Runtime's u8s8 int8 kernels can saturate on a CPU of ``machine`` (as ``platform.machine``
+    names it) with ``features``: an x86 CPU without VNNI or AMX."""
+    return machine.lower() in X86_MACHINES and not EXACT_INT8 & set(features)
 
 
 def cpu_field(name: str) -> str | None:
@@ -59,20 +69,22 @@ class Int8Scheme:
         }
 
 
-def int8_scheme(features: Iterable[str]) -> Int8Scheme:
-    """The int8 scheme for a CPU with ``features`` (flags as /proc/cpuinfo spells them). Full-range int8
-    weights only where VNNI or AMX sums the products exactly; everywhere else 7-bit weights, which keep the
-    fast u8s8 kernels (uint8 weights would avoid saturation too, through slower kernels)."""
+def int8_scheme(features: Iterable[str], machine: str | None = None) -> Int8Scheme:
+    """The int8 scheme for a CPU with ``features`` (flags as /proc/cpuinfo spells them) of ``machine`` (this
+    one's by default). 7-bit weights where the kernels can saturate (x86 without VNNI / AMX), which keep the
+    fast u8s8 kernels (uint8 weights would avoid saturation too, through slower kernels); full range
+    elsewhere."""
     flags = tuple(features)
-    return Int8Scheme("int8", reduce_range=not EXACT_INT8 & set(flags), cpu_features=flags)
+    reduce_range = saturating_cpu(flags, platform.machine() if machine is None else machine)
+    return Int8Scheme("int8", reduce_range=reduce_range, cpu_features=flags)
 
 
-def saturates_here(params: Mapping[str, object], features: Iterable[str]) -> bool:
+def saturates_here(params: Mapping[str, object], features: Iterable[str], machine: str | None = None) -> bool:
     """Whether an ONNX int8 variant with these ``variant.json`` params can saturate on a CPU with
     ``features``: full-range int8 weights (variants made before ``reduce_range`` was recorded have them) on a
-    CPU without VNNI / AMX."""
+    CPU whose kernels can saturate (``saturating_cpu``; ``machine`` is this one's by default)."""
     full_range = params.get("weight_type") == "int8" and not params.get("reduce_range", False)
-    return full_range and not EXACT_INT8 & set(features)
+    return full_range and saturating_cpu(features, platform.machine() if machine is None else machine)
 
 
 def warn_if_saturates(where: str, params: Mapping[str, object]) -> None:
