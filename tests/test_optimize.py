@@ -127,9 +127,8 @@ def test_int8_weights_use_seven_bits_unless_the_cpu_sums_int8_products_exactly()
     assert saturates_here(full, ["avx2", "avx512f"], machine=X86)
     assert not saturates_here(full, ["avx2", "avx512_vnni"], machine=X86)
     assert not saturates_here({**full, "reduce_range": True}, ["avx2"], machine=X86)
-    assert saturates_here(
-        {"weight_type": "int8"}, ["avx2"], machine=X86
-    )  # variants made before reduce_range was recorded
+    # variants made before reduce_range was recorded
+    assert saturates_here({"weight_type": "int8"}, ["avx2"], machine=X86)
     assert not saturates_here({"opset": 18}, ["avx2"], machine=X86)  # not an int8 variant
     # Arm's int8 dot products accumulate in 32 bits: no flags to read, nothing to saturate
     assert not int8_scheme([], machine="aarch64").reduce_range
