@@ -3,6 +3,7 @@ routing and version transitions are tested alone, without a model or a registry 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -45,6 +46,7 @@ class FakeLoader:
     loaded: list[FakeVersion] = field(default_factory=list)
 
     async def __call__(self, version: int) -> FakeVersion:
+        await asyncio.sleep(0)  # loading yields to the event loop, as the server's executor does
         if version not in self.available:
             raise NotFoundError(f"version {version} is not in the registry")
         fresh = FakeVersion(version)

@@ -171,3 +171,18 @@ def test_close_drains_every_version_in_the_line_up() -> None:
 
     run(steps)
     assert all(version.closed for version in model.gateway.versions())  # type: ignore[attr-defined]
+
+
+def test_concurrent_canaries_take_turns_so_the_replaced_one_is_closed() -> None:
+    # each canary loads its version (an await); without turns both read "no canary" before either set one,
+    # and the first one's version stayed loaded, never closed
+    model, loader, _, _ = served()
+
+    async def steps() -> None:
+        await asyncio.gather(model.canary(2, 10, actor=ACTOR), model.canary(3, 20, actor=ACTOR))
+
+    run(steps)
+    assert [loaded.version for loaded in loader.loaded] == [2, 3]
+    assert model.gateway.canary is loader.loaded[1]
+    assert model.gateway.canary_percent == 20
+    assert loader.loaded[0].closed  # type: ignore[attr-defined]

@@ -51,6 +51,7 @@ class ServedModel:
     changed: Callable[[], None] = lambda: None
     previous: list[int] = field(default_factory=list)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+    _transition: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def name(self) -> str:
@@ -59,63 +60,69 @@ class ServedModel:
     async def promote(self, version: int, *, actor: str) -> None:
         """Make ``version`` the primary (a canary of that version stops being one) and point ``production``
         at it; the old primary is kept for ``rollback``."""
-        gateway = self.gateway
-        incoming = await self._version(version)
-        outgoing = gateway.primary
-        if incoming is not outgoing:
-            gateway.primary = incoming  # new requests go to it from here on
-            self.previous.append(outgoing.version)
-            if gateway.canary is incoming:
-                gateway.canary, gateway.canary_percent = None, 0.0
-            self._retire(outgoing)
-        self.ledger.set_alias(
-            f"{self.name}@{version}", PRODUCTION, actor=actor, reason="promoted on the server"
-        )
-        self.changed()
+        async with self._transition:  # one change at a time: each reads the line-up it replaces
+            gateway = self.gateway
+            incoming = await self._version(version)
+            outgoing = gateway.primary
+            if incoming is not outgoing:
+                gateway.primary = incoming  # new requests go to it from here on
+                self.previous.append(outgoing.version)
+                if gateway.canary is incoming:
+                    gateway.canary, gateway.canary_percent = None, 0.0
+                self._retire(outgoing)
+            self.ledger.set_alias(
+                f"{self.name}@{version}", PRODUCTION, actor=actor, reason="promoted on the server"
+            )
+            self.changed()
 
     async def canary(self, version: int, percent: float, *, actor: str) -> None:
         """Send ``percent`` of the traffic to ``version``; 0 ends the canary (all traffic on the primary)."""
-        gateway = self.gateway
-        if version == gateway.primary.version:
-            raise ConfigError(f"version {version} is already the primary of '{self.name}'")
-        old = gateway.canary
-        if percent == 0:
-            gateway.canary, gateway.canary_percent = None, 0.0
-        else:
-            gateway.canary, gateway.canary_percent = await self._version(version), percent
-        self._retire(old)
-        self.ledger.log_event(self.name, "canary", version=version, actor=actor, details={"percent": percent})
-        self.changed()
+        async with self._transition:  # one change at a time: each reads the line-up it replaces
+            gateway = self.gateway
+            if version == gateway.primary.version:
+                raise ConfigError(f"version {version} is already the primary of '{self.name}'")
+            old = gateway.canary
+            if percent == 0:
+                gateway.canary, gateway.canary_percent = None, 0.0
+            else:
+                gateway.canary, gateway.canary_percent = await self._version(version), percent
+            self._retire(old)
+            self.ledger.log_event(
+                self.name, "canary", version=version, actor=actor, details={"percent": percent}
+            )
+            self.changed()
 
     async def shadow(self, version: int | None, *, actor: str) -> None:
         """Mirror every answered request to ``version`` (None: stop), counting anew how often it disagrees."""
-        gateway = self.gateway
-        old = gateway.shadow
-        gateway.shadow = None if version is None else await self._version(version)
-        gateway.shadow_requests = gateway.shadow_disagreements = 0
-        self._retire(old)
-        self.ledger.log_event(self.name, "shadow", version=version, actor=actor)
-        self.changed()
+        async with self._transition:  # one change at a time: each reads the line-up it replaces
+            gateway = self.gateway
+            old = gateway.shadow
+            gateway.shadow = None if version is None else await self._version(version)
+            gateway.shadow_requests = gateway.shadow_disagreements = 0
+            self._retire(old)
+            self.ledger.log_event(self.name, "shadow", version=version, actor=actor)
+            self.changed()
 
     async def rollback(self, *, actor: str) -> None:
         """Back to the version that was primary before the last promotion, with no canary; ``production``
         follows."""
-        if not self.previous:
-            raise NotFoundError(f"'{self.name}' has no earlier primary on this server to roll back to")
-        gateway, target = self.gateway, self.previous[-1]
-        incoming = await self._version(target)
-        outgoing, old_canary = gateway.primary, gateway.canary
-        gateway.primary, gateway.canary, gateway.canary_percent = incoming, None, 0.0
-        self.previous.pop()
-        self._retire(outgoing)
-        self._retire(old_canary)
-        self.ledger.set_alias(
-            f"{self.name}@{target}", PRODUCTION, actor=actor, reason="rolled back on the server"
-        )
-        self.ledger.log_event(
-            self.name, "rollback", version=target, actor=actor, details={"from_version": outgoing.version}
-        )
-        self.changed()
+        async with self._transition:  # one change at a time: each reads the line-up it replaces
+            if not self.previous:
+                raise NotFoundError(f"'{self.name}' has no earlier primary on this server to roll back to")
+            gateway, target = self.gateway, self.previous[-1]
+            incoming = await self._version(target)
+            outgoing, old_canary = gateway.primary, gateway.canary
+            gateway.primary, gateway.canary, gateway.canary_percent = incoming, None, 0.0
+            self.previous.pop()
+            self._retire(outgoing)
+            self._retire(old_canary)
+            self.ledger.set_alias(
+                f"{self.name}@{target}", PRODUCTION, actor=actor, reason="rolled back on the server"
+            )
+            self.ledger.log_event(
+                self.name, "rollback", version=target, actor=actor, details={"from_version": outgoing.version}
+            )
+            self.changed()
 
     async def close(self) -> None:
         """Drain and close every version, after the requests each accepted and the shadow copies."""
