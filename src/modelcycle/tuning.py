@@ -132,9 +132,8 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
                 statuses={optuna.TrialPruned: "pruned"},
             ) as run:
                 fit_model(candidate, trial_resolved, data, Hooks(on_epoch=report), device=device)
-        except (
-            ModelcycleError
-        ) as error:  # recorded as failed; one diverging trial fails alone, the study goes on
+        except ModelcycleError as error:
+            # recorded as failed; one diverging trial fails alone, the study goes on
             logger.warning("trial %d failed: %s", trial.number, error)
             return float("nan")
         return min(best) if direction == "minimize" else max(best)

@@ -29,6 +29,7 @@ from modelcycle.optimize import OptimizeResult, quantize
 from modelcycle.optimize.quantize import Quantization, Runtime
 from modelcycle.pipeline import TrainResult, train
 from modelcycle.registry import Registry
+from modelcycle.registry.lookup import PRODUCTION
 from modelcycle.report import write_report
 from modelcycle.serve import create_app
 from modelcycle.serve.background import background_server
@@ -98,9 +99,7 @@ def run(
     tested = trained.metrics.get("test", {}).get(metric)  # none without a test split
     timeline.done("train", f"{trained.ref}, test {metric} {_figure(tested)}")
     _optimize(production, plan, timeline, result)
-    registry.set_alias(
-        trained.ref, "production", actor=plan.actor, reason="trained, optimized and benchmarked"
-    )
+    registry.set_alias(trained.ref, PRODUCTION, actor=plan.actor, reason="trained, optimized and benchmarked")
     timeline.done("register", f"{trained.ref} is production")
     token = secrets.token_hex(16)
     app = create_app(registry, [config.name], config.serve, admin_token=token, monitoring=config.monitor)

@@ -9,7 +9,6 @@ import asyncio
 import json
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.errors import ConfigError, RequestError
 from modelcycle.predictor import TextStream, stream_text
 from modelcycle.serve.rendering import ProtocolRoute
-from modelcycle.serve.request_path import Exchange
+from modelcycle.serve.request_path import Exchange, new_request_id
 from modelcycle.serve.state import ServerState, serving_state
 from modelcycle.serve.versions import LoadedVersion
 
@@ -93,7 +92,7 @@ def list_models(request: Request) -> dict[str, Any]:
 def _exchange(state: ServerState, name: str, prefix: str) -> Exchange:
     """The request to the version the gateway picks, under an id in OpenAI's form (``prefix`` + hex)."""
     served = state.model(name)
-    return Exchange(state, name, served.gateway.route(), PROTOCOL, prefix + uuid.uuid4().hex)
+    return Exchange(state, name, served.gateway.route(), PROTOCOL, prefix + new_request_id())
 
 
 def _language_model(loaded: LoadedVersion) -> CorpusBlocks:
