@@ -4,9 +4,9 @@ and exact here, and the int8 weight scheme ONNX Runtime needs on a CPU with a gi
 ONNX Runtime's x86 int8 GEMM (MLAS) multiplies uint8 activations by int8 weights ("u8s8"). With VNNI
 (``vpdpbusd``) or AMX the products are summed in 32 bits. Without them (AVX2, AVX-512 without VNNI) it uses
 ``vpmaddubsw``, which adds two u8×s8 products into a *saturating* int16: two 255 × 127 products overflow it.
-On an AVX2-only AMD EPYC, dynamic int8 moved breast-cancer-mlp's logits by 23 % of their range; with 7-bit
-weights (``reduce_range``) the pair sum cannot overflow and they moved 0.8 % (docs/architecture.md §7).
-The same graphs under QEMU's Haswell CPU: benchmarks/results/int8-cpu.md. So a variant gets 7-bit weights
+On breast-cancer-mlp under QEMU's Haswell CPU (AVX2, no VNNI), full-range weights moved the logits by 5.27 %
+of the largest, 7-bit weights (``reduce_range``, whose pair sum cannot overflow) by 1.27 %, as on a VNNI CPU
+(benchmarks/results/int8-cpu.md; docs/architecture.md §7). So a variant gets 7-bit weights
 unless it is made for a CPU whose int8 units do not saturate."""
 
 from __future__ import annotations
