@@ -23,7 +23,6 @@ from modelcycle.bundle import Bundle
 from modelcycle.bundle.io import save_weights
 from modelcycle.config import PipelineConfig
 from modelcycle.data import load_dataset
-from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.errors import ConfigError, DataError, ExportError
 from modelcycle.export import export_onnx
 from modelcycle.export.onnx import ONNX_FILE
@@ -301,10 +300,7 @@ def _calibration_feeds(
         )
     chosen = np.sort(np.random.default_rng(0).permutation(len(rows))[:CALIBRATION_ROWS])
     subset = rows.take(chosen)
-    if isinstance(predictor.preprocessor, CorpusBlocks):
-        inputs = predictor.preprocessor.blocks(subset)[0]
-    else:
-        inputs = predictor.preprocessor.transform(subset)  # no labels needed
+    inputs = predictor.preprocessor.transform(subset)  # no labels needed (a corpus: its token blocks)
     fed = [name for name in input_names(bundle) if name in _graph_inputs(graph)]
     return [
         {name: inputs[name][start : start + CALIBRATION_BATCH] for name in fed}
