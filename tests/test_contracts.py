@@ -14,8 +14,8 @@ from modelcycle.predictor import Predictor, model_tensors, training_split
 from modelcycle.registry import Registry
 from modelcycle.runtime import RUNTIMES
 from modelcycle.tasks import TASKS
+from modelcycle.tasks.regression import Regression
 from modelcycle.testing import (
-    TASK_TARGETS,
     ArchitectureCase,
     architecture_cases,
     check_onnx_export,
@@ -103,7 +103,10 @@ def test_runtime_runs_its_variant_like_the_base(runtime: str, tabular_bundle: Bu
 
 @pytest.mark.parametrize("name", TASKS.names())
 def test_task_keeps_its_contract(name: str) -> None:
-    task = TASKS.get(name)()
-    if task.row_outputs and name not in TASK_TARGETS:
-        pytest.fail(f"task '{name}' has no example target in modelcycle.testing.TASK_TARGETS")
-    check_task(name, TASK_TARGETS.get(name))
+    check_task(name)
+
+
+def test_a_task_with_row_outputs_must_give_an_example_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Regression, "example_target", lambda self: None)
+    with pytest.raises(AssertionError, match="'regression' gives row outputs but no example_target"):
+        check_task("regression")

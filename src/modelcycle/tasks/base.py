@@ -148,6 +148,12 @@ class Task(Protocol):
         """The task's metrics of labelled stored predictions (before filtering to ``live_metrics``)."""
         ...
 
+    # -- testing
+    def example_target(self) -> pd.Series | None:
+        """A small target column as loaded (at least two rows of each label), on which the contract checks
+        of ``modelcycle.testing`` train and answer; None for a task without row outputs to check."""
+        ...
+
 
 class WholeOutputs:
     """``measure`` for tasks whose metrics need every row's outputs at once (classification, regression)."""
@@ -231,6 +237,9 @@ class TaskDefaults:
 
     def live_quality(self, rows: Sequence[LabelledRow], classes: list[str]) -> dict[str, float]:
         return {}
+
+    def example_target(self) -> pd.Series | None:
+        return None
 
 
 def output_names(coding: TargetCoding, outputs: np.ndarray) -> list[str]:

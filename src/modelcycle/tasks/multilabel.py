@@ -112,6 +112,10 @@ class MultiLabelClassification(WholeOutputs, TaskDefaults):
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (metrics["f1_micro"], -metrics["hamming_loss"], -metrics["log_loss"])
 
+    def example_target(self) -> pd.Series:
+        # every label at least twice alone and together, and a row without labels
+        return pd.Series(["action|comedy", "drama", "", "comedy", "action|drama|comedy", "drama"] * 2)
+
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="logits", dtype="float32", shape=[-1, num_classes])]
 

@@ -48,6 +48,9 @@ class Regression(WholeOutputs, TaskDefaults):
     def selection_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         return (-metrics["rmse"],)
 
+    def example_target(self) -> pd.Series:
+        return pd.Series(np.linspace(-2.0, 5.0, 12))
+
     def output_tensors(self, num_classes: int) -> list[TensorSpec]:
         return [TensorSpec(name="prediction", dtype="float32", shape=[-1, 1])]
 

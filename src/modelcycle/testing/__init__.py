@@ -13,7 +13,6 @@ from modelcycle.testing.architectures import (
 )
 from modelcycle.testing.examples import (
     EXAMPLE_INPUTS,
-    TASK_TARGETS,
     TINY_PARAMS,
     ExampleInput,
     example_batch,
@@ -25,7 +24,6 @@ from modelcycle.testing.tasks import check_task
 
 __all__ = [
     "EXAMPLE_INPUTS",
-    "TASK_TARGETS",
     "TINY_PARAMS",
     "ArchitectureCase",
     "ExampleInput",

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelcycle.schema import DataKind, InputSchema, TensorSpec
 
@@ -103,14 +102,3 @@ def example_batch(
             if name != MASK and array.shape[:2] == real.shape:
                 array[~real] = 0
     return arrays
-
-
-# An example target column, as loaded, for each task whose model gives one output per row (three of each
-# label, so stratified metrics and every class's ROC curve exist); ``check_task`` runs on them.
-TASK_TARGETS: dict[str, pd.Series] = {
-    "classification": pd.Series(["cat", "dog", "bird"] * 4),
-    "regression": pd.Series(np.linspace(-2.0, 5.0, 12)),
-    "multi_label_classification": pd.Series(
-        ["action|comedy", "drama", "", "comedy", "action|drama|comedy", "drama"] * 2
-    ),
-}

@@ -26,11 +26,15 @@ def protocol_members() -> list[str]:
 
 
 def check_task(name: str, column: pd.Series | None = None, *, rows_seed: int = 0) -> None:
-    """Every check of the registered task ``name``; ``column`` is an example target column as loaded (at
-    least two rows of each label), without which only the protocol and the output spec are checked."""
+    """Every check of the registered task ``name``, on ``column`` (a target column as loaded, at least two
+    rows of each label) or else the task's own ``example_target``. A task with row outputs must give one;
+    without a column only the protocol and the output spec are checked."""
     task = TASKS.get(name)()
     check_task_protocol(task)
     check_task_output_spec(task)
+    column = task.example_target() if column is None else column
+    if task.row_outputs:
+        assert column is not None, f"task '{name}' gives row outputs but no example_target to check them on"
     if column is not None:
         check_task_training(task, column, seed=rows_seed)
         check_task_rows(task, column, seed=rows_seed)
