@@ -52,6 +52,7 @@ SLICE_SECONDS = 3
 BEST = 64  # the concurrency throughput is judged at (the best one for both models in serve.md)
 CONTROL = "off again (control)"
 DEFAULT = "on (default: every request up to 500 a second stored)"
+TICK = os.sysconf("SC_CLK_TCK")
 NO_ROUNDS = "\n  interval_s: 86400"  # the rounds are priced apart (see the module docstring)
 MODES = {
     "off": "enabled: false",
@@ -68,18 +69,58 @@ class Turns:
 
     requests_per_second: list[float] = field(default_factory=list)  # at c=BEST, one per slice
     received: list[float] = field(default_factory=list)  # the share of CPU time not stolen, per slice
+    cpu_ms: list[float] = field(default_factory=list)  # the server's CPU time per request at c=BEST
     p50_ms: list[float] = field(default_factory=list)  # at c=1
     p99_ms: list[float] = field(default_factory=list)
     failed: int = 0
 
+    def corrected(self) -> list[float]:
+        """Throughput per CPU-second the VM received (the hypervisor's steal taken out)."""
+        return [rate / share for rate, share in zip(self.requests_per_second, self.received, strict=True)]
 
-def _corrected(turns: Turns) -> list[float]:
-    return [rate / share for rate, share in zip(turns.requests_per_second, turns.received, strict=True)]
+
+def one_slice(
+    process: subprocess.Popen[bytes], url: str, body: dict, seconds: float, measured: Turns
+) -> None:
+    """One turn of a paused server: resumed, ``seconds`` at c=BEST then at c=1, paused again; its
+    throughput, its CPU time per request (its store writer's too) and the VM's steal go into ``measured``."""
+    pause(process.pid, False)
+    try:
+        total, stolen = cpu_ticks()
+        used = cpu_seconds(process.pid)
+        busy = wrk(url, body, BEST, seconds)
+        used = cpu_seconds(process.pid) - used
+        total_after, stolen_after = cpu_ticks()
+        single = wrk(url, body, 1, seconds)
+    finally:
+        pause(process.pid, True)
+    measured.requests_per_second.append(busy.requests_per_second)
+    measured.cpu_ms.append(used * 1000 / max(busy.requests_per_second * seconds, 1))
+    measured.received.append(1 - (stolen_after - stolen) / max(total_after - total, 1))
+    measured.p50_ms.append(single.p50_ms)
+    measured.p99_ms.append(single.p99_ms)
+    measured.failed += busy.failed + single.failed
+
+
+def stop_all(servers: dict[str, tuple[subprocess.Popen[bytes], str]]) -> None:
+    """Resume every paused server (a stopped process ignores SIGTERM) and stop it."""
+    for process, _ in servers.values():
+        pause(process.pid, False)
+        stop(process)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time so far of a server and its descendants (the store's writer)."""
+    ticks = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / TICK
 
 
 def losses(measured: Turns, off: Turns) -> tuple[float, float]:
     """Throughput lost against "off": per CPU-second received, and raw."""
-    corrected = 1 - statistics.mean(_corrected(measured)) / statistics.mean(_corrected(off))
+    corrected = 1 - statistics.mean(measured.corrected()) / statistics.mean(off.corrected())
     raw = 1 - statistics.mean(measured.requests_per_second) / statistics.mean(off.requests_per_second)
     return corrected, raw
 
@@ -146,23 +187,9 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
             shift = slice_index % len(MODES)  # each mode takes each place in a turn equally often
             for mode in [*MODES][shift:] + [*MODES][:shift]:
                 process, url = servers[mode]
-                pause(process.pid, False)
-                try:
-                    total, stolen = cpu_ticks()
-                    busy = wrk(url + path, body, BEST, SLICE_SECONDS)
-                    total_after, stolen_after = cpu_ticks()
-                    single = wrk(url + path, body, 1, SLICE_SECONDS)
-                finally:
-                    pause(process.pid, True)
-                turns[mode].requests_per_second.append(busy.requests_per_second)
-                turns[mode].received.append(1 - (stolen_after - stolen) / max(total_after - total, 1))
-                turns[mode].p50_ms.append(single.p50_ms)
-                turns[mode].p99_ms.append(single.p99_ms)
-                turns[mode].failed += busy.failed + single.failed
+                one_slice(process, url + path, body, SLICE_SECONDS, turns[mode])
     finally:
-        for process, _ in servers.values():
-            pause(process.pid, False)
-            stop(process)
+        stop_all(servers)
     rounds = round_seconds(registry, ref, example, path, body, directory)
     round_share = rounds / ROUND_INTERVAL_S
     lines = [
@@ -176,7 +203,7 @@ def measure(registry: Registry, ref: str, example: str, path: str, body: dict, d
     lost = {mode: losses(measured, off) for mode, measured in turns.items()}
     for mode, measured in turns.items():
         loss, raw_loss = lost[mode]
-        corrected = _corrected(measured)
+        corrected = measured.corrected()
         lines.append(
             f"| {mode} | {statistics.mean(corrected):.0f} ({min(corrected):.0f}–{max(corrected):.0f}) | "
             f"{statistics.mean(measured.requests_per_second):.0f} ({min(measured.requests_per_second):.0f}–"

@@ -8,13 +8,15 @@ the rounds' interval is pushed out as in bench_monitor.py, whose rounds are pric
 - breast-cancer-mlp over the simple JSON API (30 named features, one row per request);
 - digits-cnn over the Open Inference Protocol v2 (its ONNX export, one image per request).
 
-The servers of one model run at once and take turns (bench_monitor.py's method): each turn, every server in
-rotating order gets one slice at c=64 and one at c=1 while the others are paused with SIGSTOP (their store
-writers too). Each slice's throughput is also divided by the share of CPU time the VM received in it
-(/proc/stat steal). Ratios after/before are taken turn by turn (the two slices were seconds apart), and
-reported as the mean of the turns' means with the range of the per-turn ratios. Before the turns, both
-servers answer the same request and the answers are compared; and the before code serves a
-breast-cancer-mlp bundle that the after code trained (the other direction of compatibility).
+Servers are compared in pairs (before / after with monitoring off, the same with it on, and the control), one
+pair at a time with nothing else running: the two take turns in alternating order (A B, B A, ...), each turn
+one slice at c=64 and one at c=1 while the other is paused with SIGSTOP (its store writer too). An earlier
+form ran all five servers of a model at once in rotating turns; its per-turn ratios spread 0.7-1.3 and its
+controls read 0.91-1.04, too wide for a 5 % question. Each slice's throughput is also divided by the share of
+CPU time the VM received in it (/proc/stat steal). Ratios after/before are taken turn by turn (the two slices
+were seconds apart), and reported as the mean of the turns' means with the range of the per-turn ratios.
+Before the turns, both servers answer the same request and the answers are compared; and the before code
+serves a breast-cancer-mlp bundle that the after code trained (the other direction of compatibility).
 
 Run: .venv/bin/python benchmarks/bench_refactor.py BEFORE_TREE AFTER_TREE
      (e.g. `git worktree add --detach /tmp/before 9664fea`, `git worktree add --detach /tmp/after HEAD`)
@@ -31,22 +33,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_monitor import NO_ROUNDS, cpu_ticks, pause, process_tree, serve_config
+from bench_monitor import BEST, NO_ROUNDS, Turns, one_slice, pause, serve_config, stop_all
 from bench_serve import PYTHON, ROOT, free_port, start, stop, wrk
 from machine import describe_machine
 
-TURNS = 10
-SLICE_SECONDS = 2
-TICK = os.sysconf("SC_CLK_TCK")
-BEST = 64
+TURNS = 12
+SLICE_SECONDS = 3
 MONITOR = {"off": "enabled: false", "on": "enabled: true" + NO_ROUNDS}
-CONTROL = "before, off (again)"
+Server = tuple[str, str]  # (code version, monitoring)
+PAIRS: dict[str, tuple[Server, Server]] = {  # label → (baseline, measured against it)
+    "monitoring off": (("before", "off"), ("after", "off")),
+    "monitoring on (default)": (("before", "on"), ("after", "on")),
+    "control: before, off again / before, off": (("before", "off"), ("before", "off")),
+}
 ANSWERS: dict[str, object] = {}  # model → the before code's answer to the request, over its own bundle
 
 PREPARE = """
@@ -81,21 +85,6 @@ if "digits-cnn" in which:
     }
 print(json.dumps(out))
 """
-
-
-@dataclass
-class Turns:
-    requests_per_second: list[float] = field(default_factory=list)  # c=BEST, one per turn
-    received: list[float] = field(default_factory=list)  # share of CPU time not stolen, per turn
-    cpu_ms: list[float] = field(
-        default_factory=list
-    )  # the server's CPU time per request at c=BEST (writer too)
-    p50_ms: list[float] = field(default_factory=list)  # c=1
-    p99_ms: list[float] = field(default_factory=list)
-    failed: int = 0
-
-    def corrected(self) -> list[float]:
-        return [rate / share for rate, share in zip(self.requests_per_second, self.received, strict=True)]
 
 
 def tree_env(tree: Path, home: Path) -> dict[str, str]:
@@ -147,65 +136,50 @@ def answer(url: str, path: str, body: dict) -> object:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time so far of a server and its descendants (the store's writer)."""
-    ticks = 0
-    for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / TICK
+def launch_pair(
+    pair: tuple[Server, Server],
+    spec: dict,
+    homes: dict[str, Path],
+    trees: dict[str, Path],
+    work: Path,
+    name: str,
+) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
+    servers = {}
+    for index, (version, monitoring) in enumerate(pair):
+        config = serve_config(work, name, f"{version}-{monitoring}-{index}", MONITOR[monitoring])
+        control = "" if pair[0] != pair[1] else " (control, again)" if index else " (control)"
+        servers[f"{version}, {monitoring}{control}"] = launch(
+            trees[version], homes[version], spec["ref"], config
+        )
+    return servers
 
 
 def measure(name: str, spec: dict, homes: dict[str, Path], trees: dict[str, Path], work: Path) -> list[str]:
+    """Each pair of servers on its own (the others stopped), in alternating turns (A B, B A, ...)."""
     path, body = spec["path"], spec["body"]
-    plan = {  # server → (code version, monitoring)
-        "before, off": ("before", "off"),
-        "after, off": ("after", "off"),
-        "before, on": ("before", "on"),
-        "after, on": ("after", "on"),
-        CONTROL: ("before", "off"),
-    }
-    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    turns = {server: Turns() for server in plan}
+    turns: dict[str, Turns] = {}
     same: list[str] = []
-    try:
-        for index, (server, (version, monitoring)) in enumerate(plan.items()):
-            config = serve_config(work, name, f"{version}-{monitoring}-{index}", MONITOR[monitoring])
-            servers[server] = launch(trees[version], homes[version], spec["ref"], config)
-        for monitoring in MONITOR:
-            old = answer(servers[f"before, {monitoring}"][1], path, body)
-            new = answer(servers[f"after, {monitoring}"][1], path, body)
-            ANSWERS[name] = old
-            same.append(f"monitoring {monitoring}: " + ("identical" if old == new else f"{old} vs {new}"))
-        for process, url in servers.values():
-            wrk(url + path, body, BEST, SLICE_SECONDS)  # warm: first batches, the writer started
-            pause(process.pid, True)
-        order = list(plan)
-        for turn in range(TURNS):
-            shift = turn % len(order)
-            for server in order[shift:] + order[:shift]:
-                process, url = servers[server]
-                pause(process.pid, False)
-                try:
-                    total, stolen = cpu_ticks()
-                    used = cpu_seconds(process.pid)
-                    busy = wrk(url + path, body, BEST, SLICE_SECONDS)
-                    used = cpu_seconds(process.pid) - used
-                    total_after, stolen_after = cpu_ticks()
-                    single = wrk(url + path, body, 1, SLICE_SECONDS)
-                finally:
-                    pause(process.pid, True)
-                measured = turns[server]
-                measured.requests_per_second.append(busy.requests_per_second)
-                measured.cpu_ms.append(used * 1000 / max(busy.requests_per_second * SLICE_SECONDS, 1))
-                measured.received.append(1 - (stolen_after - stolen) / max(total_after - total, 1))
-                measured.p50_ms.append(single.p50_ms)
-                measured.p99_ms.append(single.p99_ms)
-                measured.failed += busy.failed + single.failed
-    finally:
-        for process, _ in servers.values():
-            pause(process.pid, False)
-            stop(process)
+    ratios: dict[str, tuple[str, str]] = {}
+    for label, pair in PAIRS.items():
+        servers = launch_pair(pair, spec, homes, trees, work, name)
+        try:
+            (first, (_, first_url)), (second, (_, second_url)) = servers.items()
+            ratios[label] = (second, first)
+            if pair[0][0] != pair[1][0]:
+                old, new = answer(first_url, path, body), answer(second_url, path, body)
+                ANSWERS[name] = old
+                same.append(f"{label}: " + ("identical" if old == new else f"{old} vs {new}"))
+            for server, (process, url) in servers.items():
+                turns[server] = Turns()
+                wrk(url + path, body, BEST, SLICE_SECONDS)  # warm: first batches, the writer started
+                pause(process.pid, True)
+            order = list(servers)
+            for turn in range(TURNS):
+                for server in order if turn % 2 == 0 else order[::-1]:
+                    process, url = servers[server]
+                    one_slice(process, url + path, body, SLICE_SECONDS, turns[server])
+        finally:
+            stop_all(servers)
     lines = [
         f"## {spec['ref']} ({path})",
         "",
@@ -232,12 +206,7 @@ def measure(name: str, spec: dict, homes: dict[str, Path], trees: dict[str, Path
         "server CPU per request (per-turn range) | c=1 p50 (per-turn range) | c=1 p99 (per-turn range) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    pairs = {
-        "monitoring off": ("after, off", "before, off"),
-        "monitoring on (default)": ("after, on", "before, on"),
-        "control: before, off again / before, off": (CONTROL, "before, off"),
-    }
-    for label, (new, old) in pairs.items():
+    for label, (new, old) in ratios.items():
         cells = []
         for series in (
             Turns.corrected,
@@ -301,9 +270,9 @@ def main() -> None:
         lines.append(f"- {version}: `{commit(tree)}` — `modelcycle` imported from `{module_file(tree)}`")
     lines += [
         "",
-        f"wrk, one thread, {TURNS} turns per server of {SLICE_SECONDS} s at c={BEST} then "
-        f"{SLICE_SECONDS} s at c=1, one row per request, 127.0.0.1; the servers not measured are paused "
-        "(SIGSTOP). Monitoring on: "
+        f"wrk, one thread, {TURNS} alternating turns per server of a pair, each {SLICE_SECONDS} s at "
+        f"c={BEST} then {SLICE_SECONDS} s at c=1, one row per request, 127.0.0.1; one pair at a time, the "
+        "server not measured paused (SIGSTOP). Monitoring on: "
         "the defaults (predictions counted, requests stored up to 500 a second) with the rounds' interval "
         "pushed out (`interval_s: 86400`), as bench_monitor.py does. The registry home was written by the "
         "before code and copied once per version.",

@@ -20,8 +20,8 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_monitor import pause
-from bench_serve import PYTHON, ROOT, SERVERS, free_port, start, stop, wrk
+from bench_monitor import BEST, Turns, one_slice, pause, stop_all
+from bench_serve import PYTHON, ROOT, SERVERS, free_port, start, wrk
 from machine import describe_machine
 
 from modelcycle.config import load_config
@@ -33,7 +33,6 @@ from modelcycle.registry import Registry
 TURNS = 8
 CALLS = 200
 TURN_SECONDS = 3
-BEST = 64
 
 
 def preprocessing(predictor: Predictor, rows: list[dict[str, float]]) -> list[str]:
@@ -63,10 +62,7 @@ def serving(registry: Registry, ref: str, config: Path, body: dict) -> list[str]
     }
     servers = {}
     path = "/v1/models/breast-cancer-mlp:predict"
-    results: dict[str, dict[str, list[float]]] = {
-        name: {"rps": [], "p50": [], "p99": []} for name in commands
-    }
-    failed = 0
+    results = {name: Turns() for name in commands}
     try:
         for name, command in commands.items():
             port = free_port()
@@ -84,32 +80,22 @@ def serving(registry: Registry, ref: str, config: Path, body: dict) -> list[str]
             order = list(commands) if turn % 2 == 0 else list(reversed(commands))
             for name in order:
                 process, url = servers[name]
-                pause(process.pid, False)
-                try:
-                    busy = wrk(url + path, body, BEST, TURN_SECONDS)
-                    single = wrk(url + path, body, 1, TURN_SECONDS)
-                finally:
-                    pause(process.pid, True)
-                results[name]["rps"].append(busy.requests_per_second)
-                results[name]["p50"].append(single.p50_ms)
-                results[name]["p99"].append(single.p99_ms)
-                failed += busy.failed + single.failed
+                one_slice(process, url + path, body, TURN_SECONDS, results[name])
     finally:
-        for process, _ in servers.values():
-            pause(process.pid, False)
-            stop(process)
+        stop_all(servers)
     lines = [
         f"| server | c={BEST} req/s (turns' range) | c=1 p50 / p99 ms (median of turns) |",
         "| --- | --- | --- |",
     ]
     for name, measured in results.items():
-        rates = measured["rps"]
+        rates = measured.requests_per_second
         lines.append(
             f"| {name} | {statistics.mean(rates):.0f} ({min(rates):.0f}–{max(rates):.0f}) | "
-            f"{statistics.median(measured['p50']):.2f} / {statistics.median(measured['p99']):.2f} |"
+            f"{statistics.median(measured.p50_ms):.2f} / {statistics.median(measured.p99_ms):.2f} |"
         )
-    before, now = (statistics.mean(results[name]["rps"]) for name in commands)
-    p50_before, p50_now = (statistics.median(results[name]["p50"]) for name in commands)
+    before, now = (statistics.mean(results[name].requests_per_second) for name in commands)
+    p50_before, p50_now = (statistics.median(results[name].p50_ms) for name in commands)
+    failed = sum(measured.failed for measured in results.values())
     lines += [
         "",
         f"- throughput at c={BEST}: **{now / before:.2f}×**; p50 at c=1: {p50_now:.2f} ms vs "
