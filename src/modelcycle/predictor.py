@@ -23,6 +23,7 @@ from modelcycle.data import (
     target_encoder_from_state,
 )
 from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
+from modelcycle.data.detokenize import Detokenizer
 from modelcycle.data.state import PREPROCESS_FILE, PreprocessFile
 from modelcycle.errors import BundleError, ConfigError
 from modelcycle.inference import predict
@@ -183,28 +184,17 @@ def stream_text(
         stop_token=stop_token,
     )
     result = TextStream(iter(()), prompt_tokens=len(ids))
+    text = Detokenizer(preprocessor, stop)
 
     def pieces() -> Iterator[str]:
-        completion: list[int] = []
-        sent = ""
         for token in tokens:
             result.completion_tokens += 1
-            if int(token) == stop_token:
-                result.finish_reason = "stop"
+            piece = text.push(int(token))
+            if piece:
+                yield piece
+            if text.finish_reason is not None:
+                result.finish_reason = text.finish_reason
                 return
-            completion.append(int(token))
-            text = preprocessor.decode(completion)
-            cut = min((text.find(word) for word in stop or [] if word and word in text), default=-1)
-            if cut >= 0:
-                result.finish_reason = "stop"
-                if cut > len(sent):
-                    yield text[len(sent) : cut]
-                return
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                continue
-            if len(text) > len(sent):
-                yield text[len(sent) :]
-                sent = text
 
     result.pieces = pieces()
     return result

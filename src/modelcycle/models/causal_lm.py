@@ -16,6 +16,7 @@ from torch import nn
 from modelcycle.errors import ConfigError
 from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
 from modelcycle.models.hf import LoraParams, merge_adapters, with_lora
+from modelcycle.models.kv_cache import KVCache
 from modelcycle.models.sampling import sample_next
 from modelcycle.packages import causal_lm_source
 from modelcycle.schema import InputSchema
@@ -44,6 +45,33 @@ class CausalLM(nn.Module):
         """Next-token logits (B, T, V)."""
         return self.network(input_ids=input_ids, use_cache=False).logits
 
+    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Next-token logits (B, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T), one row
+        of ``cache`` per sequence (see modelcycle.models.kv_cache), through the model's cache API."""
+        from modelcycle.models.hf_cache import SharedCache  # imports transformers, as build does
+
+        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0])
+        blocked = torch.finfo(self.network.dtype).min  # additive: the eager attention adds it, sdpa too
+        additive = torch.zeros(mask.shape, dtype=self.network.dtype, device=mask.device).masked_fill(
+            ~mask, blocked
+        )
+        output = self.network(
+            input_ids=input_ids,
+            position_ids=positions,
+            attention_mask=additive,
+            cache=SharedCache(cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.close()
+        return output.logits[:, -1]
+
+    def decode_layers(self) -> int:
+        return int(self.network.config.num_hidden_layers)
+
+    def context_limit(self) -> int:
+        return int(getattr(self.network.config, "max_position_embeddings", 2048))
+
     @torch.no_grad()
     def tokens(
         self,
@@ -56,20 +84,20 @@ class CausalLM(nn.Module):
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
     ) -> Iterator[torch.Tensor]:
-        """The next ids (1, 1), one at a time (for streaming), one position's work per token (the model's
-        key / value cache), sampled as the gpt architecture samples; stops after ``stop_token``."""
+        """The next ids (1, 1), one at a time (for streaming), one position's work per token (the key / value
+        cache), sampled as the gpt architecture samples; stops after ``stop_token``."""
         self.eval()
-        output = self.network(input_ids=prompt, use_cache=True)
-        for _ in range(max_new_tokens):
+        cache = KVCache(self.decode_layers())
+        length = prompt.shape[1]
+        logits = self.decode(prompt, torch.arange(length, device=prompt.device)[None], cache)
+        for step in range(max_new_tokens):
             next_token = sample_next(
-                output.logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             ).unsqueeze(1)
             yield next_token
             if stop_token is not None and int(next_token) == stop_token:
                 return
-            output = self.network(
-                input_ids=next_token, past_key_values=output.past_key_values, use_cache=True
-            )
+            logits = self.decode(next_token, torch.full_like(next_token, length + step), cache)
 
 
 def build(inputs: InputSchema, output_dim: int, params: CausalLMParams) -> nn.Module:

@@ -12,10 +12,9 @@ from torch import nn
 
 from modelcycle.errors import ConfigError
 from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
+from modelcycle.models.kv_cache import KVCache
 from modelcycle.models.sampling import sample_next
 from modelcycle.schema import InputSchema
-
-KeyValue = tuple[torch.Tensor, torch.Tensor]
 
 
 class GPTParams(Params):
@@ -41,25 +40,29 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(params.embed_dim, 3 * params.embed_dim)
         self.out = nn.Linear(params.embed_dim, params.embed_dim)
 
-    def forward(self, x: torch.Tensor, cache: KeyValue | None = None) -> tuple[torch.Tensor, KeyValue]:
-        """``x`` (B, T, E); with a cache, ``x`` holds only the new positions, which attend to all of it."""
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x`` (B, T, E); with a cache, ``x`` holds only the new positions, whose keys / values join the
+        cache's and which attend to what ``mask`` allows (their own past and, among themselves, causally)."""
         batch, length, width = x.shape
         q, k, v = (
             part.view(batch, length, self.num_heads, -1).transpose(1, 2)
             for part in self.qkv(x).split(width, 2)
         )
         if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            k, v = cache.write(layer, k, v)
         y = nn.functional.scaled_dot_product_attention(
-            # without a cache the block is causal (a one-token block trivially so); with one, the new token
-            # attends to the whole cache. A plain bool, so that export with a dynamic length traces it.
+            # without a cache the block is causal; with one, the mask says what each new position sees.
+            # A plain bool, so that export with a dynamic length traces it.
             q,
             k,
             v,
+            attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=cache is None,
         )
-        return self.out(y.transpose(1, 2).reshape(batch, length, width)), (k, v)
+        return self.out(y.transpose(1, 2).reshape(batch, length, width))
 
 
 class Block(nn.Module):
@@ -75,10 +78,11 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(params.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KeyValue | None = None) -> tuple[torch.Tensor, KeyValue]:
-        attended, cache = self.attention(self.norm1(x), cache)
-        x = x + self.drop(attended)
-        return x + self.drop(self.mlp(self.norm2(x))), cache
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.norm1(x), cache, layer, mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
 
 class GPT(nn.Module):
@@ -97,24 +101,35 @@ class GPT(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, T, V) for ``input_ids`` (B, T), T ≤ context_length."""
-        return self._run(input_ids, None, 0)[0]
-
-    def _run(
-        self, input_ids: torch.Tensor, caches: list[KeyValue] | None, start: int
-    ) -> tuple[torch.Tensor, list[KeyValue]]:
-        length = input_ids.shape[1]
-        if start + length > self.context_length:
-            raise ConfigError(
-                f"a sequence of {start + length} tokens exceeds model.params.context_length "
-                f"{self.context_length}"
-            )
-        positions = torch.arange(start, start + length, device=input_ids.device)
+        self._check_length(input_ids.shape[1])
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))
-        new_caches = []
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Next-token logits (B, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T), one row
+        of ``cache`` per sequence: their keys / values join it (see modelcycle.models.kv_cache)."""
+        self._check_length(int(positions.max()) + 1)
+        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0])
+        x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))
         for index, block in enumerate(self.blocks):
-            x, cache = block(x, caches[index] if caches is not None else None)
-            new_caches.append(cache)
-        return self.head(self.norm(x)), new_caches
+            x = block(x, cache, index, mask)
+        cache.close()
+        return self.head(self.norm(x[:, -1]))
+
+    def decode_layers(self) -> int:
+        return len(self.blocks)
+
+    def context_limit(self) -> int:
+        return self.context_length
+
+    def _check_length(self, length: int) -> None:
+        if length > self.context_length:
+            raise ConfigError(
+                f"a sequence of {length} tokens exceeds model.params.context_length {self.context_length}"
+            )
 
     @torch.no_grad()
     def tokens(
@@ -134,10 +149,10 @@ class GPT(nn.Module):
         rebuilt. A single-row prompt stops after ``stop_token``."""
         self.eval()
         tokens = prompt[:, -self.context_length :]
-        logits, caches = self._run(tokens, None, 0)
+        cache, logits = self._prefilled(tokens)
         for _ in range(max_new_tokens):
             next_token = sample_next(
-                logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             ).unsqueeze(1)
             yield next_token
             if stop_token is not None and next_token.shape[0] == 1 and int(next_token) == stop_token:
@@ -145,9 +160,15 @@ class GPT(nn.Module):
             tokens = torch.cat([tokens, next_token], dim=1)
             if not use_cache or tokens.shape[1] > self.context_length:
                 tokens = tokens[:, -self.context_length :]
-                logits, caches = self._run(tokens, None, 0)
+                cache, logits = self._prefilled(tokens)
             else:
-                logits, caches = self._run(next_token, caches, tokens.shape[1] - 1)
+                position = torch.full_like(next_token, tokens.shape[1] - 1)
+                logits = self.decode(next_token, position, cache)
+
+    def _prefilled(self, tokens: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
+        cache = KVCache(len(self.blocks))
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        return cache, self.decode(tokens, positions, cache)
 
 
 def _initialise(module: nn.Module) -> None:

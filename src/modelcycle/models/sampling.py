@@ -1,8 +1,11 @@
 """Choosing the next token from logits: greedy (temperature 0), or sampled after temperature scaling,
 top-k and nucleus (top-p) filtering (Holtzman et al., 2020, "The Curious Case of Neural Text
-Degeneration")."""
+Degeneration"); per sequence as a batch of many asks (``SamplingParams``), with OpenAI's presence and
+frequency penalties."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -39,3 +42,40 @@ def sample_next(
     filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
     probabilities = torch.softmax(filtered.float(), dim=-1)
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+
+GREEDY_BELOW = 1e-5
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its tokens, as the OpenAI API names the knobs; temperature 0 is greedy.
+    Penalties lower the logits of tokens already generated: ``presence`` once, ``frequency`` per time."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+    @property
+    def effective_temperature(self) -> float:
+        """0 (greedy) below 1e-5, where dividing the logits would overflow them."""
+        return self.temperature if self.temperature >= GREEDY_BELOW else 0.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.effective_temperature == 0 and not self.penalized
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        return torch.Generator(device).manual_seed(self.seed) if self.seed is not None else None
+
+
+def penalize(logits: torch.Tensor, counts: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """``logits`` (V,) less the presence and frequency penalties of the token ``counts`` (V,) so far."""
+    return logits - params.presence_penalty * (counts > 0) - params.frequency_penalty * counts
