@@ -84,7 +84,7 @@ def test_every_metric_that_deploy_uses_is_exported(metrics_text: str) -> None:
 def test_promtool_accepts_the_rules_and_the_metrics(metrics_text: str) -> None:
     rules = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert "SUCCESS: 7 rules found" in rules.stdout
     metrics = subprocess.run(
         ["promtool", "check", "metrics"], input=metrics_text, capture_output=True, text=True
     )

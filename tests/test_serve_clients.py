@@ -82,14 +82,14 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(
         )
         assert "".join(piece.choices[0].text for piece in pieces) == expected.text
         assert pieces[-1].choices[0].finish_reason == "length"
-        asked = [{"role": "user", "content": "Who is there? Write to ada@example.com"}]
+        asked = [{"role": "user", "content": "ada@x.io"}]  # tiny-gpt's context is 32 characters
         chat = client.chat.completions.create(model="tiny-gpt", messages=asked, max_tokens=6, seed=3)
         assert chat.choices[0].message.role == "assistant"
         assert chat.usage.completion_tokens == 6
         chunks = list(
             client.chat.completions.create(
                 model="tiny-gpt",
-                messages=[{"role": "user", "content": "Who is there?"}],
+                messages=[{"role": "user", "content": "Who?"}],
                 max_tokens=6,
                 stream=True,
                 stream_options={"include_usage": True},
@@ -112,9 +112,9 @@ def test_the_openai_client_completes_chats_and_streams_with_tiny_gpt(
     stored = {request_id: (json.loads(inputs), prediction) for request_id, inputs, prediction in rows}
     assert stored[completion.id] == ({"prompt": "To be"}, expected.text)
     assert stored[pieces[0].id] == ({"prompt": "To be"}, expected.text)  # a stream: once its last piece went
-    masked = [{"role": "user", "content": "Who is there? Write to [EMAIL]"}]
+    masked = [{"role": "user", "content": "[EMAIL]"}]
     assert stored[chat.id] == ({"messages": masked}, chat.choices[0].message.content)
-    assert stored[chunks[0].id][0] == {"messages": [{"role": "user", "content": "Who is there?"}]}
+    assert stored[chunks[0].id][0] == {"messages": [{"role": "user", "content": "Who?"}]}
     assert len(stored) == 4
     written = cli("monitor", "report", "tiny-gpt", "--out", str(tmp_path / "report.html"))
     assert written.exit_code == 0, written.stderr

@@ -203,6 +203,18 @@ class TuneConfig(Section):
     timeout_seconds: PositiveInt | None = None
 
 
+class LlmConfig(Section):
+    """The language-model engine (modelcycle.engine): continuous batching of every generation a version
+    serves, within a budget of cached tokens. ``engine: false`` keeps round one's path, one generation at a
+    time per version (the baseline the engine is measured against)."""
+
+    engine: bool = True
+    max_running: PositiveInt = 16  # sequences decoded together (each choice of ``n`` is one)
+    max_batch_tokens: PositiveInt = 32_768  # prompt + max_tokens of every admitted sequence, together
+    max_waiting: PositiveInt = 256  # requests waiting for room; more get 503 with Retry-After
+    prefill_chunk: PositiveInt = 128  # prompt tokens per step, so a long prompt never stalls the decoding
+
+
 class ServeConfig(Section):
     """``modelcycle serve``'s knobs (the command's options override them): the variant to run, the adaptive
     batcher (rows per batch, the longest wait for a batch to fill under load, the queue bound beyond which
@@ -223,6 +235,7 @@ class ServeConfig(Section):
     max_concurrent_explanations: PositiveInt = (
         1  # more get 503 at once: explanations must not starve predictions
     )
+    llm: LlmConfig = Field(default_factory=LlmConfig)
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}

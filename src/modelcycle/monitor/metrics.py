@@ -18,6 +18,8 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from modelcycle.monitor.generation_metrics import GenerationMetrics
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # One worker runs the monitoring rounds (``LiveMonitor``); the value it set last is the one to show.
@@ -124,6 +126,7 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode=ROUND_RESULT,
         )
+        self.generation = GenerationMetrics(registry)
         self._label_children: dict[tuple[str, str, str], Any] = {}
         self._mirrors: list[_CountsMirror] = []
         self._shown: set[tuple[str, str, str, str, str]] = set()

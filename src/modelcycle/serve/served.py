@@ -127,7 +127,7 @@ class ServedModel:
     async def close(self) -> None:
         """Drain and close every version, after the requests each accepted and the shadow copies."""
         for loaded in self.gateway.versions():
-            await loaded.batcher.close()
+            await loaded.close()
         await self.gateway.settle()
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -144,6 +144,6 @@ class ServedModel:
         the line-up in another role stays."""
         if loaded is None or any(loaded is live for live in self.gateway.versions()):
             return
-        task = asyncio.get_running_loop().create_task(loaded.batcher.close())
+        task = asyncio.get_running_loop().create_task(loaded.close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

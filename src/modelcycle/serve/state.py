@@ -112,9 +112,15 @@ class ServerState:
 
     def refresh_metrics(self) -> None:
         """Bring the values kept outside the metrics (queue depths, the store's counts) into them."""
+        generation = self.metrics.generation
         for name, served in self.models.items():
-            depth = sum(loaded.batcher.depth for loaded in served.gateway.versions())
-            self.metrics.queue_depth.labels(name).set(depth)
+            versions = served.gateway.versions()
+            self.metrics.queue_depth.labels(name).set(sum(loaded.batcher.depth for loaded in versions))
+            engines = [loaded.engine for loaded in versions if loaded.engine is not None]
+            if engines:
+                generation.running.labels(name).set(sum(engine.running() for engine in engines))
+                generation.waiting.labels(name).set(sum(engine.waiting() for engine in engines))
+                generation.cache_usage.labels(name).set(max(engine.cache_usage() for engine in engines))
         self.metrics.sync_counts()
 
     def describe(self) -> None:

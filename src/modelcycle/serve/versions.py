@@ -15,8 +15,11 @@ import torch
 
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
-from modelcycle.config import ServeConfig
+from modelcycle.config import LlmConfig, ServeConfig
+from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.data.reference import Reference
+from modelcycle.engine import Engine
+from modelcycle.engine.scheduler import Decoder
 from modelcycle.errors import ConfigError
 from modelcycle.inference import model_device
 from modelcycle.instances import instance_tensors
@@ -38,7 +41,8 @@ class LoadedVersion:
     variant: str
     predictor: Predictor
     batcher: Batcher
-    generating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one text generation at a time
+    engine: Engine | None = None  # a language model's continuous batching (None: not one, or switched off)
+    generating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one generation at a time, without it
     analysis_lock: threading.Lock = field(default_factory=threading.Lock)  # guards torch_predictor
 
     @property
@@ -94,6 +98,12 @@ class LoadedVersion:
     async def infer(self, inputs: Tensors, timeout: float) -> np.ndarray:
         return await self.batcher.submit(inputs, timeout=timeout)
 
+    async def close(self) -> None:
+        """Answer what was accepted, then stop the batcher and the engine."""
+        await self.batcher.close()
+        if self.engine is not None:
+            await self.engine.drain()
+
 
 def pick_variant(bundle: Bundle, requested: str, *, force: bool = False) -> str:
     """``auto``: the measured choice (bench); a named variant must exist and have passed its gate unless
@@ -142,7 +152,16 @@ def load_version(
         on_batch=report if on_batch is not None else None,
     )
     warm_up(predictor, run)
-    return LoadedVersion(bundle, chosen, predictor, batcher)
+    return LoadedVersion(bundle, chosen, predictor, batcher, engine=start_engine(predictor, settings.llm))
+
+
+def start_engine(predictor: Predictor, settings: LlmConfig) -> Engine | None:
+    """A language model's engine, unless switched off or the model cannot decode in batches (an ONNX or
+    other variant without a key / value cache: it generates one request at a time)."""
+    model, preprocessor = predictor.model, predictor.preprocessor
+    if not settings.engine or not isinstance(preprocessor, CorpusBlocks) or not isinstance(model, Decoder):
+        return None
+    return Engine(model, preprocessor, settings, model_device(model))
 
 
 def warm_up(predictor: Predictor, run: Run) -> None:

@@ -1,33 +1,37 @@
 """OpenAI-compatible text generation for language-model bundles: ``GET /v1/models``, ``POST /v1/completions``
 and ``POST /v1/chat/completions`` (with the model's own chat template), each with ``stream: true`` as
-server-sent events ending in ``data: [DONE]`` and with token ``usage``. Generation runs off the event loop,
-one request at a time per model (a language model's decoding loop holds its own cache)."""
+server-sent events ending in ``data: [DONE]`` and with token ``usage``; ``n`` choices, stop strings, seeds,
+penalties and log-probabilities. Generation runs in the version's engine (modelcycle.engine: continuous
+batching), or one request at a time per version with ``serve.llm.engine: false``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from modelcycle.data.corpus import CorpusBlocks
-from modelcycle.errors import ConfigError, RequestError
-from modelcycle.predictor import TextStream, stream_text
+from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
+from modelcycle.engine import Event, GenerationRequest
+from modelcycle.errors import RequestError
+from modelcycle.models.sampling import SamplingParams
+from modelcycle.serve.protocols.openai_shapes import Choice, Rendering
 from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.request_path import Exchange, new_request_id
+from modelcycle.serve.sequential import SequentialGeneration
 from modelcycle.serve.state import ServerState, serving_state
 from modelcycle.serve.versions import LoadedVersion
 
 PROTOCOL = "openai"
 MAX_TOKENS = 4096
+MAX_CHOICES = 8
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 NO_OUTPUTS = np.empty((1, 0), dtype=np.float32)  # what a stored answer of generated text has for outputs
 # OpenAI's error types by status (https://platform.openai.com/docs/guides/error-codes); others by class
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
@@ -46,24 +50,51 @@ class OpenAIRoute(ProtocolRoute):
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], route_class=OpenAIRoute)
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class Sampling(BaseModel):
+    """What both endpoints take (OpenAI's names; ``top_k`` as vLLM adds it)."""
+
     model: str
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = None
+    top_k: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     user: str | None = None
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p if self.top_p < 1 else None,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+        )
+
+    def alternatives(self) -> int | None:
+        """How many likeliest tokens to report beside each chosen one; None: no log-probabilities."""
+        return None
+
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+
+    def alternatives(self) -> int | None:
+        return self.logprobs
 
 
 class Message(BaseModel):
@@ -74,6 +105,11 @@ class Message(BaseModel):
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def alternatives(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 @router.get("/models")
@@ -116,7 +152,8 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
             raise RequestError("prompt: one prompt per request")
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         asked = {"prompt": prompt}
-        return await _respond(exchange, body, prompt, asked, chat=False, limit=body.max_tokens or 16)
+        limit = body.max_tokens or 16
+        return await _respond(exchange, body, prompt, asked, chat=False, limit=limit, request=request)
 
 
 @router.post("/chat/completions", response_model=None)
@@ -127,7 +164,22 @@ async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse 
         messages = [message.model_dump() for message in body.messages]
         prompt = preprocessor.chat_prompt(messages)
         limit = body.max_completion_tokens or body.max_tokens or 256
-        return await _respond(exchange, body, prompt, {"messages": messages}, chat=True, limit=limit)
+        asked = {"messages": messages}
+        return await _respond(exchange, body, prompt, asked, chat=True, limit=limit, request=request)
+
+
+class Produced(Protocol):
+    """A generation under way: the engine's, or one at a time (``serve.llm.engine: false``)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+    def cancel(self) -> None: ...
 
 
 async def _respond(
@@ -138,123 +190,140 @@ async def _respond(
     *,
     chat: bool,
     limit: int,
+    request: Request,
 ) -> JSONResponse | StreamingResponse:
     """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
     ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
     loaded = exchange.loaded
-
-    def start() -> TextStream:
-        try:
-            return stream_text(
-                loaded.predictor,
-                prompt,
-                max_new_tokens=limit,
-                temperature=body.temperature,
-                top_p=body.top_p,
-                seed=body.seed,
-                stop=body.stops(),
-            )
-        except ConfigError as error:
-            raise RequestError(error.message) from None
-
+    produced = _start(loaded, body, prompt, limit)
     identifier = exchange.request_id
-    created = int(time.time())
-    common = {"id": identifier, "created": created, "model": body.model}
+    common = {"id": identifier, "created": int(time.time()), "model": body.model}
     headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}
-    lock = loaded.generating
+    render = Rendering(_language_model(loaded), chat=chat, common=common)
+
+    progress = Progress(exchange.started)
 
     def answered(text: str) -> None:
-        """Time the request and store it with its answer (a stream's: once its last piece went out)."""
+        """Time the request and store it with its (first choice's) answer once its last piece went out."""
         exchange.stored([asked], NO_OUTPUTS, None, generated=text)
+        exchange.state.metrics.generation.finished(
+            exchange.model,
+            first_token_s=progress.first_token_s,
+            total_s=time.perf_counter() - exchange.started,
+            prompt=produced.prompt_tokens,
+            generated=produced.completion_tokens,
+        )
 
-    if not body.stream:
-        async with lock:
-            stream, text = await asyncio.get_running_loop().run_in_executor(None, _run_whole, start)
-        answered(text)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": stream.finish_reason}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice |= {"text": text, "logprobs": None}
-        payload = {
-            **common,
-            "object": "chat.completion" if chat else "text_completion",
-            "choices": [choice],
-            "usage": _usage(stream),
-        }
-        return JSONResponse(payload, headers=headers)
-    stream = await asyncio.get_running_loop().run_in_executor(None, start)  # errors before the first byte
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
-    events = _events(stream, lock, common, answered, chat=chat, include_usage=include_usage)
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-
-def _run_whole(start: Callable[[], TextStream]) -> tuple[TextStream, str]:
-    stream = start()
-    return stream, "".join(stream)
+    events = progress.watch(produced.events())
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _streamed(events, produced, render, answered, include_usage=include_usage)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    choices = await _collected(events, produced, request, body.n)
+    answered(choices[0].text)
+    payload = {
+        **common,
+        "object": "chat.completion" if chat else "text_completion",
+        "choices": [render.whole(choice) for choice in choices],
+        "usage": _usage(produced),
+    }
+    return JSONResponse(payload, headers=headers)
 
 
-def _usage(stream: TextStream) -> dict[str, int]:
+def _start(loaded: LoadedVersion, body: Sampling, prompt: str, limit: int) -> Produced:
+    """Hand the prompt to the version's engine, or queue it for the version's lock."""
+    preprocessor = _language_model(loaded)
+    ids = preprocessor.stream(prompt or LINE_BREAK)
+    if len(ids) == 0:
+        raise RequestError(
+            f"prompt: {prompt!r} holds no token {loaded.bundle.ref} knows",
+            hint="give a prompt with words from the training text",
+        )
+    if loaded.engine is not None:
+        request = GenerationRequest(
+            ids.tolist(), limit, body.sampling(), tuple(body.stops()), body.n, body.alternatives()
+        )
+        return loaded.engine.submit(request)
+    if body.n > 1 or body.alternatives() is not None:
+        raise RequestError(
+            "n: more than one choice, and logprobs, need the language-model engine",
+            hint="serve with serve.llm.engine: true (the default)",
+            parameter="n",
+        )
+    return SequentialGeneration(
+        loaded.predictor, loaded.generating, prompt, len(ids), limit, body.sampling(), body.stops()
+    )
+
+
+@dataclass
+class Progress:
+    """When a generation's first token came, for the time-to-first-token metric."""
+
+    started: float
+    first_token_s: float | None = None
+
+    async def watch(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        async for event in events:
+            if self.first_token_s is None:
+                self.first_token_s = time.perf_counter() - self.started
+            yield event
+
+
+async def _collected(
+    events: AsyncIterator[Event], produced: Produced, request: Request, n: int
+) -> list[Choice]:
+    """Every choice, whole; a client that leaves first cancels the generation."""
+    choices = [Choice(index) for index in range(n)]
+    watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(request, produced))
+    try:
+        async for event in events:
+            choice = choices[event.choice]
+            choice.text += event.text
+            choice.finish_reason = event.finish_reason or choice.finish_reason
+            if event.token is not None:
+                choice.tokens.append(event.token)
+    finally:
+        watcher.cancel()
+    return choices
+
+
+async def _cancel_when_gone(request: Request, produced: Produced) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    produced.cancel()
+
+
+def _usage(produced: Produced) -> dict[str, int]:
     return {
-        "prompt_tokens": stream.prompt_tokens,
-        "completion_tokens": stream.completion_tokens,
-        "total_tokens": stream.prompt_tokens + stream.completion_tokens,
+        "prompt_tokens": produced.prompt_tokens,
+        "completion_tokens": produced.completion_tokens,
+        "total_tokens": produced.prompt_tokens + produced.completion_tokens,
     }
 
 
-async def _events(
-    stream: TextStream,
-    lock: asyncio.Lock,
-    common: dict[str, Any],
+async def _streamed(
+    events: AsyncIterator[Event],
+    produced: Produced,
+    render: Rendering,
     answered: Callable[[str], None],
     *,
-    chat: bool,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """Server-sent events: one chunk per piece of text, a last chunk with the finish reason, optionally one
-    with the usage, then ``[DONE]``. Tokens are produced on a thread and handed over through a queue;
-    ``answered`` gets the text that went out (all of it, or as far as a client that left got)."""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
-        if chat:
-            content: dict[str, Any] = {"role": "assistant"} if role else {}
-            if delta is not None:
-                content["content"] = delta
-            choice: dict[str, Any] = {"index": 0, "delta": content, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        return f"data: {json.dumps({**common, 'object': kind, 'choices': [choice]})}\n\n"
-
-    async with lock:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def produce(pieces: Iterator[str]) -> None:
-            try:
-                for piece in pieces:
-                    if cancelled.is_set():  # the client went away: stop computing
-                        return
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        worker = loop.run_in_executor(None, produce, iter(stream))
-        sent: list[str] = []
-        try:
-            if chat:
-                yield chunk(None, None, role=True)
-            while (piece := await queue.get()) is not None:
-                yield chunk(piece, None)
-                sent.append(piece)
-            yield chunk(None, stream.finish_reason)
-            if include_usage:
-                usage = {**common, "object": kind, "choices": [], "usage": _usage(stream)}
-                yield f"data: {json.dumps(usage)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            cancelled.set()
-            answered("".join(sent))  # before any await: a client that left cancels those too
-            with anyio.CancelScope(shield=True):  # the model stays locked until its thread has stopped
-                await worker
+    """Server-sent events: per choice a first chunk with the role (chat), one chunk per event (text,
+    log-probabilities, the finish reason with the last), optionally a chunk with the usage, then ``[DONE]``.
+    ``answered`` gets the first choice's text that went out (all of it, or as far as a client that left
+    got); a client that leaves cancels the generation."""
+    texts: dict[int, str] = {}
+    try:
+        async for event in events:
+            if render.chat and event.choice not in texts:
+                yield render.chunk(Event(event.choice, ""), role=True)
+            sent = texts.get(event.choice, "")
+            yield render.chunk(event, offset=len(sent))
+            texts[event.choice] = sent + event.text
+        if include_usage:
+            yield render.usage_chunk(_usage(produced))
+        yield "data: [DONE]\n\n"
+    finally:
+        produced.cancel()  # a no-op when it finished; else the client left: stop computing
+        answered(texts.get(0, ""))

@@ -1,0 +1,213 @@
+"""Iteration-level scheduling (continuous batching, as in Orca, OSDI 2022, and vLLM): every ``step`` runs at
+most one chunk of one waiting prompt (so a long prompt never stalls the sequences that are decoding for
+more than a chunk) and then one batched forward pass for every decoding sequence. Requests are admitted
+between steps while their prompt and ``max_tokens`` fit the token budget and the row limit; a sequence that
+finishes (end-of-turn token, stop string, its token limit, its client gone) leaves the batch at once and
+frees its rows. Sampling is per sequence (its own temperature, filters, penalties and seed)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from modelcycle.config import LlmConfig
+from modelcycle.engine.generation import Generation, Sequence, token_logprob
+from modelcycle.models.kv_cache import KVCache
+from modelcycle.models.sampling import penalize, sample_next
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """What the engine asks of a language model (``gpt``, ``hf_causal_lm``)."""
+
+    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor: ...
+
+    def decode_layers(self) -> int: ...
+
+    def context_limit(self) -> int: ...
+
+
+class Scheduler:
+    """The state of one language model's batch: waiting, prefilling and decoding requests, and the cache."""
+
+    def __init__(self, model: Decoder, limits: LlmConfig, device: torch.device) -> None:
+        self.model = model
+        self.limits = limits
+        self.device = device
+        self.cache = KVCache(model.decode_layers())
+        self.lock = threading.Lock()  # guards ``waiting``, which the event loop appends to
+        self.waiting: deque[Generation] = deque()
+        self.prefilling: deque[Generation] = deque()
+        self.rows: list[Sequence] = []  # the decoding sequences, by cache row
+        self.reserved = 0  # the budget the admitted requests hold
+        self.cached_tokens = 0  # positions the decoding sequences hold (read by other threads)
+
+    # --- what it holds ----------------------------------------------------------------------------------
+    def busy(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.rows)
+
+    def running(self) -> int:
+        return len(self.rows) + sum(generation.request.n for generation in self.prefilling)
+
+    # --- one step ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Admit, prefill one chunk, decode one token for every running sequence. An error fails the
+        requests in the batch (each gets it) and leaves the engine empty and ready for the next ones."""
+        self._drop_cancelled()
+        self._admit()
+        try:
+            self._prefill_chunk()
+        except Exception as error:  # that prompt's failure is its request's alone
+            self._fail_prefill(error)
+        try:
+            self._decode()
+        except Exception as error:  # the model failed: those requests get the error, the engine goes on
+            self._fail_all(error)
+        self.cached_tokens = sum(sequence.position + 1 for sequence in self.rows)
+
+    def _admit(self) -> None:
+        with self.lock:
+            while self.waiting:
+                generation = self.waiting[0]
+                if generation.cancelled:
+                    self.waiting.popleft()
+                    continue
+                rows = self.running() + generation.request.n
+                budget = self.reserved + generation.cost
+                if rows > self.limits.max_running or budget > self.limits.max_batch_tokens:
+                    return  # first come, first served: the head waits for room
+                self.waiting.popleft()
+                self.prefilling.append(generation)
+                self.reserved += generation.cost
+
+    def _prefill_chunk(self) -> None:
+        if not self.prefilling:
+            return
+        generation = self.prefilling[0]
+        prompt = generation.request.prompt
+        start = generation.prefilled
+        chunk = prompt[start : start + self.limits.prefill_chunk]
+        ids = torch.tensor([chunk], device=self.device)
+        positions = torch.arange(start, start + len(chunk), device=self.device)[None]
+        logits = self.model.decode(ids, positions, generation.prefill)
+        generation.prefilled += len(chunk)
+        if generation.prefilled < len(prompt):
+            return
+        self.prefilling.popleft()
+        for sequence in generation.sequences:
+            self._accept(sequence, logits[0])
+            if sequence.finish_reason is None:
+                sequence.row = self.cache.join(generation.prefill)
+                self.rows.append(sequence)
+            else:
+                self._finished(sequence)
+        generation.prefill.release()
+
+    def _decode(self) -> None:
+        if not self.rows:
+            return
+        ids = torch.tensor([[sequence.generated[-1]] for sequence in self.rows], device=self.device)
+        positions = torch.tensor([[sequence.position] for sequence in self.rows], device=self.device)
+        logits = self.model.decode(ids, positions, self.cache)
+        greedy = logits.argmax(dim=-1).tolist()
+        for row, sequence in enumerate(list(self.rows)):
+            self._accept(sequence, logits[row], greedy[row])
+        for sequence in self._last_rows_first():
+            if sequence.finish_reason is not None:
+                self._finished(sequence)  # before leaving: once no row is left, nothing is reserved
+                self._leave(sequence)
+
+    # --- sequences ----------------------------------------------------------------------------------------
+    def _accept(self, sequence: Sequence, logits: torch.Tensor, greedy: int | None = None) -> None:
+        """Choose the sequence's next token from its ``logits`` (V,) and send what it makes. A failure here
+        (its sampling) is its request's alone: the request gets the error and leaves at the next step."""
+        try:
+            self._choose(sequence, logits, greedy)
+        except Exception as error:
+            sequence.finish_reason = "error"
+            sequence.generation.send(error)
+            sequence.generation.cancel()
+
+    def _choose(self, sequence: Sequence, logits: torch.Tensor, greedy: int | None) -> None:
+        params = sequence.sampling
+        if params.greedy:
+            token = greedy if greedy is not None else int(logits.argmax())
+        else:
+            scores = logits
+            if params.penalized:
+                if sequence.counts is None:
+                    sequence.counts = torch.zeros(logits.shape[-1], device=logits.device)
+                scores = penalize(logits, sequence.counts, params)
+            token = int(
+                sample_next(
+                    scores[None],
+                    temperature=params.effective_temperature,
+                    top_k=params.top_k,
+                    top_p=params.top_p,
+                    generator=sequence.random,
+                )[0]
+            )
+            if sequence.counts is not None:
+                sequence.counts[token] += 1
+        alternatives = sequence.generation.request.logprobs
+        logprob = token_logprob(logits, token, alternatives) if alternatives is not None else None
+        sequence.generation.send(sequence.accept(token, logprob))
+
+    def _last_rows_first(self) -> list[Sequence]:
+        """The decoding sequences from the last row back: a row leaving moves the last one into its place,
+        which has then already been seen."""
+        return self.rows[::-1]
+
+    def _leave(self, sequence: Sequence) -> None:
+        row = sequence.row
+        if row is None:
+            return
+        moved = self.cache.leave(row)
+        last = self.rows.pop()
+        if moved is not None:
+            self.rows[row] = last
+            last.row = row
+        sequence.row = None
+
+    def _finished(self, sequence: Sequence) -> None:
+        generation = sequence.generation
+        if all(choice.finish_reason is not None for choice in generation.sequences):
+            self.reserved -= generation.cost
+
+    def _drop_cancelled(self) -> None:
+        for sequence in self._last_rows_first():
+            if sequence.generation.cancelled:
+                sequence.finish_reason = "cancelled"
+                self._finished(sequence)  # before leaving: once no row is left, nothing is reserved
+                self._leave(sequence)
+        for generation in [generation for generation in self.prefilling if generation.cancelled]:
+            self.prefilling.remove(generation)
+            generation.prefill.release()
+            for sequence in generation.sequences:
+                sequence.finish_reason = "cancelled"
+            self.reserved -= generation.cost
+
+    def _fail_prefill(self, error: Exception) -> None:
+        generation = self.prefilling.popleft()
+        logger.error("the language model failed a prompt: %s", error)
+        generation.send(error)
+        generation.prefill.release()
+        self.reserved -= generation.cost
+
+    def _fail_all(self, error: Exception) -> None:
+        """The batched pass failed: every decoding request gets the error; the engine starts empty."""
+        logger.error(
+            "the language model failed a step (%d sequences get the error): %s", len(self.rows), error
+        )
+        for generation in {sequence.generation for sequence in self.rows}:
+            generation.send(error)
+            self.reserved -= generation.cost
+        self.rows.clear()
+        self.cache.release()

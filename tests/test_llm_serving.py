@@ -1,0 +1,158 @@
+"""Language models served through the engine, over HTTP on 127.0.0.1 with the openai client: several choices
+streamed with a stop list, log-probabilities, the admission limits (400 naming the token count, 503 with
+Retry-After beyond the waiting queue), the vLLM-named metrics, a client that leaves, and the engine-off
+baseline giving the same greedy text."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from modelcycle.config import LlmConfig, MonitorConfig, ServeConfig
+from modelcycle.registry import Registry
+from modelcycle.serve import create_app
+from tests.conftest import TINY_GPT, metric_value, train_into
+from tests.test_serve import live_server
+
+OFF = MonitorConfig(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_into(tmp_path_factory.mktemp("llm-home"), ("tiny-gpt.yaml", TINY_GPT))
+
+
+@pytest.fixture
+def home(shared_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELCYCLE_HOME", str(shared_home))
+    return shared_home
+
+
+def client_of(http: httpx.Client) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{http.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_the_openai_client_streams_two_choices_cut_by_a_stop_list(registry: Registry) -> None:
+    asked = {"model": "tiny-gpt", "prompt": "To be or", "max_tokens": 12, "seed": 11, "n": 2}
+    with live_server(create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=OFF)) as http:
+        client = client_of(http)
+        free = client.completions.create(**asked)
+        assert [choice.index for choice in free.choices] == [0, 1]
+        assert free.choices[0].text != free.choices[1].text  # each choice samples on its own
+        assert free.usage.completion_tokens == 24
+        stop = [free.choices[0].text[3], "zzz-never"]  # tiny-gpt writes characters
+        chunks = list(client.completions.create(**asked, stop=stop, stream=True))
+    texts: dict[int, str] = {0: "", 1: ""}
+    reasons: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+            if choice.finish_reason is not None:
+                reasons[choice.index] = choice.finish_reason
+    cut = free.choices[0].text.index(stop[0])
+    assert texts[0] == free.choices[0].text[:cut]  # the same seed, cut before the stop string
+    assert reasons[0] == "stop"
+    assert stop[0] not in texts[1]
+    assert reasons[1] in {"stop", "length"}
+
+
+def test_log_probabilities_in_each_endpoints_form(registry: Registry) -> None:
+    with live_server(create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=OFF)) as http:
+        client = client_of(http)
+        completion = client.completions.create(
+            model="tiny-gpt", prompt="To be", max_tokens=5, temperature=0, logprobs=2
+        )
+        chat = client.chat.completions.create(
+            model="tiny-gpt",
+            messages=[{"role": "user", "content": "Hi"}],  # the context is 32 characters
+            max_tokens=4,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=3,
+        )
+    logprobs = completion.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == 5
+    assert all(value <= 0 for value in logprobs.token_logprobs)
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+    # greedy: the chosen token is the likeliest one
+    assert all(
+        max(top.values()) == pytest.approx(value)
+        for top, value in zip(logprobs.top_logprobs, logprobs.token_logprobs, strict=True)
+    )
+    content = chat.choices[0].logprobs.content
+    assert len(content) == 4
+    assert all(len(token.top_logprobs) == 3 for token in content)
+    assert content[0].logprob == pytest.approx(content[0].top_logprobs[0].logprob)
+
+
+def test_admission_a_prompt_beyond_the_context_is_400_and_a_full_queue_503(registry: Registry) -> None:
+    settings = ServeConfig(llm=LlmConfig(max_running=1, max_waiting=1))
+    with live_server(create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)) as http:
+        long_prompt = "a" * 40  # tiny-gpt's tokens are characters
+        refused = http.post("/v1/completions", json={"model": "tiny-gpt", "prompt": long_prompt})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"].startswith(
+            "prompt: 40 tokens, but the model's context holds 32"
+        )
+        body = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 30, "temperature": 0}
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http.post("/v1/completions", json=body), range(8)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert set(codes) == {200, 503}
+    assert codes.count(200) >= 2  # one running and one waiting at least
+    overloaded = next(answer for answer in answers if answer.status_code == 503)
+    assert overloaded.headers["retry-after"]
+    assert "waiting queue is full" in overloaded.json()["error"]["message"]
+
+
+def test_generation_metrics_are_named_as_vllm_names_them(registry: Registry) -> None:
+    app = create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=OFF)
+    with live_server(app) as http:
+        client = client_of(http)
+        made = [
+            client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=tokens, temperature=0)
+            for tokens in (3, 5, 7)
+        ]
+        metrics = http.get("/metrics").text
+    generated = sum(completion.usage.completion_tokens for completion in made)
+    prompt = sum(completion.usage.prompt_tokens for completion in made)
+    assert metric_value(metrics, "modelcycle_generation_tokens_total", model="tiny-gpt") == generated == 15
+    assert metric_value(metrics, "modelcycle_prompt_tokens_total", model="tiny-gpt") == prompt
+    for histogram in ("time_to_first_token", "time_per_output_token", "e2e_request_latency"):
+        assert metric_value(metrics, f"modelcycle_{histogram}_seconds_count", model="tiny-gpt") == 3
+    assert metric_value(metrics, "modelcycle_num_requests_running", model="tiny-gpt") == 0
+    assert metric_value(metrics, "modelcycle_num_requests_waiting", model="tiny-gpt") == 0
+    assert metric_value(metrics, "modelcycle_kv_cache_usage_perc", model="tiny-gpt") == 0
+
+
+def test_a_client_that_leaves_frees_its_rows_at_once(registry: Registry) -> None:
+    app = create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=OFF)
+    body = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 30, "stream": True}
+    with live_server(app) as http:
+        engine = app.state.serving.models["tiny-gpt"].gateway.primary.engine  # type: ignore[attr-defined]
+        with http.stream("POST", "/v1/completions", json=body) as response:
+            next(response.iter_lines())
+        deadline = time.monotonic() + 5
+        while engine.scheduler.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not engine.scheduler.busy()
+        assert engine.scheduler.reserved == 0
+
+
+def test_the_engine_off_baseline_gives_the_same_greedy_text(registry: Registry) -> None:
+    body = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 10, "temperature": 0}
+    texts = []
+    for engine in (True, False):
+        settings = ServeConfig(llm=LlmConfig(engine=engine))
+        with live_server(create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)) as http:
+            texts.append(http.post("/v1/completions", json=body).json()["choices"][0]["text"])
+            if not engine:
+                refused = http.post("/v1/completions", json={**body, "n": 2})
+                assert refused.status_code == 400
+                assert "need the language-model engine" in refused.json()["error"]["message"]
+    assert texts[0] == texts[1]
