@@ -233,16 +233,21 @@ def test_admission_errors_name_the_limit():
 
 
 def test_cache_rows_join_leave_and_compact_keep_each_rows_positions():
+    prefill = KVCache(1)  # two prompts packed in one row, 3 and 5 tokens, under owners 7 and 8
+    owners = torch.tensor([[7, 7, 7, 8, 8, 8, 8, 8]])
+    mask = prefill.open(8, rows=1, owners=owners)
+    assert mask[0, 0, 4].tolist() == [False, False, False, True, True, False, False, False]  # owner 8's 2nd
+    marker = owners[:, None, :, None].float().expand(1, 1, 8, 2)
+    prefill.write(0, marker, marker)
+    prefill.close()
     cache = KVCache(1)
-    for length in (3, 5):
-        single = KVCache(1)
-        single.open(length, rows=1)
-        marker = torch.full((1, 1, length, 2), float(length))
-        single.write(0, marker, marker)
-        single.close()
-        cache.join(single)
+    assert cache.join(prefill, owner=7) == 0
+    assert cache.join(prefill, owner=8) == 1
     assert cache.length == 5
-    assert cache.valid[:2, :5].sum(dim=1).tolist() == [3, 5]
+    assert (cache.owner[:2, :5] == 0).sum(dim=1).tolist() == [3, 5]
+    prefill.forget(7)
+    prefill.forget(8)
+    assert prefill.bytes() == 0  # nothing held: released
     mask = cache.open(1)
     cache.write(0, torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2))
     cache.close()
@@ -254,4 +259,4 @@ def test_cache_rows_join_leave_and_compact_keep_each_rows_positions():
     assert cache.rows == 1
     keys = cache.keys[0]
     assert keys is not None
-    assert keys[0, 0, :5, 0].tolist() == [5.0] * 5
+    assert keys[0, 0, :5, 0].tolist() == [8.0] * 5

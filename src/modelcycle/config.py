@@ -212,7 +212,9 @@ class LlmConfig(Section):
     max_running: PositiveInt = 16  # sequences decoded together (each choice of ``n`` is one)
     max_batch_tokens: PositiveInt = 32_768  # prompt + max_tokens of every admitted sequence, together
     max_waiting: PositiveInt = 256  # requests waiting for room; more get 503 with Retry-After
-    prefill_chunk: PositiveInt = 128  # prompt tokens per step, so a long prompt never stalls the decoding
+    prefill_chunk: PositiveInt = (
+        256  # prompt tokens per step: longer ones stall the decoding sequences longer
+    )
 
 
 class ServeConfig(Section):

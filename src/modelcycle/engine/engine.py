@@ -44,9 +44,7 @@ class Engine:
                 parameter="prompt",
             )
         max_tokens = min(request.max_tokens, self.context - prompt)
-        generation = Generation(
-            request, self.preprocessor, max_tokens, asyncio.get_running_loop(), self.scheduler.cache.layers
-        )
+        generation = Generation(request, self.preprocessor, max_tokens, asyncio.get_running_loop())
         if generation.cost > self.limits.max_batch_tokens or request.n > self.limits.max_running:
             raise RequestError(
                 f"{request.n} × ({prompt} prompt + {max_tokens} new) tokens can never fit the "

@@ -14,7 +14,6 @@ import torch
 
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.data.detokenize import Detokenizer
-from modelcycle.models.kv_cache import KVCache
 from modelcycle.models.sampling import SamplingParams
 
 
@@ -95,15 +94,14 @@ class Generation:
         preprocessor: CorpusBlocks,
         max_tokens: int,
         loop: asyncio.AbstractEventLoop,
-        layers: int,
     ) -> None:
         self.request = request
         self.max_tokens = max_tokens  # the request's, within the model's context
         self.loop = loop
         self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()  # None: cancelled
         self.sequences = [Sequence(self, choice, preprocessor) for choice in range(request.n)]
-        self.prefill = KVCache(layers)  # the prompt's keys / values, until its choices join the batch
-        self.prefilled = 0
+        self.prefilled = 0  # prompt tokens in the scheduler's prefill cache
+        self.slot = -1  # their owner id there
         self.cancelled = False
 
     @property

@@ -1,12 +1,14 @@
-"""Iteration-level scheduling (continuous batching, as in Orca, OSDI 2022, and vLLM): every ``step`` runs at
-most one chunk of one waiting prompt (so a long prompt never stalls the sequences that are decoding for
-more than a chunk) and then one batched forward pass for every decoding sequence. Requests are admitted
+"""Iteration-level scheduling (continuous batching, as in Orca, OSDI 2022, and vLLM): every ``step`` runs one
+pass over up to ``prefill_chunk`` prompt tokens (the waiting prompts' next chunks, first come first served,
+packed into one row without padding; so a long prompt never stalls the decoding sequences for more than a
+chunk) and then one batched forward pass for every decoding sequence. Requests are admitted
 between steps while their prompt and ``max_tokens`` fit the token budget and the row limit; a sequence that
 finishes (end-of-turn token, stop string, its token limit, its client gone) leaves the batch at once and
 frees its rows. Sampling is per sequence (its own temperature, filters, penalties and seed)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -26,7 +28,15 @@ logger = logging.getLogger(__name__)
 class Decoder(Protocol):
     """What the engine asks of a language model (``gpt``, ``hf_causal_lm``)."""
 
-    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor: ...
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        *,
+        owners: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
 
     def decode_layers(self) -> int: ...
 
@@ -40,7 +50,9 @@ class Scheduler:
         self.model = model
         self.limits = limits
         self.device = device
-        self.cache = KVCache(model.decode_layers())
+        self.cache = KVCache(model.decode_layers())  # the decoding sequences, one per row
+        self.prefill = KVCache(model.decode_layers())  # the prompts being prefilled, packed in one row
+        self.slots = itertools.count()  # owner ids of prompts in ``prefill``
         self.lock = threading.Lock()  # guards ``waiting``, which the event loop appends to
         self.waiting: deque[Generation] = deque()
         self.prefilling: deque[Generation] = deque()
@@ -88,34 +100,54 @@ class Scheduler:
                 self.reserved += generation.cost
 
     def _prefill_chunk(self) -> None:
+        """One pass over the next ``prefill_chunk`` prompt tokens; prompts that complete sample their first
+        token and join the decoding batch."""
         if not self.prefilling:
             return
-        generation = self.prefilling[0]
-        prompt = generation.request.prompt
-        start = generation.prefilled
-        chunk = prompt[start : start + self.limits.prefill_chunk]
-        ids = torch.tensor([chunk], device=self.device)
-        positions = torch.arange(start, start + len(chunk), device=self.device)[None]
-        logits = self.model.decode(ids, positions, generation.prefill)
-        generation.prefilled += len(chunk)
-        if generation.prefilled < len(prompt):
-            return
-        self.prefilling.popleft()
-        for sequence in generation.sequences:
-            self._accept(sequence, logits[0])
-            if sequence.finish_reason is None:
-                sequence.row = self.cache.join(generation.prefill)
-                self.rows.append(sequence)
-            else:
-                self._finished(sequence)
-        generation.prefill.release()
+        budget = self.limits.prefill_chunk
+        ids: list[int] = []
+        positions: list[int] = []
+        owners: list[int] = []
+        completed: list[tuple[Generation, int]] = []  # and the index of its last prompt token in the pass
+        for generation in self.prefilling:
+            prompt, start = generation.request.prompt, generation.prefilled
+            take = min(len(prompt) - start, budget)
+            if take == 0:
+                break
+            if start == 0:
+                generation.slot = next(self.slots)
+            ids += prompt[start : start + take]
+            positions += range(start, start + take)
+            owners += [generation.slot] * take
+            generation.prefilled += take
+            budget -= take
+            if generation.prefilled == len(prompt):
+                completed.append((generation, len(ids) - 1))
+        keep = torch.tensor([index for _, index in completed] or [len(ids) - 1], device=self.device)
+        logits = self.model.decode(
+            torch.tensor([ids], device=self.device),
+            torch.tensor([positions], device=self.device),
+            self.prefill,
+            owners=torch.tensor([owners]),
+            keep=keep,
+        )
+        for index, (generation, _) in enumerate(completed):
+            for sequence in generation.sequences:
+                self._accept(sequence, logits[0, index])
+                if sequence.finish_reason is None:
+                    sequence.row = self.cache.join(self.prefill, owner=generation.slot)
+                    self.rows.append(sequence)
+                else:
+                    self._finished(sequence)
+            self.prefilling.remove(generation)  # after joining: it is in the batch throughout
+            self.prefill.forget(generation.slot)
 
     def _decode(self) -> None:
         if not self.rows:
             return
         ids = torch.tensor([[sequence.generated[-1]] for sequence in self.rows], device=self.device)
         positions = torch.tensor([[sequence.position] for sequence in self.rows], device=self.device)
-        logits = self.model.decode(ids, positions, self.cache)
+        logits = self.model.decode(ids, positions, self.cache)[:, -1]
         greedy = logits.argmax(dim=-1).tolist()
         for row, sequence in enumerate(list(self.rows)):
             self._accept(sequence, logits[row], greedy[row])
@@ -189,17 +221,20 @@ class Scheduler:
                 self._leave(sequence)
         for generation in [generation for generation in self.prefilling if generation.cancelled]:
             self.prefilling.remove(generation)
-            generation.prefill.release()
+            if generation.prefilled:
+                self.prefill.forget(generation.slot)
             for sequence in generation.sequences:
                 sequence.finish_reason = "cancelled"
             self.reserved -= generation.cost
 
     def _fail_prefill(self, error: Exception) -> None:
-        generation = self.prefilling.popleft()
-        logger.error("the language model failed a prompt: %s", error)
-        generation.send(error)
-        generation.prefill.release()
-        self.reserved -= generation.cost
+        """The prompts' pass failed: the requests whose prompts were under way get the error."""
+        logger.error("the language model failed to prefill prompts: %s", error)
+        for generation in [generation for generation in self.prefilling if generation.prefilled]:
+            self.prefilling.remove(generation)
+            generation.send(error)
+            self.reserved -= generation.cost
+        self.prefill.release()
 
     def _fail_all(self, error: Exception) -> None:
         """The batched pass failed: every decoding request gets the error; the engine starts empty."""

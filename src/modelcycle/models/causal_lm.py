@@ -45,26 +45,33 @@ class CausalLM(nn.Module):
         """Next-token logits (B, T, V)."""
         return self.network(input_ids=input_ids, use_cache=False).logits
 
-    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Next-token logits (B, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T), one row
-        of ``cache`` per sequence (see modelcycle.models.kv_cache), through the model's cache API."""
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        *,
+        owners: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits (B, K, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T),
+        read at the ``keep`` indices of T (default: the last), with ``cache`` holding the sequences' earlier
+        keys / values (``owners``: see modelcycle.models.kv_cache), through the model's cache API."""
         from modelcycle.models.hf_cache import SharedCache  # imports transformers, as build does
 
-        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0])
+        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
         blocked = torch.finfo(self.network.dtype).min  # additive: the eager attention adds it, sdpa too
-        additive = torch.zeros(mask.shape, dtype=self.network.dtype, device=mask.device).masked_fill(
-            ~mask, blocked
-        )
+        additive = torch.zeros(mask.shape, dtype=self.network.dtype, device=mask.device)
         output = self.network(
             input_ids=input_ids,
             position_ids=positions,
-            attention_mask=additive,
+            attention_mask=additive.masked_fill(~mask, blocked),
             cache=SharedCache(cache),
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=1 if keep is None else keep,
         )
         cache.close()
-        return output.logits[:, -1]
+        return output.logits
 
     def decode_layers(self) -> int:
         return int(self.network.config.num_hidden_layers)
@@ -89,7 +96,7 @@ class CausalLM(nn.Module):
         self.eval()
         cache = KVCache(self.decode_layers())
         length = prompt.shape[1]
-        logits = self.decode(prompt, torch.arange(length, device=prompt.device)[None], cache)
+        logits = self.decode(prompt, torch.arange(length, device=prompt.device)[None], cache)[:, -1]
         for step in range(max_new_tokens):
             next_token = sample_next(
                 logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
@@ -97,7 +104,7 @@ class CausalLM(nn.Module):
             yield next_token
             if stop_token is not None and int(next_token) == stop_token:
                 return
-            logits = self.decode(next_token, torch.full_like(next_token, length + step), cache)
+            logits = self.decode(next_token, torch.full_like(next_token, length + step), cache)[:, -1]
 
 
 def build(inputs: InputSchema, output_dim: int, params: CausalLMParams) -> nn.Module:

@@ -108,16 +108,25 @@ class GPT(nn.Module):
             x = block(x)
         return self.head(self.norm(x))
 
-    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Next-token logits (B, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T), one row
-        of ``cache`` per sequence: their keys / values join it (see modelcycle.models.kv_cache)."""
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        *,
+        owners: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits (B, K, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T),
+        read at the ``keep`` indices of T (default: the last), with ``cache`` holding the sequences' earlier
+        keys / values (``owners``: whose each new token is; see modelcycle.models.kv_cache)."""
         self._check_length(int(positions.max()) + 1)
-        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0])
+        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
         x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))
         for index, block in enumerate(self.blocks):
             x = block(x, cache, index, mask)
         cache.close()
-        return self.head(self.norm(x[:, -1]))
+        return self.head(self.norm(x[:, -1:] if keep is None else x[:, keep]))
 
     def decode_layers(self) -> int:
         return len(self.blocks)
@@ -163,12 +172,12 @@ class GPT(nn.Module):
                 cache, logits = self._prefilled(tokens)
             else:
                 position = torch.full_like(next_token, tokens.shape[1] - 1)
-                logits = self.decode(next_token, position, cache)
+                logits = self.decode(next_token, position, cache)[:, -1]
 
     def _prefilled(self, tokens: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
         cache = KVCache(len(self.blocks))
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-        return cache, self.decode(tokens, positions, cache)
+        return cache, self.decode(tokens, positions, cache)[:, -1]
 
 
 def _initialise(module: nn.Module) -> None:

@@ -1,19 +1,22 @@
 """The key / value cache of many sequences decoded together (continuous batching), shared by every language
 model architecture (``gpt``, ``hf_causal_lm``).
 
-All rows share one column pointer: a forward pass writes every row's new positions into the same columns,
-so one batched matrix product serves rows of different lengths. ``valid`` marks which columns hold a row's
-own positions; the rest (columns from before a row joined, or left behind by a longer row) are masked out
-of attention. A row's positions (for its position embedding) are its own and do not depend on its columns.
-Rows join (``join``, from a prefilled one-row cache) and leave (``leave``) between steps; when masked
-columns pile up, ``compact`` packs every row's columns to the right. Buffers grow by a quarter at a time,
-never far past what the rows hold, and are released when the last row leaves."""
+All rows share one column pointer: a forward pass writes every row's new positions into the same columns, so
+one batched matrix product serves rows of different lengths. ``owner`` says, per row and column, which
+sequence the column holds (-1: none); a query attends only to its own sequence's columns (and, among the new
+ones, causally). A decoding batch has one sequence per row (owner 0); a prefill packs the chunks of several
+prompts into one row, each under its own owner id, so prompts of any lengths share one pass without padding.
+A row's positions (for its position embedding) are its own and do not depend on its columns. Sequences join
+(``join``, copied from a prefill) and leave (``leave``, ``forget``) between steps; when empty columns pile
+up, ``compact`` packs every row's columns to the right. Buffers grow by a quarter at a time, never far past
+what the rows hold, and are released when the last row leaves."""
 
 from __future__ import annotations
 
 import torch
 
 GROWTH = 64  # columns allocated at least at a time
+EMPTY = -1  # the owner of a column that holds nothing
 
 
 class KVCache:
@@ -25,29 +28,29 @@ class KVCache:
         self.layers = layers
         self.keys: list[torch.Tensor | None] = [None] * layers
         self.values: list[torch.Tensor | None] = [None] * layers
-        self.valid = torch.zeros(0, 0, dtype=torch.bool)  # (row capacity, column capacity)
+        self.owner = torch.full((0, 0), EMPTY, dtype=torch.int64)  # (row capacity, column capacity)
         self.rows = 0
         self.length = 0
         self.pending = 0  # columns opened for the forward pass under way
 
     # --- one forward pass -------------------------------------------------------------------------------
-    def open(self, new: int, rows: int | None = None) -> torch.Tensor:
-        """Room for ``new`` columns in every row (``rows`` sets the row count of an empty cache); returns the
-        attention mask (rows, 1, new, length + new), True where a query may attend: the row's valid columns
-        and, among the new ones, the causal triangle."""
+    def open(self, new: int, rows: int | None = None, owners: torch.Tensor | None = None) -> torch.Tensor:
+        """Room for ``new`` columns in every row (``rows`` sets the row count of an empty cache), owned by
+        ``owners`` (rows, new) (default: 0, one sequence per row); returns the attention mask (rows, 1, new,
+        length + new), True where a query may attend: its own sequence's earlier columns and, among the new
+        ones, the causal triangle. Every query sees at least its own column."""
         if rows is not None and self.rows == 0:
             self.rows = rows
-        if self.length + new > self.valid.shape[1] and self.length > self.used_row_span():
-            self.compact()  # masked columns are only waste: drop them before growing
+        if self.length + new > self.owner.shape[1] and self.length > self.used_row_span():
+            self.compact()  # empty columns are only waste: drop them before growing
         self._reserve(self.rows, self.length + new)
-        self.valid[: self.rows, self.length : self.length + new] = True
-        self.pending = new
         width = self.length + new
-        mask = (
-            self.valid[: self.rows, :width].unsqueeze(1).unsqueeze(2).expand(self.rows, 1, new, width).clone()
-        )
-        causal = torch.ones(new, new, dtype=torch.bool).tril()
-        mask[:, 0, :, self.length :] &= causal
+        fresh = owners if owners is not None else torch.zeros(self.rows, new, dtype=torch.int64)
+        self.owner[: self.rows, self.length : width] = fresh
+        self.pending = new
+        held = self.owner[: self.rows, :width]
+        mask = held[:, None, None, :] == fresh[:, None, :, None]
+        mask[:, 0, :, self.length :] &= torch.ones(new, new, dtype=torch.bool).tril()
         return mask.to(self.device)
 
     def write(
@@ -67,31 +70,44 @@ class KVCache:
         self.length += self.pending
         self.pending = 0
 
-    # --- rows joining and leaving -----------------------------------------------------------------------
-    def join(self, single: KVCache) -> int:
-        """Add the one row of ``single`` (a prefilled sequence) as a new last row; its columns end at the
-        shared pointer (moved on if the row is longer than the others). Returns the row's index."""
-        size = single.length
-        if size > self.length:  # the others get masked columns up to the new pointer
+    # --- sequences joining and leaving ------------------------------------------------------------------
+    def join(self, source: KVCache, owner: int = 0, row: int = 0) -> int:
+        """Add the columns ``owner`` holds in ``source``'s ``row`` (a prefilled prompt) as a new last row, in
+        order, ending at the shared pointer (moved on if the row is longer than the others). Returns the new
+        row's index."""
+        columns = (source.owner[row, : source.length] == owner).nonzero().squeeze(1)
+        size = len(columns)
+        if size > self.length:  # the others get empty columns up to the new pointer
             self._reserve(self.rows + 1, size)
-            self.valid[: self.rows, self.length : size] = False
+            self.owner[: self.rows, self.length : size] = EMPTY
             self.length = size
         else:
             self._reserve(self.rows + 1, self.length)
-        row, start = self.rows, self.length - size
+        new_row, start = self.rows, self.length - size
         self.rows += 1
-        self.valid[row, :] = False
-        self.valid[row, start : self.length] = True
+        self.owner[new_row, :] = EMPTY
+        self.owner[new_row, start : self.length] = 0
         for layer in range(self.layers):
-            keys, values = single.keys[layer], single.values[layer]
+            keys, values = source.keys[layer], source.values[layer]
             if keys is None or values is None:
-                raise ValueError("join: the single-row cache was never written")
+                raise ValueError("join: the source cache was never written")
             mine_keys, mine_values = self.keys[layer], self.values[layer]
             if mine_keys is None or mine_values is None:
                 mine_keys, mine_values = self._allocate(layer, keys, values)
-            mine_keys[row, :, start : self.length] = keys[0, :, :size]
-            mine_values[row, :, start : self.length] = values[0, :, :size]
-        return row
+            index = columns.to(keys.device)
+            mine_keys[new_row, :, start : self.length] = keys[row].index_select(1, index)
+            mine_values[new_row, :, start : self.length] = values[row].index_select(1, index)
+        return new_row
+
+    def forget(self, owner: int, row: int = 0) -> None:
+        """Empty the columns ``owner`` holds in ``row`` (a prompt that joined the batch, or was cancelled);
+        an empty cache releases its buffers."""
+        held = self.owner[row, : self.length]
+        held[held == owner] = EMPTY
+        if not bool((self.owner[: self.rows, : self.length] != EMPTY).any()):
+            self.release()
+        else:
+            self._shrink()
 
     def leave(self, row: int) -> int | None:
         """Drop ``row``; the last row moves into its place. Returns the index that moved (to be renamed
@@ -99,7 +115,7 @@ class KVCache:
         last = self.rows - 1
         moved = None
         if row != last:
-            self.valid[row] = self.valid[last]
+            self.owner[row] = self.owner[last]
             for layer in range(self.layers):
                 keys, values = self.keys[layer], self.values[layer]
                 if keys is not None and values is not None:
@@ -109,23 +125,25 @@ class KVCache:
         self.rows -= 1
         if self.rows == 0:
             self.release()
+        else:
+            self._shrink()
         return moved
 
     def release(self) -> None:
         self.keys = [None] * self.layers
         self.values = [None] * self.layers
-        self.valid = torch.zeros(0, 0, dtype=torch.bool)
+        self.owner = torch.full((0, 0), EMPTY, dtype=torch.int64)
         self.rows = self.length = self.pending = 0
 
     def compact(self) -> None:
-        """Pack every row's valid columns to the right of the shortest span that holds them all."""
+        """Pack every row's held columns, in order, to the right of the shortest span that holds them all."""
         if self.rows == 0:
             return
-        valid = self.valid[: self.rows, : self.length]
-        longest = int(valid.sum(dim=1).max())
+        held = self.owner[: self.rows, : self.length] != EMPTY
+        longest = int(held.sum(dim=1).max())
         if longest == self.length:
             return
-        order = torch.sort(valid.to(torch.int8), dim=1, stable=True).indices[:, self.length - longest :]
+        order = torch.sort(held.to(torch.int8), dim=1, stable=True).indices[:, self.length - longest :]
         for layer in range(self.layers):
             keys, values = self.keys[layer], self.values[layer]
             if keys is None or values is None:
@@ -133,9 +151,14 @@ class KVCache:
             index = order.to(keys.device)[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])
             keys[: self.rows, :, :longest] = keys[: self.rows, :, : self.length].gather(2, index)
             values[: self.rows, :, :longest] = values[: self.rows, :, : self.length].gather(2, index)
-        self.valid[: self.rows, :longest] = valid.gather(1, order)
-        self.valid[: self.rows, longest:] = False
+        self.owner[: self.rows, :longest] = self.owner[: self.rows, : self.length].gather(1, order)
+        self.owner[: self.rows, longest:] = EMPTY
         self.length = longest
+
+    def _shrink(self) -> None:
+        """Compact once more than half the columns are empty in every row: attention reads them all."""
+        if 2 * self.used_row_span() < self.length:
+            self.compact()
 
     # --- what it holds ----------------------------------------------------------------------------------
     @property
@@ -143,13 +166,11 @@ class KVCache:
         stored = next((keys for keys in self.keys if keys is not None), None)
         return stored.device if stored is not None else torch.device("cpu")
 
-    def used_tokens(self) -> int:
-        """Positions held for the rows (what the cache must keep)."""
-        return int(self.valid[: self.rows, : self.length].sum())
-
-    def allocated_tokens(self) -> int:
-        """Row × column slots allocated (what the memory holds)."""
-        return self.valid.numel() if self.keys[0] is not None else 0
+    def used_row_span(self) -> int:
+        """The most columns any row holds."""
+        if self.rows == 0 or self.length == 0:
+            return 0
+        return int((self.owner[: self.rows, : self.length] != EMPTY).sum(dim=1).max())
 
     def bytes(self) -> int:
         return sum(
@@ -162,30 +183,24 @@ class KVCache:
     def _reserve(self, rows: int, columns: int) -> None:
         """Grow the buffers to hold ``rows`` rows and ``columns`` columns (a quarter more columns than
         needed, so that growing is rare)."""
-        capacity_rows, capacity_columns = self.valid.shape
+        capacity_rows, capacity_columns = self.owner.shape
         if rows <= capacity_rows and columns <= capacity_columns:
             return
         new_rows = max(rows, min(2 * capacity_rows, rows + 8)) if rows > capacity_rows else capacity_rows
         new_columns = max(columns + columns // 4, GROWTH) if columns > capacity_columns else capacity_columns
-        valid = torch.zeros(new_rows, new_columns, dtype=torch.bool)
-        valid[:capacity_rows, :capacity_columns] = self.valid
-        self.valid = valid
+        owner = torch.full((new_rows, new_columns), EMPTY, dtype=torch.int64)
+        owner[:capacity_rows, :capacity_columns] = self.owner
+        self.owner = owner
         for layer in range(self.layers):
             keys, values = self.keys[layer], self.values[layer]
             if keys is not None and values is not None:
                 self.keys[layer] = _grown(keys, new_rows, new_columns)
                 self.values[layer] = _grown(values, new_rows, new_columns)
 
-    def used_row_span(self) -> int:
-        """The most positions any row holds."""
-        if self.rows == 0 or self.length == 0:
-            return 0
-        return int(self.valid[: self.rows, : self.length].sum(dim=1).max())
-
     def _allocate(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, columns = self.valid.shape
+        rows, columns = self.owner.shape
         shape = (rows, keys.shape[1], columns)
         self.keys[layer] = torch.zeros(*shape, keys.shape[3], dtype=keys.dtype, device=keys.device)
         self.values[layer] = torch.zeros(*shape, values.shape[3], dtype=values.dtype, device=values.device)
