@@ -1,7 +1,7 @@
 """Language models served through the engine, over HTTP on 127.0.0.1 with the openai client: several choices
 streamed with a stop list, log-probabilities, the admission limits (400 naming the token count, 503 with
-Retry-After beyond the waiting queue), the vLLM-named metrics, a client that leaves, and the engine-off
-baseline giving the same greedy text."""
+Retry-After beyond the waiting queue), the vLLM-named metrics, a client that leaves, the engine-off
+baseline giving the same greedy text, and the engine serving bf16 and int8 variants."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from modelcycle.config import LlmConfig, MonitorConfig, ServeConfig
+from modelcycle.optimize import quantize
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from tests.conftest import TINY_GPT, metric_value, train_into
@@ -156,3 +157,22 @@ def test_the_engine_off_baseline_gives_the_same_greedy_text(registry: Registry) 
                 assert refused.status_code == 400
                 assert "need the language-model engine" in refused.json()["error"]["message"]
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(("method", "runtime"), [("bf16", "all"), ("dynamic-int8", "torch")])
+def test_the_engine_serves_a_language_models_variants(tmp_path: Path, method: str, runtime: str) -> None:
+    registry = Registry(train_into(tmp_path / "home", ("tiny-gpt.yaml", TINY_GPT)))
+    (made,) = quantize(registry.open("tiny-gpt"), method, runtime=runtime)  # type: ignore[arg-type]
+    settings = ServeConfig(variant=made.variant, force_variant=True)
+    app = create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)
+    body = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 6, "temperature": 0, "n": 2}
+    with live_server(app) as http:
+        answer = http.post("/v1/completions", json=body)
+        loaded = app.state.serving.models["tiny-gpt"].gateway.primary  # type: ignore[attr-defined]
+    assert answer.status_code == 200, answer.text
+    assert loaded.variant == made.variant
+    assert loaded.engine is not None  # n = 2 needs it, too
+    choices = answer.json()["choices"]
+    assert [choice["finish_reason"] for choice in choices] == ["length", "length"]
+    assert choices[0]["text"] == choices[1]["text"]  # greedy
+    assert answer.json()["usage"]["completion_tokens"] == 12

@@ -60,18 +60,22 @@ class CausalLM(nn.Module):
         from modelcycle.models.hf_cache import SharedCache  # imports transformers, as build does
 
         mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
-        blocked = torch.finfo(self.network.dtype).min  # additive: the eager attention adds it, sdpa too
-        additive = torch.zeros(mask.shape, dtype=self.network.dtype, device=mask.device)
         output = self.network(
             input_ids=input_ids,
             position_ids=positions,
-            attention_mask=additive.masked_fill(~mask, blocked),
+            attention_mask=None if mask is None else self._additive(mask),
             cache=SharedCache(cache),
             use_cache=True,
             logits_to_keep=1 if keep is None else keep,
         )
         cache.close()
         return output.logits
+
+    def _additive(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask as the model adds it to attention scores (the eager attention adds it, sdpa too)."""
+        blocked = torch.finfo(self.network.dtype).min
+        additive = torch.zeros(mask.shape, dtype=self.network.dtype, device=mask.device)
+        return additive.masked_fill(~mask, blocked)
 
     def decode_layers(self) -> int:
         return int(self.network.config.num_hidden_layers)

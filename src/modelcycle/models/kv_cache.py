@@ -34,11 +34,14 @@ class KVCache:
         self.pending = 0  # columns opened for the forward pass under way
 
     # --- one forward pass -------------------------------------------------------------------------------
-    def open(self, new: int, rows: int | None = None, owners: torch.Tensor | None = None) -> torch.Tensor:
+    def open(
+        self, new: int, rows: int | None = None, owners: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Room for ``new`` columns in every row (``rows`` sets the row count of an empty cache), owned by
         ``owners`` (rows, new) (default: 0, one sequence per row); returns the attention mask (rows, 1, new,
         length + new), True where a query may attend: its own sequence's earlier columns and, among the new
-        ones, the causal triangle. Every query sees at least its own column."""
+        ones, the causal triangle. Every query sees at least its own column. None when one new column per
+        row may attend to everything (a lone sequence decoding): attention runs faster without a mask."""
         if rows is not None and self.rows == 0:
             self.rows = rows
         if self.length + new > self.owner.shape[1] and self.length > self.used_row_span():
@@ -51,6 +54,8 @@ class KVCache:
         held = self.owner[: self.rows, :width]
         mask = held[:, None, None, :] == fresh[:, None, :, None]
         mask[:, 0, :, self.length :] &= torch.ones(new, new, dtype=torch.bool).tril()
+        if new == 1 and bool(mask.all()):
+            return None
         return mask.to(self.device)
 
     def write(

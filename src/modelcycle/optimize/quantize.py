@@ -32,7 +32,7 @@ from modelcycle.optimize.variant import OptimizeResult, Validation, add_gated_va
 from modelcycle.predictor import Predictor, training_split
 from modelcycle.runtime import BASE, OnnxModel, load_model, pack_dynamic_int8, quantize_dynamic_int8
 from modelcycle.runtime.cpu import Int8Scheme, cpu_features, int8_scheme
-from modelcycle.runtime.load import CastModel, input_names
+from modelcycle.runtime.load import cast, input_names
 
 Quantization = Literal["dynamic-int8", "static-int8", "fp16", "bf16"]
 Runtime = Literal["torch", "onnxruntime", "all"]
@@ -139,7 +139,7 @@ def _cast(validation: Validation, gate: Gate, source: str, method: str) -> Optim
     name = _named(source, method)
     refuse_existing(validation.predictor.bundle, name)
     dtype = CASTS[method]
-    model = CastModel(copy.deepcopy(_torch_model(validation, source)), dtype)
+    model = cast(copy.deepcopy(_torch_model(validation, source)), dtype)
     dtype_name = str(dtype).removeprefix("torch.")
     return add_gated_variant(
         validation,

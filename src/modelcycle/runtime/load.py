@@ -5,6 +5,7 @@ runtime — ``torch`` (its own safetensors, optionally in fp16 / bf16), ``torch-
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +39,32 @@ class CastModel(nn.Module):
         return self.network(*cast).float()
 
 
+class CastDecoder(CastModel):
+    """A language model held in fp16 / bf16: it generates in its dtype (the engine's batched decoding, the
+    one-at-a-time token loop) and hands back float32 logits."""
+
+    def decode(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._language_model.decode(*args, **kwargs).float()
+
+    def decode_layers(self) -> int:
+        return int(self._language_model.decode_layers())
+
+    def context_limit(self) -> int:
+        return int(self._language_model.context_limit())
+
+    def tokens(self, *args: Any, **kwargs: Any) -> Any:
+        return self._language_model.tokens(*args, **kwargs)
+
+    @property
+    def _language_model(self) -> Any:
+        return self.network
+
+
+def cast(network: nn.Module, dtype: torch.dtype) -> CastModel:
+    """``network`` held in ``dtype``; a language model keeps its ways of generating."""
+    return (CastDecoder if hasattr(network, "decode") else CastModel)(network, dtype)
+
+
 def _weights(variant: Variant) -> dict[str, torch.Tensor]:
     from modelcycle.bundle.io import load_weights
 
@@ -55,7 +82,7 @@ def _torch(bundle: Bundle, variant: Variant) -> nn.Module:
     except RuntimeError as error:
         raise BundleError(f"{variant.path}: weights do not fit the architecture ({error})") from None
     network.eval()
-    return CastModel(network, DTYPES[dtype]) if dtype in DTYPES else network
+    return cast(network, DTYPES[dtype]) if dtype in DTYPES else network
 
 
 @RUNTIMES.register("torch-int8")
