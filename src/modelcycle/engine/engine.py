@@ -13,8 +13,9 @@ import torch
 from modelcycle.config import LlmConfig
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.engine.generation import Generation, GenerationRequest
-from modelcycle.engine.scheduler import Decoder, Scheduler
+from modelcycle.engine.scheduler import Scheduler
 from modelcycle.errors import OverloadedError, RequestError
+from modelcycle.models.kv_cache import BatchDecoder
 
 DRAIN_TIMEOUT_S = 60.0  # how long a closing version lets its generations run on
 
@@ -23,7 +24,7 @@ class Engine:
     """Continuous batching for one language model (see modelcycle.engine.scheduler)."""
 
     def __init__(
-        self, model: Decoder, preprocessor: CorpusBlocks, limits: LlmConfig, device: torch.device
+        self, model: BatchDecoder, preprocessor: CorpusBlocks, limits: LlmConfig, device: torch.device
     ) -> None:
         self.preprocessor = preprocessor
         self.limits = limits

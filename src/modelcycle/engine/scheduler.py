@@ -12,41 +12,21 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from modelcycle.config import LlmConfig
 from modelcycle.engine.generation import Generation, Sequence, token_logprob
-from modelcycle.models.kv_cache import KVCache
+from modelcycle.models.kv_cache import BatchDecoder, KVCache
 from modelcycle.models.sampling import penalize, sample_next
 
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
-class Decoder(Protocol):
-    """What the engine asks of a language model (``gpt``, ``hf_causal_lm``)."""
-
-    def decode(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        cache: KVCache,
-        *,
-        owners: torch.Tensor | None = None,
-        keep: torch.Tensor | None = None,
-    ) -> torch.Tensor: ...
-
-    def decode_layers(self) -> int: ...
-
-    def context_limit(self) -> int: ...
-
-
 class Scheduler:
     """The state of one language model's batch: waiting, prefilling and decoding requests, and the cache."""
 
-    def __init__(self, model: Decoder, limits: LlmConfig, device: torch.device) -> None:
+    def __init__(self, model: BatchDecoder, limits: LlmConfig, device: torch.device) -> None:
         self.model = model
         self.limits = limits
         self.device = device

@@ -54,9 +54,7 @@ class CausalLM(nn.Module):
         owners: torch.Tensor | None = None,
         keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token logits (B, K, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T),
-        read at the ``keep`` indices of T (default: the last), with ``cache`` holding the sequences' earlier
-        keys / values (``owners``: see modelcycle.models.kv_cache), through the model's cache API."""
+        """``BatchDecoder.decode`` (modelcycle.models.kv_cache), through the model's cache API."""
         from modelcycle.models.hf_cache import SharedCache  # imports transformers, as build does
 
         mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)

@@ -117,9 +117,7 @@ class GPT(nn.Module):
         owners: torch.Tensor | None = None,
         keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token logits (B, K, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T),
-        read at the ``keep`` indices of T (default: the last), with ``cache`` holding the sequences' earlier
-        keys / values (``owners``: whose each new token is; see modelcycle.models.kv_cache)."""
+        """``BatchDecoder.decode`` (modelcycle.models.kv_cache)."""
         self._check_length(int(positions.max()) + 1)
         mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
         x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))

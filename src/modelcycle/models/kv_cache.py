@@ -13,6 +13,8 @@ what the rows hold, and are released when the last row leaves."""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 
 GROWTH = 64  # columns allocated at least at a time
@@ -216,3 +218,31 @@ def _grown(tensor: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
     grown = tensor.new_zeros(rows, tensor.shape[1], columns, tensor.shape[3])
     grown[: tensor.shape[0], :, : tensor.shape[2]] = tensor
     return grown
+
+
+@runtime_checkable
+class BatchDecoder(Protocol):
+    """A language model that decodes many sequences at once over a :class:`KVCache` (``gpt``,
+    ``hf_causal_lm``, and their cast variants): what the engine asks of one."""
+
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        *,
+        owners: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits (B, K, V) after the new tokens ``input_ids`` (B, T) at ``positions`` (B, T),
+        read at the ``keep`` indices of T (default: the last); ``cache`` holds the sequences' earlier keys /
+        values and takes the new ones (``owners``: whose each new token is, see ``KVCache.open``)."""
+        ...
+
+    def decode_layers(self) -> int:
+        """How many layers keep keys / values."""
+        ...
+
+    def context_limit(self) -> int:
+        """The most positions a sequence may have."""
+        ...

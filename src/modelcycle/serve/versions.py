@@ -19,10 +19,10 @@ from modelcycle.config import LlmConfig, ServeConfig
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.data.reference import Reference
 from modelcycle.engine import Engine
-from modelcycle.engine.scheduler import Decoder
 from modelcycle.errors import ConfigError
 from modelcycle.inference import model_device
 from modelcycle.instances import instance_tensors
+from modelcycle.models.kv_cache import BatchDecoder
 from modelcycle.monitor.embeddings import embed
 from modelcycle.monitor.reference import output_width, read_reference
 from modelcycle.predictor import Predictor
@@ -159,7 +159,11 @@ def start_engine(predictor: Predictor, settings: LlmConfig) -> Engine | None:
     """A language model's engine, unless switched off or the model cannot decode in batches (an ONNX or
     other variant without a key / value cache: it generates one request at a time)."""
     model, preprocessor = predictor.model, predictor.preprocessor
-    if not settings.engine or not isinstance(preprocessor, CorpusBlocks) or not isinstance(model, Decoder):
+    if (
+        not settings.engine
+        or not isinstance(preprocessor, CorpusBlocks)
+        or not isinstance(model, BatchDecoder)
+    ):
         return None
     return Engine(model, preprocessor, settings, model_device(model))
 
