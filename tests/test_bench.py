@@ -17,10 +17,11 @@ from modelcycle.bundle import Bundle, VariantManifest
 from modelcycle.config import load_config
 from modelcycle.errors import ModelcycleError
 from modelcycle.export import export_onnx
+from modelcycle.optimize import quantize
 from modelcycle.pipeline import train
 from modelcycle.registry import Registry
 from modelcycle.testing.factories import tiny_bundle
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, TINY_GPT, train_into
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -184,3 +185,32 @@ def test_an_imported_encoder_runs_on_sample_text_at_a_chosen_length(registry: Re
     assert base["metrics"] is None  # no training data to measure on
     assert base["throughput"]["4"] > 0
     assert choose_variant(bundle) == "base"
+
+
+@pytest.mark.slow  # trains tiny-gpt, makes a variant and runs two bench workers
+def test_a_language_models_generation_is_timed_per_variant(registry: Registry, cli) -> None:
+    train_into(registry.home, ("tiny-gpt.yaml", TINY_GPT))
+    bundle = registry.open("tiny-gpt")
+    (made,) = quantize(bundle, "bf16")
+    result = cli("bench", "tiny-gpt", "--batch-sizes", "1,4,64", "--seconds", "0.2")
+    assert result.exit_code == 0, result.stderr
+    assert "generation in tokens/s" in result.stdout
+    report = json.loads((bundle.path / "variants" / "bench.json").read_text(encoding="utf-8"))
+    speeds = {entry["variant"]: entry["tokens_per_second"] for entry in report["results"]}
+    assert set(speeds) == {"base", made.variant}
+    for speed in speeds.values():  # up to 32 sequences decoding together
+        assert sorted(speed) == ["1", "4"]
+        assert min(speed.values()) > 0
+    assert "tokens_per_second_batch4" in bundle.variant(made.variant).manifest.metrics
+
+
+def test_auto_compares_a_language_models_generated_tokens_not_rows(registry: Registry) -> None:
+    train_into(registry.home, ("tiny-gpt.yaml", TINY_GPT))
+    bundle = registry.open("tiny-gpt")
+    add_variant(bundle, "bf16", "passed")
+    results = [
+        {"variant": "base", "throughput": {"1": 100.0}, "tokens_per_second": {"1": 10.0}},
+        {"variant": "bf16", "throughput": {"1": 50.0}, "tokens_per_second": {"1": 20.0}},
+    ]
+    (bundle.path / "variants" / "bench.json").write_text(json.dumps({"results": results}), encoding="utf-8")
+    assert choose_variant(bundle) == "bf16"  # slower per forward pass, faster at generating

@@ -12,7 +12,9 @@ from modelcycle.bench.machine import Machine
 class VariantBench:
     """One variant's figures. ``throughput`` is rows per second by batch size (keys are text, as in JSON);
     ``latency_ms`` holds p50 / p95 / p99 / mean at batch 1 and the number of calls behind them; ``metrics``
-    are the task's metrics on the split the rows came from (None without training data)."""
+    are the task's metrics on the split the rows came from (None without training data);
+    ``tokens_per_second`` is a language model's generation rate by sequences decoding together (None for
+    other models), which is what ``auto`` compares for it."""
 
     variant: str
     runtime: str
@@ -24,6 +26,12 @@ class VariantBench:
     throughput: dict[str, float]
     peak_rss_mb: float
     metrics: dict[str, float] | None
+    tokens_per_second: dict[str, float] | None = None
+
+    def speed(self) -> dict[str, float]:
+        """What ``auto`` compares, by batch size: generated tokens per second for a language model, rows
+        per second otherwise."""
+        return self.tokens_per_second or self.throughput
 
 
 @dataclass(frozen=True)

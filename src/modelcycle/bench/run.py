@@ -87,13 +87,16 @@ def bench(
 
 def choose_variant(bundle: Bundle, batch_size: int = 1) -> str:
     """What ``auto`` serves: the base or a variant whose verdict is "passed", whichever ``bench.json``
-    measured fastest at ``batch_size``; the base when nothing was measured there."""
+    measured fastest at ``batch_size`` (a language model: in generated tokens per second); the base when
+    nothing was measured there."""
     try:
         stored = json.loads((bundle.path / VARIANTS_DIR / REPORT).read_text(encoding="utf-8"))
-        measured = {
-            str(entry["variant"]): float(entry["throughput"][str(batch_size)])
+        speeds = {
+            str(entry["variant"]): entry.get("tokens_per_second") or entry["throughput"]
             for entry in stored["results"]
-            if str(batch_size) in entry["throughput"]
+        }
+        measured = {
+            name: float(speed[str(batch_size)]) for name, speed in speeds.items() if str(batch_size) in speed
         }
     except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: nothing was measured
         return BASE
@@ -115,7 +118,11 @@ def _fastest(bundle: Bundle, measured: dict[str, float]) -> str:
 
 
 def _throughputs(results: list[VariantBench], batch_size: int) -> dict[str, float]:
-    return {result.variant: result.throughput[str(batch_size)] for result in results}
+    return {
+        result.variant: result.speed()[str(batch_size)]
+        for result in results
+        if str(batch_size) in result.speed()
+    }
 
 
 def _names(bundle: Bundle, variants: Sequence[str] | None) -> list[str]:
@@ -155,5 +162,7 @@ def _measure(bundle: Bundle, name: str, job: dict[str, Any]) -> VariantBench:
 def _record(bundle: Bundle, result: VariantBench) -> None:
     latency = {f"{key}_batch1": result.latency_ms[key] for key in ("p50", "p95", "p99")}
     metrics = {f"throughput_batch{size}": rate for size, rate in result.throughput.items()}
+    for size, rate in (result.tokens_per_second or {}).items():
+        metrics[f"tokens_per_second_batch{size}"] = rate
     metrics["peak_rss_mb"] = result.peak_rss_mb
     bundle.variant(result.variant).record(latency_ms=latency, metrics=metrics)

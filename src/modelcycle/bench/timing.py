@@ -1,4 +1,5 @@
-"""Timing a network on the CPU: latency per call at batch 1 and rows per second at larger batches. Each
+"""Timing a network on the CPU: latency per call at batch 1 and rows per second at larger batches, and for a
+language model the tokens it generates per second with that many sequences decoding together. Each
 measurement is bounded by a call count and by a time budget, keeps a floor of calls so its percentiles mean
 something, and turns the inputs into tensors before the clock starts."""
 
@@ -10,8 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelcycle.models.kv_cache import BatchDecoder, KVCache
+
 MIN_LATENCY_CALLS = 20
 MIN_THROUGHPUT_CALLS = 3
+PROMPT_TOKENS = 32  # of each row, prefilled before the generation is timed
+MAX_GENERATED = 64  # decoding steps timed at most
 
 
 def batch_tensors(inputs: dict[str, np.ndarray], batch_size: int) -> list[torch.Tensor]:
@@ -92,3 +97,27 @@ def throughput(
         max_seconds=max_seconds,
     )
     return batch_size / float(np.median(seconds))
+
+
+def tokens_per_second(
+    model: BatchDecoder, inputs: dict[str, np.ndarray], batch_size: int, *, max_seconds: float = 1.0
+) -> float:
+    """Tokens generated per second by ``batch_size`` sequences decoding together, as the serving engine
+    decodes them (one batched step over a shared cache per token), greedily, after their first
+    ``PROMPT_TOKENS`` tokens (at most half the context) were prefilled; at least ``MIN_THROUGHPUT_CALLS``
+    steps, then more until ``max_seconds`` or ``MAX_GENERATED`` steps (or the model's context)."""
+    (token_ids,) = batch_tensors(inputs, batch_size)
+    context = model.context_limit()
+    prompt = token_ids[:, : min(PROMPT_TOKENS, context // 2)]  # leave the context room to generate
+    rows, length = prompt.shape
+    room = min(MAX_GENERATED, context - length)
+    with torch.inference_mode():
+        cache = KVCache(model.decode_layers())
+        logits = model.decode(prompt, torch.arange(length).expand(rows, length), cache)[:, -1]
+        steps, start = 0, time.perf_counter()
+        while steps < room and (steps < MIN_THROUGHPUT_CALLS or time.perf_counter() - start < max_seconds):
+            chosen = logits.argmax(dim=-1, keepdim=True)
+            logits = model.decode(chosen, torch.full_like(chosen, length + steps), cache)[:, -1]
+            steps += 1
+        elapsed = time.perf_counter() - start
+    return rows * steps / elapsed

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelcycle.bench.timing import latency_ms, throughput
+from modelcycle.bench.timing import latency_ms, throughput, tokens_per_second
 from modelcycle.bundle import Bundle
 from modelcycle.errors import ModelcycleError
+from modelcycle.models.kv_cache import BatchDecoder
 from modelcycle.predictor import training_split
 from modelcycle.runtime import load_predictor
 
 STATUS = Path("/proc/self/status")
+MAX_GENERATION_BATCH = 32  # sequences decoding together, at most, when a language model's generation is timed
 
 
 def peak_rss_mb() -> float:
@@ -38,8 +40,9 @@ def peak_rss_mb() -> float:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Load, time at batch 1 and at each batch size, read the peak memory, then measure metrics (after the
-    memory reading: the validation data is the benchmark's, not the model's)."""
+    """Load, time at batch 1 and at each batch size (a language model's generation too), read the peak
+    memory, then measure metrics (after the memory reading: the validation data is the benchmark's, not the
+    model's)."""
     bundle = Bundle(job["bundle"])
     start = time.perf_counter()
     predictor = load_predictor(bundle, job["variant"])
@@ -50,6 +53,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     latency = latency_ms(model, {name: array[:1] for name, array in inputs.items()}, max_seconds=seconds)
     sizes = [int(size) for size in job["batch_sizes"]]
     rates = {str(size): throughput(model, inputs, size, max_seconds=seconds) for size in sizes}
+    generated = (
+        {
+            str(size): tokens_per_second(model, inputs, size, max_seconds=seconds)
+            for size in sizes
+            if size <= MAX_GENERATION_BATCH
+        }
+        if isinstance(model, BatchDecoder)
+        else None
+    )
     peak = peak_rss_mb()
     split = job["split"]
     metrics = predictor.measure(training_split(bundle, split)) if split is not None else None
@@ -60,6 +72,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "throughput": rates,
         "peak_rss_mb": peak,
         "metrics": metrics,
+        "tokens_per_second": generated,
     }
 
 

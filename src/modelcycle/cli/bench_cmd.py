@@ -61,7 +61,8 @@ def _integers(text: str, option: str) -> list[int]:
 
 
 def _show(report: BenchReport) -> None:
-    """Two tables, so they fit a terminal: each form's latency, memory and metric, then its throughput."""
+    """Tables that fit a terminal: each form's latency, memory and metric, its throughput, and a language
+    model's generation rate."""
     machine = report.machine
     sequence = f", sequence {report.sequence_length}" if report.sequence_length is not None else ""
     say(
@@ -97,6 +98,17 @@ def _show(report: BenchReport) -> None:
             for name, result in zip(names, report.results, strict=True)
         ],
     )
+    generated = [result.tokens_per_second for result in report.results if result.tokens_per_second]
+    if generated:
+        sizes = list(generated[0])
+        table(
+            "generation in tokens/s by sequences decoding together (what auto compares)",
+            ["variant", *sizes],
+            [
+                [name, *(f"{(result.tokens_per_second or {}).get(size, 0):,.1f}" for size in sizes)]
+                for name, result in zip(names, report.results, strict=True)
+            ],
+        )
     picks = ", ".join(f"{name} at batch {size}" for size, name in report.auto.items())
     say(f"* auto picks {picks}")
     say(f"chart: {report.chart}")
