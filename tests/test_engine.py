@@ -4,6 +4,7 @@ architectures; per-request sampling, stops, limits, cancellation and admission; 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from modelcycle.config import LlmConfig
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.engine import Engine, GenerationRequest
+from modelcycle.engine.generation import token_logprob
 from modelcycle.errors import OverloadedError, RequestError
 from modelcycle.models.causal_lm import CausalLM
 from modelcycle.models.gpt import GPT, GPTParams
@@ -260,3 +262,72 @@ def test_cache_rows_join_leave_and_compact_keep_each_rows_positions():
     keys = cache.keys[0]
     assert keys is not None
     assert keys[0, 0, :5, 0].tolist() == [8.0] * 5
+
+
+def test_choices_that_finish_in_the_same_step_hand_the_budget_back_once():
+    engine = Engine(gpt(), Numbers(), Limits(), torch.device("cpu"))
+    try:
+        asyncio.run(run_all(engine, [GenerationRequest([5, 6], 6, sampling=GREEDY, n=3)]))
+    finally:
+        engine.close()
+    assert engine.scheduler.reserved == 0
+
+
+def test_text_that_may_begin_a_stop_string_waits_and_never_leaks():
+    model = gpt()
+    tokens = generate(model, [GenerationRequest([9, 9], 10, sampling=GREEDY)])[0][0]
+    written = "".join(f" {token}" for token in tokens)
+
+    def pieces(stop: str) -> list[str]:
+        async def scenario(engine: Engine) -> list[str]:
+            generation = engine.submit(GenerationRequest([9, 9], 10, sampling=GREEDY, stop=(stop,)))
+            return [event.text async for event in generation.events()]
+
+        engine = Engine(model, Numbers(), Limits(), torch.device("cpu"))
+        try:
+            return asyncio.run(scenario(engine))
+        finally:
+            engine.close()
+
+    spanning = f" {tokens[2]} {tokens[3]}"  # completed by the fourth token: the third must not go out first
+    assert "".join(pieces(spanning)) == written[: written.find(spanning)]
+    never = f" {tokens[9]} 999"  # begun by the last token, never completed: held, then sent at the end
+    assert "".join(pieces(never)) == written
+
+
+class SlowGPT(GPT):
+    """A gpt whose steps take a while, so that requests are still in the engine when it stops."""
+
+    def decode(self, *args, **kwargs):
+        time.sleep(0.01)
+        return super().decode(*args, **kwargs)
+
+
+def test_a_stopping_engine_answers_every_request_it_holds():
+    torch.manual_seed(0)
+    model = SlowGPT(VOCABULARY, GPTParams(embed_dim=32, num_layers=1, num_heads=4, context_length=96)).eval()
+    engine = Engine(model, Numbers(), Limits(max_running=1), torch.device("cpu"))
+
+    async def scenario() -> list[str]:
+        held = [engine.submit(GenerationRequest([1, 2], 60, sampling=GREEDY)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(engine.close)
+        told = []
+        for generation in held:
+            try:
+                async for _ in generation.events():
+                    pass
+            except OverloadedError as error:
+                told.append(str(error))
+        with pytest.raises(OverloadedError, match="engine has stopped"):
+            engine.submit(GenerationRequest([1, 2], 4))
+        return told
+
+    told = asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert told == ["the language model's engine stopped"] * 3
+
+
+def test_log_probability_alternatives_stop_at_the_vocabulary():
+    found = token_logprob(torch.tensor([0.0, 1.0, 2.0]), 2, alternatives=20)
+    assert [token for token, _ in found.top] == [2, 1, 0]
+    assert found.logprob == pytest.approx(found.top[0][1])

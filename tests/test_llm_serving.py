@@ -76,6 +76,8 @@ def test_log_probabilities_in_each_endpoints_form(registry: Registry) -> None:
             logprobs=True,
             top_logprobs=3,
         )
+        asked = {"model": "tiny-gpt", "messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}
+        refused = http.post("/v1/chat/completions", json=asked)
     logprobs = completion.choices[0].logprobs
     assert len(logprobs.tokens) == len(logprobs.token_logprobs) == 5
     assert all(value <= 0 for value in logprobs.token_logprobs)
@@ -85,6 +87,8 @@ def test_log_probabilities_in_each_endpoints_form(registry: Registry) -> None:
         max(top.values()) == pytest.approx(value)
         for top, value in zip(logprobs.top_logprobs, logprobs.token_logprobs, strict=True)
     )
+    assert refused.status_code == 400
+    assert "top_logprobs needs logprobs: true" in refused.json()["error"]["message"]
     content = chat.choices[0].logprobs.content
     assert len(content) == 4
     assert all(len(token.top_logprobs) == 3 for token in content)
@@ -153,9 +157,10 @@ def test_the_engine_off_baseline_gives_the_same_greedy_text(registry: Registry) 
         with live_server(create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)) as http:
             texts.append(http.post("/v1/completions", json=body).json()["choices"][0]["text"])
             if not engine:
-                refused = http.post("/v1/completions", json={**body, "n": 2})
-                assert refused.status_code == 400
-                assert "need the language-model engine" in refused.json()["error"]["message"]
+                for extra in ({"n": 2}, {"frequency_penalty": 1.0}):
+                    refused = http.post("/v1/completions", json={**body, **extra})
+                    assert refused.status_code == 400
+                    assert "need the language-model engine" in refused.json()["error"]["message"]
     assert texts[0] == texts[1]
 
 

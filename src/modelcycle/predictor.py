@@ -195,6 +195,8 @@ def stream_text(
             if text.finish_reason is not None:
                 result.finish_reason = text.finish_reason
                 return
+        if held := text.flush():  # the token limit: what might have begun a stop string goes out too
+            yield held
 
     result.pieces = pieces()
     return result

@@ -38,6 +38,10 @@ class Engine:
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue ``request``; its events come through the returned generation. Call from the event loop."""
         prompt = len(request.prompt)
+        if self.closed:
+            raise OverloadedError("the language model's engine has stopped (its version was replaced)")
+        if prompt == 0:
+            raise RequestError("the prompt holds no token", parameter="prompt")
         if prompt >= self.context:
             raise RequestError(
                 f"{prompt} tokens, but the model's context holds {self.context} "
@@ -51,7 +55,7 @@ class Engine:
                 f"{request.n} × ({prompt} prompt + {max_tokens} new) tokens can never fit the "
                 f"engine's budget of {self.limits.max_batch_tokens} tokens and {self.limits.max_running} "
                 "sequences (serve.llm)",
-                parameter="max_tokens",
+                parameter="n" if request.n > self.limits.max_running else "max_tokens",
             )
         with self.scheduler.lock:
             if len(self.scheduler.waiting) >= self.limits.max_waiting:
@@ -83,11 +87,12 @@ class Engine:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Stop the thread; the requests still in it are cancelled."""
+        """Stop the thread; the requests still in it get an overload error (503: retry elsewhere)."""
         with self.wake:
             self.closed = True
             self.wake.notify()
         self.thread.join(timeout=30)
+        self.scheduler.fail_everything(OverloadedError("the language model's engine stopped"))
 
     def _run(self) -> None:
         while True:
@@ -96,4 +101,7 @@ class Engine:
                     self.wake.wait()
                 if self.closed:
                     return
-            self.scheduler.step()
+            try:
+                self.scheduler.step()
+            except Exception as error:  # the engine's own bookkeeping failed: nobody may wait for ever
+                self.scheduler.fail_everything(error)

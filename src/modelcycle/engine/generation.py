@@ -14,6 +14,7 @@ import torch
 
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.data.detokenize import Detokenizer
+from modelcycle.errors import ModelcycleError
 from modelcycle.models.sampling import SamplingParams
 
 
@@ -55,18 +56,25 @@ class Sequence:
         self.generation = generation
         self.choice = choice
         request = generation.request
-        seed = request.sampling.seed
         self.sampling = request.sampling
-        self.random = (
-            torch.Generator().manual_seed((seed + choice) % 2**64)
-            if seed is not None
-            else torch.Generator().manual_seed(torch.seed())
-        )
-        self.text = Detokenizer(preprocessor, list(request.stop))
+        self.random: torch.Generator | None = None  # made on the logits' device at the first draw
+        self.detokenizer = Detokenizer(preprocessor, list(request.stop))
         self.generated: list[int] = []
         self.counts: torch.Tensor | None = None  # per vocabulary token, for the penalties
         self.row: int | None = None
         self.finish_reason: str | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """This choice's random numbers: seeded with the request's seed + the choice's index, else fresh
+        (without touching the process's global seed)."""
+        if self.random is None:
+            self.random = torch.Generator(device)
+            seed = self.sampling.seed
+            if seed is None:
+                self.random.seed()
+            else:
+                self.random.manual_seed((seed + self.choice) % 2**64)
+        return self.random
 
     @property
     def position(self) -> int:
@@ -76,11 +84,12 @@ class Sequence:
     def accept(self, token: int, logprob: TokenLogprob | None) -> Event:
         """Record the chosen token; the event to send, with the finish reason if this ends the choice."""
         self.generated.append(token)
-        piece = self.text.push(token)
-        if self.text.finish_reason is not None:
-            self.finish_reason = self.text.finish_reason
+        piece = self.detokenizer.push(token)
+        if self.detokenizer.finish_reason is not None:
+            self.finish_reason = self.detokenizer.finish_reason
         elif len(self.generated) >= self.generation.max_tokens:
             self.finish_reason = "length"
+            piece += self.detokenizer.flush()
         return Event(self.choice, piece, logprob, self.finish_reason)
 
 
@@ -100,6 +109,7 @@ class Generation:
         self.loop = loop
         self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()  # None: cancelled
         self.sequences = [Sequence(self, choice, preprocessor) for choice in range(request.n)]
+        self.released = False  # its budget handed back to the scheduler
         self.prefilled = 0  # prompt tokens in the scheduler's prefill cache
         self.slot = -1  # their owner id there
         self.cancelled = False
@@ -129,8 +139,10 @@ class Generation:
             event = await self.queue.get()
             if event is None:
                 return
-            if isinstance(event, BaseException):
+            if isinstance(event, ModelcycleError):
                 raise event
+            if isinstance(event, BaseException):  # the model failed: the server's fault, said as such
+                raise ModelcycleError(f"the language model failed: {event}") from event
             if event.finish_reason is not None:
                 open_choices -= 1
             yield event
@@ -149,6 +161,7 @@ def token_logprob(logits: torch.Tensor, token: int, alternatives: int) -> TokenL
     ``alternatives`` most likely tokens'."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     top: tuple[tuple[int, float], ...] = ()
+    alternatives = min(alternatives, logprobs.shape[-1])  # a small vocabulary has fewer to offer
     if alternatives:
         values, ids = torch.topk(logprobs, alternatives)
         top = tuple((int(i), float(v)) for i, v in zip(ids, values, strict=True))

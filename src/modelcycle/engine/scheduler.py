@@ -39,19 +39,25 @@ class Scheduler:
         self.rows: list[Sequence] = []  # the decoding sequences, by cache row
         self.reserved = 0  # the budget the admitted requests hold
         self.cached_tokens = 0  # positions the decoding sequences hold (read by other threads)
+        self.published_running = 0  # sequences in the batch (read by other threads)
 
     # --- what it holds ----------------------------------------------------------------------------------
     def busy(self) -> bool:
         return bool(self.waiting or self.prefilling or self.rows)
 
     def running(self) -> int:
+        """Sequences in the batch (prefilling or decoding), as the engine's thread last counted them."""
+        return self.published_running
+
+    def _rows_in_use(self) -> int:
         return len(self.rows) + sum(generation.request.n for generation in self.prefilling)
 
     # --- one step ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> None:
-        """Admit, prefill one chunk, decode one token for every running sequence. An error fails the
-        requests in the batch (each gets it) and leaves the engine empty and ready for the next ones."""
+        """Admit, prefill one chunk, decode one token for every running sequence. A failed prompt pass fails
+        the requests whose prompts were under way, a failed decode pass the decoding ones; the engine goes on
+        with the rest."""
         self._drop_cancelled()
         self._admit()
         try:
@@ -63,6 +69,7 @@ class Scheduler:
         except Exception as error:  # the model failed: those requests get the error, the engine goes on
             self._fail_all(error)
         self.cached_tokens = sum(sequence.position + 1 for sequence in self.rows)
+        self.published_running = self._rows_in_use()
 
     def _admit(self) -> None:
         with self.lock:
@@ -71,7 +78,7 @@ class Scheduler:
                 if generation.cancelled:
                     self.waiting.popleft()
                     continue
-                rows = self.running() + generation.request.n
+                rows = self._rows_in_use() + generation.request.n
                 budget = self.reserved + generation.cost
                 if rows > self.limits.max_running or budget > self.limits.max_batch_tokens:
                     return  # first come, first served: the head waits for room
@@ -163,7 +170,7 @@ class Scheduler:
                     temperature=params.effective_temperature,
                     top_k=params.top_k,
                     top_p=params.top_p,
-                    generator=sequence.random,
+                    generator=sequence.generator(logits.device),
                 )[0]
             )
             if sequence.counts is not None:
@@ -189,8 +196,14 @@ class Scheduler:
         sequence.row = None
 
     def _finished(self, sequence: Sequence) -> None:
+        """Hand the request's budget back once its last choice has finished (choices may finish together)."""
         generation = sequence.generation
         if all(choice.finish_reason is not None for choice in generation.sequences):
+            self._release(generation)
+
+    def _release(self, generation: Generation) -> None:
+        if not generation.released:
+            generation.released = True
             self.reserved -= generation.cost
 
     def _drop_cancelled(self) -> None:
@@ -205,7 +218,7 @@ class Scheduler:
                 self.prefill.forget(generation.slot)
             for sequence in generation.sequences:
                 sequence.finish_reason = "cancelled"
-            self.reserved -= generation.cost
+            self._release(generation)
 
     def _fail_prefill(self, error: Exception) -> None:
         """The prompts' pass failed: the requests whose prompts were under way get the error."""
@@ -213,7 +226,7 @@ class Scheduler:
         for generation in [generation for generation in self.prefilling if generation.prefilled]:
             self.prefilling.remove(generation)
             generation.send(error)
-            self.reserved -= generation.cost
+            self._release(generation)
         self.prefill.release()
 
     def _fail_all(self, error: Exception) -> None:
@@ -223,6 +236,20 @@ class Scheduler:
         )
         for generation in {sequence.generation for sequence in self.rows}:
             generation.send(error)
-            self.reserved -= generation.cost
+            self._release(generation)
         self.rows.clear()
         self.cache.release()
+
+    def fail_everything(self, error: Exception) -> None:
+        """Every request in the engine, waiting ones too, gets ``error`` (the engine stops or broke)."""
+        with self.lock:
+            waiting = list(self.waiting)
+            self.waiting.clear()
+        for generation in {*waiting, *self.prefilling, *(sequence.generation for sequence in self.rows)}:
+            generation.send(error)
+            self._release(generation)
+        self.prefilling.clear()
+        self.rows.clear()
+        self.prefill.release()
+        self.cache.release()
+        self.published_running = 0

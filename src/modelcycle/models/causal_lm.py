@@ -57,7 +57,7 @@ class CausalLM(nn.Module):
         """``BatchDecoder.decode`` (modelcycle.models.kv_cache), through the model's cache API."""
         from modelcycle.models.hf_cache import SharedCache  # imports transformers, as build does
 
-        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
+        mask = cache.open(input_ids.shape[1], input_ids.shape[0], owners, input_ids.device)
         output = self.network(
             input_ids=input_ids,
             position_ids=positions,

@@ -119,7 +119,7 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """``BatchDecoder.decode`` (modelcycle.models.kv_cache)."""
         self._check_length(int(positions.max()) + 1)
-        mask = cache.open(input_ids.shape[1], rows=input_ids.shape[0], owners=owners)
+        mask = cache.open(input_ids.shape[1], input_ids.shape[0], owners, input_ids.device)
         x = self.drop(self.token_embedding(input_ids) + self.position_embedding(positions))
         for index, block in enumerate(self.blocks):
             x = block(x, cache, index, mask)

@@ -8,8 +8,9 @@ ones, causally). A decoding batch has one sequence per row (owner 0); a prefill 
 prompts into one row, each under its own owner id, so prompts of any lengths share one pass without padding.
 A row's positions (for its position embedding) are its own and do not depend on its columns. Sequences join
 (``join``, copied from a prefill) and leave (``leave``, ``forget``) between steps; when empty columns pile
-up, ``compact`` packs every row's columns to the right. Buffers grow by a quarter at a time, never far past
-what the rows hold, and are released when the last row leaves."""
+up, ``compact`` packs every row's columns to the right. Buffers grow by a quarter at a time and are released
+when the last row leaves; they hold rows × the longest row (bounded by ``serve.llm.max_running`` and the
+model's context, not by the token budget)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,18 @@ class KVCache:
 
     # --- one forward pass -------------------------------------------------------------------------------
     def open(
-        self, new: int, rows: int | None = None, owners: torch.Tensor | None = None
+        self,
+        new: int,
+        rows: int | None = None,
+        owners: torch.Tensor | None = None,
+        device: torch.device | None = None,
     ) -> torch.Tensor | None:
         """Room for ``new`` columns in every row (``rows`` sets the row count of an empty cache), owned by
         ``owners`` (rows, new) (default: 0, one sequence per row); returns the attention mask (rows, 1, new,
         length + new), True where a query may attend: its own sequence's earlier columns and, among the new
-        ones, the causal triangle. Every query sees at least its own column. None when one new column per
-        row may attend to everything (a lone sequence decoding): attention runs faster without a mask."""
+        ones, the causal triangle, on ``device`` (the inputs'). Every query sees at least its own column.
+        None when one new column per row may attend to everything (a lone sequence decoding): attention runs
+        faster without a mask."""
         if rows is not None and self.rows == 0:
             self.rows = rows
         if self.length + new > self.owner.shape[1] and self.length > self.used_row_span():
@@ -58,7 +64,7 @@ class KVCache:
         mask[:, 0, :, self.length :] &= torch.ones(new, new, dtype=torch.bool).tril()
         if new == 1 and bool(mask.all()):
             return None
-        return mask.to(self.device)
+        return mask.to(device or self.device)
 
     def write(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor

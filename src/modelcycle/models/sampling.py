@@ -72,9 +72,6 @@ class SamplingParams:
     def penalized(self) -> bool:
         return self.presence_penalty != 0 or self.frequency_penalty != 0
 
-    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
-        return torch.Generator(device).manual_seed(self.seed) if self.seed is not None else None
-
 
 def penalize(logits: torch.Tensor, counts: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """``logits`` (V,) less the presence and frequency penalties of the token ``counts`` (V,) so far."""

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
 from modelcycle.engine import Event, GenerationRequest
@@ -107,6 +107,12 @@ class ChatRequest(Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")  # as OpenAI answers it
+        return self
 
     def alternatives(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -244,9 +250,9 @@ def _start(loaded: LoadedVersion, body: Sampling, prompt: str, limit: int) -> Pr
             ids.tolist(), limit, body.sampling(), tuple(body.stops()), body.n, body.alternatives()
         )
         return loaded.engine.submit(request)
-    if body.n > 1 or body.alternatives() is not None:
+    if body.n > 1 or body.alternatives() is not None or body.sampling().penalized:
         raise RequestError(
-            "n: more than one choice, and logprobs, need the language-model engine",
+            "n: more than one choice, logprobs and penalties need the language-model engine",
             hint="serve with serve.llm.engine: true (the default)",
             parameter="n",
         )
