@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 
 from modelcycle.config import LlmConfig, MonitorConfig, ServeConfig
 from modelcycle.optimize import quantize
@@ -181,3 +182,23 @@ def test_the_engine_serves_a_language_models_variants(tmp_path: Path, method: st
     assert [choice["finish_reason"] for choice in choices] == ["length", "length"]
     assert choices[0]["text"] == choices[1]["text"]  # greedy
     assert answer.json()["usage"]["completion_tokens"] == 12
+
+
+class Broken(torch.nn.Module):
+    """A language model whose every pass fails."""
+
+    def decode(self, *args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("out of memory (on purpose)")
+
+
+def test_a_model_failure_is_an_error_in_openais_shape_streaming_or_not(registry: Registry) -> None:
+    app = create_app(registry, ["tiny-gpt"], ServeConfig(), monitoring=OFF)
+    with live_server(app) as http:
+        engine = app.state.serving.models["tiny-gpt"].gateway.primary.engine  # type: ignore[attr-defined]
+        engine.scheduler.model = Broken()
+        client = client_of(http)
+        with pytest.raises(openai.InternalServerError, match="out of memory"):
+            client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=3)
+        with pytest.raises(openai.APIError, match="out of memory"):
+            list(client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=3, stream=True))
+        assert engine.scheduler.reserved == 0

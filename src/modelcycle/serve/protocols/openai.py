@@ -7,6 +7,7 @@ batching), or one request at a time per version with ``serve.llm.engine: false``
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
 from modelcycle.engine import Event, GenerationRequest
-from modelcycle.errors import RequestError
+from modelcycle.errors import ModelcycleError, RequestError
 from modelcycle.models.sampling import SamplingParams
 from modelcycle.serve.protocols.openai_shapes import Choice, Rendering
 from modelcycle.serve.rendering import ProtocolRoute
@@ -318,7 +319,8 @@ async def _streamed(
     """Server-sent events: per choice a first chunk with the role (chat), one chunk per event (text,
     log-probabilities, the finish reason with the last), optionally a chunk with the usage, then ``[DONE]``.
     ``answered`` gets the first choice's text that went out (all of it, or as far as a client that left
-    got); a client that leaves cancels the generation."""
+    got); a client that leaves cancels the generation; a failure after the first byte is an event with
+    OpenAI's error object (its client raises it)."""
     texts: dict[int, str] = {}
     try:
         async for event in events:
@@ -330,6 +332,9 @@ async def _streamed(
         if include_usage:
             yield render.usage_chunk(_usage(produced))
         yield "data: [DONE]\n\n"
+    except ModelcycleError as error:  # after the first byte the status is sent: the error is an event
+        body = OpenAIRoute.error_body(str(error), error.http_status, error.parameter)
+        yield f"data: {json.dumps(body)}\n\n"
     finally:
         produced.cancel()  # a no-op when it finished; else the client left: stop computing
         answered(texts.get(0, ""))
