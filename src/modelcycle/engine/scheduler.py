@@ -62,7 +62,7 @@ class Scheduler:
         self._admit()
         try:
             self._prefill_chunk()
-        except Exception as error:  # that prompt's failure is its request's alone
+        except Exception as error:  # the prompts under way fail; the decoding sequences go on
             self._fail_prefill(error)
         try:
             self._decode()
@@ -226,6 +226,7 @@ class Scheduler:
         for generation in [generation for generation in self.prefilling if generation.prefilled]:
             self.prefilling.remove(generation)
             generation.send(error)
+            generation.cancel()  # any of its choices that joined the batch already leave at the next step
             self._release(generation)
         self.prefill.release()
 
