@@ -1,10 +1,14 @@
-"""Language-model serving side by side in one run, all on 127.0.0.1: SmolLM2-135M-Instruct (the built-in
-GGUF imported as a bundle), a fixed set of chat prompts of mixed length (Hamlet passages of 4 to 120
-words), up to 64 greedy output tokens, streamed, at concurrency 1, 4, 16 and 32: c clients, each sending its
-next request when one ends, 2c requests in all through the engine (so that arrivals spread past the first
-wave) and c through the one-at-a-time servers, whose rate does not depend on it (at least 4 each):
+"""Language-model serving side by side in one run, all on 127.0.0.1: SmolLM2-135M-Instruct (the built-in GGUF,
+LoRA-fine-tuned for one epoch by examples/smollm2-lora.yaml so that its variants can be gated on validation
+perplexity: same architecture and size, its adapters merged), a fixed set of chat prompts of mixed length
+(Hamlet passages of 4 to 120 words), up to 64 greedy output tokens, streamed, at concurrency 1, 4, 16 and 32:
+c clients, each sending its next request when one ends, 2c requests in all through the engine (so that
+arrivals spread past the first wave) and c through the one-at-a-time servers, whose rate does not depend on it
+(at least 4 each):
 
-- ours: `modelcycle serve` with the engine (continuous batching), `--variant base` and `--variant auto`;
+- ours: `modelcycle serve` with the engine (continuous batching), `--variant base` and `--variant auto`
+  (a bf16 variant is made first, gated at 1 % relative perplexity, and `modelcycle bench` measures both
+  forms' generated tokens per second, which `auto` compares);
 - ours, engine off (`serve.llm.engine: false`): round one's one-generation-at-a-time path, the baseline;
 - transformers: padded batch `generate` with no HTTP at batch size = concurrency (the compute reference;
   time to first token is a `generate` of one token at that batch size);
@@ -41,11 +45,15 @@ from bench_monitor import process_tree
 from bench_serve import PYTHON, ROOT, free_port, start, stop
 from machine import describe_machine
 
-from modelcycle.importer import import_model
+from modelcycle.bench import bench
+from modelcycle.config import load_config
+from modelcycle.optimize import Gate, quantize
 from modelcycle.packages import causal_lm_source, package_file
+from modelcycle.pipeline import train
 from modelcycle.registry import Registry
 
 LEVELS = (1, 4, 16, 32)
+MODEL = "smollm2-lora"
 ROUNDS = 2  # requests per client for the engine, so that arrivals spread past the first wave
 MAX_TOKENS = 64
 PROMPT_WORDS = (4, 12, 30, 60, 120)  # Hamlet passages of about these many words, in turn
@@ -168,6 +176,18 @@ def over_http(
     return results
 
 
+def prepare(home: Path) -> str:
+    """Fine-tune, make the bf16 variant (gated at 1 % relative perplexity) and bench both forms; a line on
+    what came out and what auto picks."""
+    registry = Registry(home)
+    trained = train(load_config(ROOT / "examples" / "smollm2-lora.yaml"), registry)
+    (made,) = quantize(registry.open(trained.ref), "bf16", gate=Gate(0.01, relative=True))
+    report = bench(registry.open(trained.ref), batch_sizes=[1, 8])
+    speeds = {result.variant: result.tokens_per_second for result in report.results}
+    gated = f"{made.metric} {made.base_value:.2f} -> {made.value:.2f}"
+    return f"bf16 {made.verdict} ({gated}); generated tokens/s {speeds}; auto {report.auto}"
+
+
 def ours(home: Path, work: Path, variant: str, engine: bool, levels: tuple[int, ...]) -> dict:
     config = work / f"serve-{variant}-{engine}.yaml"
     config.write_text(  # a pipeline config for its serve: and monitor: sections
@@ -176,12 +196,12 @@ def ours(home: Path, work: Path, variant: str, engine: bool, levels: tuple[int, 
         + "monitor:\n  enabled: false\n"
     )
     port = free_port()
-    command = [PYTHON, "-m", "modelcycle", "serve", "smollm2", "--port", str(port), "--variant", variant]
+    command = [PYTHON, "-m", "modelcycle", "serve", MODEL, "--port", str(port), "--variant", variant]
     command += ["--config", str(config)]
     url = f"http://127.0.0.1:{port}"
     process = start(command, url + "/v2/health/ready", {"MODELCYCLE_HOME": str(home)})
     try:
-        return over_http(url, "smollm2", process, levels, ROUNDS if engine else 1)
+        return over_http(url, MODEL, process, levels, ROUNDS if engine else 1)
     finally:
         stop(process)
 
@@ -194,7 +214,7 @@ from modelcycle.registry import Registry
 
 home, levels, prompts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 max_tokens = int(sys.argv[4])
-predictor = Predictor.load(Registry(home).open("smollm2"))
+predictor = Predictor.load(Registry(home).open("smollm2-lora"))
 network, preprocessor = predictor.model.network.eval(), predictor.preprocessor
 texts = [preprocessor.chat_prompt([{"role": "user", "content": prompt}]) for prompt in prompts]
 ids = [preprocessor.stream(text).tolist() for text in texts]
@@ -276,12 +296,12 @@ def llama_cpp(levels: tuple[int, ...]) -> dict | str:
     folder, gguf = causal_lm_source("builtin:smollm2", field="checkpoint")
     port = free_port()
     command = [str(python), "-m", "llama_cpp.server", "--model", str(folder / str(gguf)), "--port", str(port)]
-    command += ["--n_threads", str(os.cpu_count() or 2), "--n_ctx", "2048", "--model_alias", "smollm2"]
+    command += ["--n_threads", str(os.cpu_count() or 2), "--n_ctx", "2048", "--model_alias", MODEL]
     command += ["--interrupt_requests", "False"]  # by default a new request aborts the one running
     url = f"http://127.0.0.1:{port}"
     process = start(command, url + "/v1/models")
     try:
-        return over_http(url, "smollm2", process, levels, 1)
+        return over_http(url, MODEL, process, levels, 1)
     finally:
         stop(process)
 
@@ -366,7 +386,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         home = work / "home"
-        import_model("builtin:smollm2", "smollm2", Registry(home))
+        prepared = prepare(home)
+        print(prepared, flush=True)
+        header += [f"Before the run: {prepared}.", ""]
         for name, variant, engine in (
             ("ours, engine, base", "base", True),
             ("ours, engine, auto", "auto", True),
