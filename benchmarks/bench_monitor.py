@@ -102,6 +102,23 @@ def one_slice(
     measured.failed += busy.failed + single.failed
 
 
+def alternating_turns(
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]], path: str, body: dict, turns: int, seconds: float
+) -> dict[str, Turns]:
+    """Every server warmed and paused, then ``turns`` rounds in which each takes a slice, in alternating
+    order (A B, B A, ...), the others paused."""
+    measured = {name: Turns() for name in servers}
+    for process, url in servers.values():
+        wrk(url + path, body, BEST, seconds)  # warm: first batches, the writer started
+        pause(process.pid, True)
+    order = list(servers)
+    for turn in range(turns):
+        for name in order if turn % 2 == 0 else order[::-1]:
+            process, url = servers[name]
+            one_slice(process, url + path, body, seconds, measured[name])
+    return measured
+
+
 def stop_all(servers: dict[str, tuple[subprocess.Popen[bytes], str]]) -> None:
     """Resume every paused server (a stopped process ignores SIGTERM) and stop it."""
     for process, _ in servers.values():

@@ -38,8 +38,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_monitor import BEST, NO_ROUNDS, Turns, one_slice, pause, serve_config, stop_all
-from bench_serve import PYTHON, ROOT, free_port, start, stop, wrk
+from bench_monitor import BEST, NO_ROUNDS, Turns, alternating_turns, serve_config, stop_all
+from bench_serve import PYTHON, ROOT, free_port, start, stop
 from machine import describe_machine
 
 TURNS = 12
@@ -169,15 +169,7 @@ def measure(name: str, spec: dict, homes: dict[str, Path], trees: dict[str, Path
                 old, new = answer(first_url, path, body), answer(second_url, path, body)
                 ANSWERS[name] = old
                 same.append(f"{label}: " + ("identical" if old == new else f"{old} vs {new}"))
-            for server, (process, url) in servers.items():
-                turns[server] = Turns()
-                wrk(url + path, body, BEST, SLICE_SECONDS)  # warm: first batches, the writer started
-                pause(process.pid, True)
-            order = list(servers)
-            for turn in range(TURNS):
-                for server in order if turn % 2 == 0 else order[::-1]:
-                    process, url = servers[server]
-                    one_slice(process, url + path, body, SLICE_SECONDS, turns[server])
+            turns |= alternating_turns(servers, path, body, TURNS, SLICE_SECONDS)
         finally:
             stop_all(servers)
     lines = [

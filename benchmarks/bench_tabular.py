@@ -20,8 +20,8 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_monitor import BEST, Turns, one_slice, pause, stop_all
-from bench_serve import PYTHON, ROOT, SERVERS, free_port, start, wrk
+from bench_monitor import BEST, alternating_turns, stop_all
+from bench_serve import PYTHON, ROOT, SERVERS, free_port, start
 from machine import describe_machine
 
 from modelcycle.config import load_config
@@ -62,7 +62,6 @@ def serving(registry: Registry, ref: str, config: Path, body: dict) -> list[str]
     }
     servers = {}
     path = "/v1/models/breast-cancer-mlp:predict"
-    results = {name: Turns() for name in commands}
     try:
         for name, command in commands.items():
             port = free_port()
@@ -74,13 +73,7 @@ def serving(registry: Registry, ref: str, config: Path, body: dict) -> list[str]
                 ),
                 url,
             )
-            wrk(url + path, body, BEST, TURN_SECONDS)  # warm
-            pause(servers[name][0].pid, True)
-        for turn in range(TURNS):
-            order = list(commands) if turn % 2 == 0 else list(reversed(commands))
-            for name in order:
-                process, url = servers[name]
-                one_slice(process, url + path, body, TURN_SECONDS, results[name])
+        results = alternating_turns(servers, path, body, TURNS, TURN_SECONDS)
     finally:
         stop_all(servers)
     lines = [
