@@ -146,6 +146,18 @@ class TextStream:
         return self.pieces
 
 
+def prompt_ids(bundle: Bundle, preprocessor: CorpusBlocks, prompt: str) -> np.ndarray:
+    """A prompt's token ids (an empty prompt is a line break); a prompt of no token the model knows is an
+    error."""
+    ids = preprocessor.stream(prompt or LINE_BREAK)
+    if len(ids) == 0:
+        raise ConfigError(
+            f"prompt: {prompt!r} holds no token {bundle.ref} knows",
+            hint="give a prompt with words from the training text",
+        )
+    return ids
+
+
 def stream_text(
     predictor: Predictor,
     prompt: str,
@@ -166,12 +178,7 @@ def stream_text(
             f"{predictor.bundle.ref}: a {predictor.bundle.manifest.task} model does not generate text",
             hint="generate with a language-model bundle, e.g. tiny-gpt",
         )
-    ids = preprocessor.stream(prompt or LINE_BREAK)
-    if len(ids) == 0:
-        raise ConfigError(
-            f"prompt: {prompt!r} holds no token {predictor.bundle.ref} knows",
-            hint="give a prompt with words from the training text",
-        )
+    ids = prompt_ids(predictor.bundle, preprocessor, prompt)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stop_token = preprocessor.stop_token()
     tokens = next_tokens(

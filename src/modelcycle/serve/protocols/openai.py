@@ -18,10 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from modelcycle.data.corpus import LINE_BREAK, CorpusBlocks
+from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.engine import Event, GenerationRequest
-from modelcycle.errors import ModelcycleError, RequestError
+from modelcycle.errors import ConfigError, ModelcycleError, RequestError
 from modelcycle.models.sampling import SamplingParams
+from modelcycle.predictor import prompt_ids
 from modelcycle.serve.protocols.openai_shapes import Choice, Rendering
 from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.request_path import Exchange, new_request_id
@@ -154,13 +155,15 @@ def _language_model(loaded: LoadedVersion) -> CorpusBlocks:
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     exchange = _exchange(serving_state(request), body.model, "cmpl-")
     with exchange.counted():
-        _language_model(exchange.loaded)
+        preprocessor = _language_model(exchange.loaded)
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
             raise RequestError("prompt: one prompt per request")
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         asked = {"prompt": prompt}
         limit = body.max_tokens or 16
-        return await _respond(exchange, body, prompt, asked, chat=False, limit=limit, request=request)
+        return await _respond(
+            exchange, preprocessor, body, prompt, asked, chat=False, limit=limit, request=request
+        )
 
 
 @router.post("/chat/completions", response_model=None)
@@ -172,7 +175,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse 
         prompt = preprocessor.chat_prompt(messages)
         limit = body.max_completion_tokens or body.max_tokens or 256
         asked = {"messages": messages}
-        return await _respond(exchange, body, prompt, asked, chat=True, limit=limit, request=request)
+        return await _respond(
+            exchange, preprocessor, body, prompt, asked, chat=True, limit=limit, request=request
+        )
 
 
 class Produced(Protocol):
@@ -191,6 +196,7 @@ class Produced(Protocol):
 
 async def _respond(
     exchange: Exchange,
+    preprocessor: CorpusBlocks,
     body: Sampling,
     prompt: str,
     asked: dict[str, Any],
@@ -202,11 +208,11 @@ async def _respond(
     """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
     ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
     loaded = exchange.loaded
-    produced = _start(loaded, body, prompt, limit)
+    produced = _start(loaded, preprocessor, body, prompt, limit)
     identifier = exchange.request_id
     common = {"id": identifier, "created": int(time.time()), "model": body.model}
     headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}
-    render = Rendering(_language_model(loaded), chat=chat, common=common)
+    render = Rendering(preprocessor, chat=chat, common=common)
 
     progress = Progress(exchange.started)
 
@@ -237,15 +243,14 @@ async def _respond(
     return JSONResponse(payload, headers=headers)
 
 
-def _start(loaded: LoadedVersion, body: Sampling, prompt: str, limit: int) -> Produced:
+def _start(
+    loaded: LoadedVersion, preprocessor: CorpusBlocks, body: Sampling, prompt: str, limit: int
+) -> Produced:
     """Hand the prompt to the version's engine, or queue it for the version's lock."""
-    preprocessor = _language_model(loaded)
-    ids = preprocessor.stream(prompt or LINE_BREAK)
-    if len(ids) == 0:
-        raise RequestError(
-            f"prompt: {prompt!r} holds no token {loaded.bundle.ref} knows",
-            hint="give a prompt with words from the training text",
-        )
+    try:
+        ids = prompt_ids(loaded.bundle, preprocessor, prompt)
+    except ConfigError as error:  # the caller's prompt: a bad request
+        raise RequestError(error.message, hint=error.hint) from None
     if loaded.engine is not None:
         request = GenerationRequest(
             ids.tolist(), limit, body.sampling(), tuple(body.stops()), body.n, body.alternatives()
