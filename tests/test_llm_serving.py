@@ -96,9 +96,24 @@ def test_log_probabilities_in_each_endpoints_form(registry: Registry) -> None:
     assert content[0].logprob == pytest.approx(content[0].top_logprobs[0].logprob)
 
 
+class Slowed(torch.nn.Module):
+    """A language model whose every pass takes 20 ms more."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def decode(self, *args: object, **kwargs: object) -> torch.Tensor:
+        time.sleep(0.02)
+        return self.model.decode(*args, **kwargs)  # type: ignore[operator,no-any-return]
+
+
 def test_admission_a_prompt_beyond_the_context_is_400_and_a_full_queue_503(registry: Registry) -> None:
     settings = ServeConfig(llm=LlmConfig(max_running=1, max_waiting=1))
-    with live_server(create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)) as http:
+    app = create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)
+    with live_server(app) as http:
+        engine = app.state.serving.models["tiny-gpt"].gateway.primary.engine  # type: ignore[attr-defined]
+        engine.scheduler.model = Slowed(engine.scheduler.model)  # on any CPU the 8 requests overlap
         long_prompt = "a" * 40  # tiny-gpt's tokens are characters
         refused = http.post("/v1/completions", json={"model": "tiny-gpt", "prompt": long_prompt})
         assert refused.status_code == 400
