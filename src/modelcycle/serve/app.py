@@ -42,7 +42,12 @@ def create_app(
         title="modelcycle", version=__version__, lifespan=lifespan(state, monitoring or MonitorConfig())
     )
     app.state.serving = state
-    app.add_middleware(Entry, limit=state.settings.max_body_bytes, hot_path=v2.hot_path)
+    app.add_middleware(
+        Entry,
+        limit=state.settings.max_body_bytes,
+        timeout_s=state.settings.request_timeout_s,
+        hot_path=v2.hot_path,
+    )
     for router in ROUTERS:
         app.include_router(router)
     return app
