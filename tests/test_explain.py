@@ -1,6 +1,6 @@
 """Explanations: integrated gradients is complete, every method finds the one feature that carries the signal,
-text / image / language-model explanations come in their users' terms, errors name the field, and the
-server explains under its own concurrency limit."""
+the sampling methods are seeded, text / image / language-model explanations come in their users' terms,
+errors name the field, and the server explains under its own concurrency limit."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from modelcycle.predictor import Predictor, training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from tests.conftest import EXAMPLES, TINY_GPT, CliResult, train_into
+from tests.test_sequence_models import keyword_reviews
 from tests.test_serve import wait_ready
 
 FEATURES = [f"x{index}" for index in range(5)]
@@ -50,6 +51,25 @@ def signal(signal_home: Path) -> Predictor:
         registry.close()
 
 
+@pytest.fixture(scope="module")
+def small_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a small GRU whose label one word carries ("great" / "awful") and a small digits CNN:
+    about a second of training."""
+    home = tmp_path_factory.mktemp("explain-small")
+    reviews = keyword_reviews(home / "reviews.csv", rows=400)
+    keyword = [
+        "name=keyword",
+        f"data.source=csv:{reviews}",
+        "data.target=label",
+        "model.arch=rnn",
+        "model.params={cell: gru, embed_dim: 16, hidden_size: 16, bidirectional: false}",
+        "train.epochs=4",
+        "train.optimizer.lr=0.01",
+    ]
+    digits = ["train.epochs=1", "model.params={channels: [8, 16], dropout: 0.0}"]
+    return train_into(home, ("breast-cancer-mlp.yaml", keyword), ("digits-cnn.yaml", digits))
+
+
 def _rows(home: Path, count: int) -> list[dict[str, float]]:
     frame = pd.read_csv(home / "signal.csv").iloc[:count]
     return frame[FEATURES].to_dict(orient="records")
@@ -66,6 +86,51 @@ def test_every_method_ranks_the_only_informative_feature_first(
     ranked = sorted(mean_size, key=mean_size.__getitem__, reverse=True)
     assert ranked[0] == "x2", mean_size
     assert mean_size["x2"] > 2 * mean_size[ranked[1]], mean_size
+
+
+@pytest.mark.parametrize("method", ["kernelshap", "lime"])
+def test_sampling_methods_are_seeded_per_input_and_leave_the_random_state_alone(
+    method: str, signal: Predictor, signal_home: Path
+) -> None:
+    rows = _rows(signal_home, 3)
+    before = torch.random.get_rng_state()
+    together = explain(signal, rows, method=method)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    (alone,) = explain(signal, rows[1:2], method=method)
+    assert alone.attributions == together[1].attributions
+    assert together[0].attributions != together[1].attributions
+
+
+def test_lime_explains_text_by_token_and_images_by_pixel(
+    small_home: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    registry = Registry(small_home)
+    try:
+        text = Predictor.load(registry.open("keyword@1"))
+        image = training_split(registry.open("digits-cnn@1"), "test").images[0]
+    finally:
+        registry.close()
+    review = "the plot was awful and the actor"
+    (item,) = explain(text, [review], method="lime")
+    assert [token for token, _ in item.attributions] == review.split(" ")
+    assert item.ranked()[0][0] == "awful"
+    assert item.target == "negative"
+
+    monkeypatch.setenv("MODELCYCLE_HOME", str(small_home))
+    request = tmp_path / "digit.json"
+    request.write_text(json.dumps({"instances": [image[0].tolist()]}))
+    out = tmp_path / "pictures"
+    result = cli(
+        "explain", "digits-cnn@1", "--input", str(request), "--method", "lime", "--out", str(out), "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    (payload,) = json.loads(result.stdout)
+    assert payload["method"] == "lime"
+    pixels = np.asarray(payload["attributions"])
+    assert pixels.shape == (8, 8)
+    assert np.isfinite(pixels).all()
+    assert np.abs(pixels).max() > 0
+    assert Path(payload["picture"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_integrated_gradients_is_complete(signal: Predictor, signal_home: Path) -> None:
@@ -101,8 +166,8 @@ def test_errors_name_what_was_wrong(signal: Predictor, signal_home: Path) -> Non
         explain(signal, _rows(signal_home, 1), target="sideways")
     with pytest.raises(RequestError, match=r"instances\[0\]\.x4: missing feature"):
         explain(signal, [{name: 0.0 for name in FEATURES[:4]}])
-    with pytest.raises(ConfigError, match="unknown method 'lime'"):
-        explain(signal, _rows(signal_home, 1), method="lime")
+    with pytest.raises(ConfigError, match="unknown method 'anchors'"):
+        explain(signal, _rows(signal_home, 1), method="anchors")
     with pytest.raises(RequestError, match="features"):
         explain_tensors(signal, {"features": np.zeros((1, 3), dtype=np.float32)})
 
@@ -142,10 +207,13 @@ def test_text_tokens_images_and_language_models_are_explained_in_their_terms(
 
     gpt = train(load_config(EXAMPLES / "tiny-gpt.yaml", TINY_GPT), registry)
     assert gpt is not None
-    (continuation,) = explain(Predictor.load(registry.open(gpt.ref)), ["the old man"])
+    language_model = Predictor.load(registry.open(gpt.ref))
+    (continuation,) = explain(language_model, ["the old man"])
     assert len(continuation.attributions) >= 3
     assert continuation.target is not None
     assert continuation.convergence_delta is not None
+    with pytest.raises(ConfigError, match="a language model is explained with ig, not lime"):
+        explain(language_model, ["the old man"], method="lime")
 
 
 def test_the_server_explains_within_its_own_limit(signal_home: Path) -> None:
@@ -155,32 +223,32 @@ def test_the_server_explains_within_its_own_limit(signal_home: Path) -> None:
         with TestClient(app) as client:
             wait_ready(client)
             rows = _rows(signal_home, 2)
-            simple = client.post("/v1/models/signal:explain", json={"instances": rows, "method": "occlusion"})
-            assert simple.status_code == 200, simple.text
-            for item in simple.json()["explanations"]:
-                values = item["attributions"]
-                assert max(values, key=lambda name: abs(values[name])) == "x2"
+            for method in ("occlusion", "lime"):
+                simple = client.post("/v1/models/signal:explain", json={"instances": rows, "method": method})
+                assert simple.status_code == 200, simple.text
+                for item in simple.json()["explanations"]:
+                    assert item["method"] == method
+                    values = item["attributions"]
+                    assert max(values, key=lambda name: abs(values[name])) == "x2"
             features = Predictor.load(registry.open("signal")).preprocessor.transform(
                 load_dataset(DataConfig(source=str(signal_home / "signal.csv"), target="label")).take(
                     np.arange(1)
                 )
             )["features"]
+            inputs = [
+                {"name": "features", "shape": [1, 5], "datatype": "FP32", "data": features.ravel().tolist()}
+            ]
             v2 = client.post(
                 "/v2/models/signal/explain",
-                json={
-                    "inputs": [
-                        {
-                            "name": "features",
-                            "shape": [1, 5],
-                            "datatype": "FP32",
-                            "data": features.ravel().tolist(),
-                        }
-                    ],
-                    "parameters": {"method": "ig", "target": "up"},
-                },
+                json={"inputs": inputs, "parameters": {"method": "ig", "target": "up"}},
             )
             assert v2.status_code == 200, v2.text
             assert v2.json()["explanations"][0]["target"] == "up"
+            unknown = client.post(
+                "/v2/models/signal/explain", json={"inputs": inputs, "parameters": {"method": "anchors"}}
+            )
+            assert unknown.status_code == 400
+            assert unknown.json()["error"].startswith("method: unknown method 'anchors'")
             bad = client.post("/v1/models/signal:explain", json={"instances": rows, "target": "sideways"})
             assert bad.status_code == 400
             assert "target" in bad.json()["error"]

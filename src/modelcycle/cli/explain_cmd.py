@@ -24,7 +24,7 @@ def explain(
         ),
     ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="ig, saliency, gradshap, occlusion or kernelshap.")
+        str, typer.Option("--method", help="ig, saliency, gradshap, occlusion, kernelshap or lime.")
     ] = "ig",
     target: Annotated[
         str | None, typer.Option("--target", help="The class to explain [the predicted one].")

@@ -25,11 +25,12 @@ from modelcycle.errors import ConfigError, RequestError
 from modelcycle.instances import instance_tensors
 from modelcycle.predictor import Predictor
 
-METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap")
+METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap", "lime")
 IG_STEPS = 50
-KERNELSHAP_SAMPLES = 200
+SURROGATE_SAMPLES = 200  # KernelSHAP / LIME: random coalitions of feature groups one input's linear fit sees,
+SURROGATE_SEED = 0  # drawn from this seed for every input, so the same input gets the same attributions
 GRADSHAP_SAMPLES = 20
-PERTURBATIONS_PER_EVAL = 16  # occlusion / KernelSHAP: perturbed copies per forward pass (one batch, not 16)
+PERTURBATIONS_PER_EVAL = 16  # occlusion / KernelSHAP / LIME: perturbed copies per forward pass (one batch)
 Tensors = dict[str, np.ndarray]
 
 
@@ -184,25 +185,21 @@ def _dense_attributions(
             perturbations_per_eval=PERTURBATIONS_PER_EVAL,
         )
     else:
-        values = torch.cat(
-            [
-                attr.KernelShap(model).attribute(
-                    inputs[row : row + 1],
-                    baselines=baseline[row : row + 1],
-                    target=target[row : row + 1],
-                    feature_mask=mask[row : row + 1],
-                    n_samples=KERNELSHAP_SAMPLES,
-                    perturbations_per_eval=PERTURBATIONS_PER_EVAL,
-                )
-                for row in range(len(inputs))
-            ]
+        values = _row_by_row(
+            _surrogate(model, method),
+            inputs,
+            baseline,
+            target,
+            mask,
+            n_samples=SURROGATE_SAMPLES,
+            perturbations_per_eval=PERTURBATIONS_PER_EVAL,
         )
     described = "training mean (zero after standardisation)"
     return values.detach().numpy(), None if delta is None else delta.detach().numpy(), described
 
 
 def _feature_mask(predictor: Predictor, kind: InputKind, inputs: torch.Tensor) -> torch.Tensor:
-    """Which inputs are switched together by occlusion and KernelSHAP (as the input kind groups them: a
+    """Which inputs are switched together by occlusion, KernelSHAP and LIME (as the input kind groups them: a
     feature's one-hot columns, an image's square patches, each token), the same for every row."""
     groups = kind.feature_groups(predictor.preprocessor, tuple(inputs.shape[1:]))
     return torch.from_numpy(np.ascontiguousarray(groups)).expand_as(inputs).contiguous()
@@ -216,8 +213,8 @@ def _token_attributions(
     method: str,
     target: torch.Tensor,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Token ids: gradient methods on the embedding layer's output (summed over its width); occlusion and
-    KernelSHAP replace tokens by the padding token."""
+    """Token ids: gradient methods on the embedding layer's output (summed over its width); occlusion,
+    KernelSHAP and LIME replace tokens by the padding token."""
     import captum.attr as attr
 
     encoder = predictor.preprocessor
@@ -252,28 +249,56 @@ def _token_attributions(
             n_samples=GRADSHAP_SAMPLES,
         )
     else:
-        mask = _feature_mask(predictor, kind, ids)
-        explainer = attr.FeatureAblation(model) if method == "occlusion" else attr.KernelShap(model)
+        explainer = attr.FeatureAblation(model) if method == "occlusion" else _surrogate(model, method)
         options: dict[str, Any] = {"perturbations_per_eval": PERTURBATIONS_PER_EVAL}
-        if method == "kernelshap":
-            options["n_samples"] = KERNELSHAP_SAMPLES
-        values = torch.cat(
-            [
+        if method != "occlusion":
+            options["n_samples"] = SURROGATE_SAMPLES
+        mask = _feature_mask(predictor, kind, ids)
+        values = _row_by_row(explainer, ids, pad, target, mask, extra, **options).float()
+    per_token = values.detach().float()
+    if per_token.ndim == 3:
+        per_token = per_token.sum(dim=-1)
+    return per_token.numpy(), None if delta is None else delta.detach().numpy(), "padding token"
+
+
+def _surrogate(model: nn.Module, method: str) -> Any:
+    """KernelSHAP or LIME (Captum's): a linear model of the output on which feature groups are kept (the rest
+    at the baseline), fitted to random coalitions. KernelSHAP weighs them by the Shapley kernel, so the
+    values about add up to the output's change; LIME (Captum's defaults) keeps each group with probability
+    ½, weighs a coalition by its closeness to the input (exponential kernel on cosine distance) and fits a
+    Lasso (alpha 0.01), so groups that barely matter get exactly zero."""
+    import captum.attr as attr
+
+    return attr.KernelShap(model) if method == "kernelshap" else attr.Lime(model)
+
+
+def _row_by_row(
+    explainer: Any,
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    extra: tuple[torch.Tensor, ...] = (),
+    **options: Any,
+) -> torch.Tensor:
+    """``explainer`` on each row alone (KernelSHAP and LIME fit one model per input), its sampling seeded per
+    row — the same input gets the same attributions whatever else the request holds — on a forked random
+    state, so the caller's is left as it was."""
+    values = []
+    with torch.random.fork_rng(devices=[]):
+        for row in range(len(inputs)):
+            torch.manual_seed(SURROGATE_SEED)
+            values.append(
                 explainer.attribute(
-                    ids[row : row + 1],
-                    baselines=pad[row : row + 1],
+                    inputs[row : row + 1],
+                    baselines=baselines[row : row + 1],
                     target=target[row : row + 1],
                     additional_forward_args=tuple(tensor[row : row + 1] for tensor in extra),
                     feature_mask=mask[row : row + 1],
                     **options,
                 )
-                for row in range(len(ids))
-            ]
-        ).float()
-    per_token = values.detach().float()
-    if per_token.ndim == 3:
-        per_token = per_token.sum(dim=-1)
-    return per_token.numpy(), None if delta is None else delta.detach().numpy(), "padding token"
+            )
+    return torch.cat(values)
 
 
 def _from_embeddings(model: nn.Module, layer: nn.Embedding) -> Callable[..., torch.Tensor]:

@@ -76,8 +76,8 @@ class InputKind(Protocol):
         ...
 
     def feature_groups(self, preprocessor: Preprocessor, shape: tuple[int, ...]) -> np.ndarray:
-        """Which input positions occlusion and KernelSHAP switch together: int64 ids, ``shape`` without the
-        batch (the ``attributed_through`` tensor's)."""
+        """Which input positions occlusion, KernelSHAP and LIME switch together: int64 ids, ``shape`` without
+        the batch (the ``attributed_through`` tensor's)."""
         ...
 
 
