@@ -6,6 +6,7 @@ It only wires the parts together: each router renders its own errors in its prot
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 
 from modelcycle import __version__
 from modelcycle.config import MonitorConfig, ServeConfig
@@ -14,6 +15,7 @@ from modelcycle.serve import admin, explain, exposition, feedback
 from modelcycle.serve.entry import Entry
 from modelcycle.serve.lifespan import lifespan
 from modelcycle.serve.protocols import openai, simple, v2
+from modelcycle.serve.rendering import plain_http_error
 from modelcycle.serve.state import ServerState
 
 ROUTERS = (
@@ -42,6 +44,7 @@ def create_app(
         title="modelcycle", version=__version__, lifespan=lifespan(state, monitoring or MonitorConfig())
     )
     app.state.serving = state
+    app.add_exception_handler(HTTPException, plain_http_error)
     app.add_middleware(
         Entry,
         limit=state.settings.max_body_bytes,

@@ -3,6 +3,7 @@ is a 400 naming the field — never a 500 from deep inside the network."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -24,6 +25,17 @@ V2_DATATYPES = {
     "float64": "FP64",
 }
 NUMPY_DTYPES = {value: key for key, value in V2_DATATYPES.items()}
+
+
+def json_body(raw: bytes) -> Any:
+    """A body parsed as JSON, or a ``RequestError`` that says why not (not UTF-8, not JSON, or nested deeper
+    than the parser's recursion allows: a 6 KB body of brackets is enough)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RequestError("body: JSON nested too deeply") from None
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
+        raise RequestError(f"body: not JSON ({error})") from None
 
 
 def v2_datatype(dtype: str) -> str:

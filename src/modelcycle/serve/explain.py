@@ -7,7 +7,6 @@ tens to thousands of forward passes, never queue in front of predictions."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from modelcycle.errors import OverloadedError, RequestError
 from modelcycle.explain import Explanation, explain, explain_tensors
-from modelcycle.serve.decode import v2_tensors
+from modelcycle.serve.decode import json_body, v2_tensors
 from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.state import ServerState, serving_state
 
@@ -52,10 +51,7 @@ async def explain_instances(name: str, body: ExplainRequest, request: Request) -
 async def explain_v2(name: str, request: Request) -> dict[str, Any]:
     state = serving_state(request)
     loaded = state.model(name).gateway.primary
-    try:
-        body = json.loads(await request.body())
-    except ValueError as error:
-        raise RequestError(f"body: not JSON ({error})") from None
+    body = json_body(await request.body())
     if not isinstance(body, dict):
         raise RequestError("body: a JSON object with inputs is required")
     parameters = body.get("parameters") or {}

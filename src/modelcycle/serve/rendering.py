@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -41,10 +42,31 @@ async def rendered(answer: Awaitable[Response], shape: ErrorShape) -> Response:
     except ModelcycleError as error:
         retry = RETRY_AFTER_S if isinstance(error, OverloadedError) else None
         return error_response(shape, str(error), error.http_status, field=error.parameter, retry_after=retry)
+    except HTTPException as error:  # FastAPI's own: a body it could not parse
+        return error_response(shape, http_message(error), error.status_code)
     except RequestValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part != "body")
         return error_response(shape, f"{where or 'body'}: {first['msg']}", 400, field=where or None)
+
+
+def http_message(error: HTTPException) -> str:
+    """What a Starlette / FastAPI ``HTTPException`` says, naming the body's fault where FastAPI's parser hid
+    it ("There was an error parsing the body" for a body nested too deeply or not UTF-8)."""
+    cause = error.__cause__
+    if isinstance(cause, RecursionError):
+        return "body: JSON nested too deeply"
+    if cause is not None:
+        return f"body: not JSON ({cause})"
+    return str(error.detail)
+
+
+async def plain_http_error(request: Request, error: Exception) -> Response:
+    """The application's answer to an ``HTTPException`` raised outside a protocol's routes (no such path,
+    a method the path does not take): ``{"error": ...}`` like every other error, not FastAPI's
+    ``{"detail": ...}``."""
+    assert isinstance(error, HTTPException)
+    return error_response(plain_shape, http_message(error), error.status_code)
 
 
 class ProtocolRoute(APIRoute):

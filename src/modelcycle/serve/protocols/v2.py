@@ -3,7 +3,6 @@ metadata, liveness and readiness, and ``infer`` on model-ready tensors as the bu
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable
 from typing import Any
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field
 from modelcycle import __version__
 from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.serve.batcher import Tensors
-from modelcycle.serve.decode import v2_datatype, v2_tensors
+from modelcycle.serve.decode import json_body, v2_datatype, v2_tensors
 from modelcycle.serve.rendering import ProtocolRoute, error_response, rendered
 from modelcycle.serve.request_path import answer, new_request_id
 from modelcycle.serve.served import ServedModel
@@ -141,10 +140,7 @@ async def _read(request: Request) -> tuple[str | None, list[dict[str, Any]]]:
         raise RequestError(
             f"Inference-Header-Content-Length: {header_size} exceeds the body's {len(raw)} bytes"
         )
-    try:
-        body = json.loads(raw[:header_size])
-    except ValueError as error:
-        raise RequestError(f"body: not JSON ({error})") from None
+    body = json_body(raw[:header_size])
     inputs = body.get("inputs") if isinstance(body, dict) else None
     if not isinstance(inputs, list) or not inputs or not all(isinstance(item, dict) for item in inputs):
         raise RequestError("inputs: a non-empty list of tensors is required")
