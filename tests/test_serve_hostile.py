@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from sklearn.datasets import load_breast_cancer
 
 from modelcycle.config import ServeConfig, load_config
 from modelcycle.pipeline import train
@@ -70,7 +71,8 @@ def read_response(connection: socket.socket) -> tuple[int, dict]:
 
 
 @pytest.mark.parametrize(
-    "path", [f"/v1/models/{MLP}:predict", f"/v2/models/{MLP}/infer", "/v1/completions", "/admin/reload"]
+    "path",
+    [f"/v1/models/{MLP}:predict", f"/v2/models/{MLP}/infer", "/v1/completions", f"/admin/{MLP}/promote"],
 )
 def test_a_chunked_body_over_the_limit_is_refused_after_the_limit_and_memory_stays_flat(server, path):
     """400 MB offered in 1 MB chunks: the server answers 413 once the limit is passed and reads no more."""
@@ -131,13 +133,14 @@ def nested(depth: int) -> str:
     return "[" * depth + "1" + "]" * depth
 
 
-MLP_ROW = "[" + ", ".join(["1.0"] * 30) + "]"
+MLP_ROW = "[" + ", ".join(["1.0"] * 30) + "]"  # a v2 tensor's data
+FEATURES = load_breast_cancer().feature_names.tolist()  # what the simple API names
+SIMPLE_ROW = json.dumps(dict.fromkeys(FEATURES, 1.0))
 V2_ROW = '{"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "data": ' + MLP_ROW + "}]}"
 HOSTILE = [  # (path, body): what careless and hostile clients sent; each must get a 4xx naming the fault
-    (f"/v1/models/{MLP}:predict", '{"instances": [' + MLP_ROW.replace("1.0", "1e39", 1) + "]}"),
-    (f"/v1/models/{MLP}:predict", '{"instances": [' + MLP_ROW.replace("1.0", "1e308", 3) + "]}"),
-    (f"/v1/models/{MLP}:predict", '{"instances": [' + MLP_ROW.replace("1.0", "-1e308", 3) + "]}"),
-    (f"/v1/models/{MLP}:predict", '{"instances": [' + MLP_ROW.replace("1.0", "3e38") + "]}"),
+    (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW.replace("1.0", "1e308", 3) + "]}"),
+    (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW.replace("1.0", "-1e308", 3) + "]}"),
+    (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW.replace("1.0", "3e38") + "]}"),
     (f"/v2/models/{MLP}/infer", V2_ROW.replace("1.0", "3e38")),
     (f"/v1/models/{MLP}:predict", '{"instances": ' + nested(3000) + "}"),
     (f"/v2/models/{MLP}/infer", '{"inputs": ' + nested(3000) + "}"),
@@ -171,9 +174,10 @@ HOSTILE = [  # (path, body): what careless and hostile clients sent; each must g
     ),
     ("/v1/chat/completions", f'{{"model": "{GPT}", "messages": "hi"}}'),
     ("/v1/feedback", '{"id": ' + nested(3000) + ', "label": 1}'),
-    ("/admin/reload", nested(3000)),
+    (f"/admin/{MLP}/promote", nested(3000)),
+    ("/v1/no-such-route", "{}"),
     (f"/v1/models/{MLP}:predict", "\ufeff{}"),
-    (f"/v1/models/{MLP}:predict", '{"instances": [' + MLP_ROW + "]}".encode("utf-16").decode("latin-1")),
+    (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW + "]}".encode("utf-16").decode("latin-1")),
 ]
 
 
@@ -185,7 +189,9 @@ def test_hostile_bodies_get_a_4xx_that_names_the_fault(server, path, body):
         headers={"content-type": "application/json", "authorization": "Bearer hostile-token"},
     )
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    assert "error" in response.json()
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error  # the OpenAI shape nests it
+    assert ":" in message, message  # "<field or body>: <what is wrong>"
 
 
 def test_a_tiny_temperature_is_greedy_not_a_crash(server):
@@ -218,3 +224,28 @@ def test_an_input_that_overflows_inside_the_model_is_a_400_counted_as_one(server
     assert response.status_code == 400
     assert "row 0: the model's output is not finite" in response.json()["error"]
     assert (count("400"), count("200")) == (before[0] + 1, before[1])
+
+
+def test_a_caller_chosen_id_only_correlates_and_never_replaces_a_stored_prediction(server):
+    """Two callers who send the same id get two predictions, each under an id of the server's own."""
+    (tensor,) = server.get(f"/v2/models/{MLP}").json()["inputs"]
+    simple, v2 = [], []
+    for value in (0.5, 1.5):
+        simple.append(
+            server.post(
+                f"/v1/models/{MLP}:predict",
+                json={"instances": [dict.fromkeys(FEATURES, value)]},
+                headers={"x-request-id": "alice@example.com"},
+            )
+        )
+        rows = {"name": tensor["name"], "shape": [1, 30], "datatype": "FP32", "data": [value] * 30}
+        v2.append(server.post(f"/v2/models/{MLP}/infer", json={"id": "alice@example.com", "inputs": [rows]}))
+    ids = [answer.json()["request_id"] for answer in simple] + [
+        answer.json()["parameters"]["request_id"] for answer in v2
+    ]
+    assert len(set(ids)) == 4
+    assert "alice@example.com" not in ids
+    assert [answer.headers["x-request-id"] for answer in simple + v2] == ids
+    assert [answer.json()["correlation_id"] for answer in simple] == ["alice@example.com"] * 2
+    assert [answer.headers["x-correlation-id"] for answer in simple] == ["alice@example.com"] * 2
+    assert [answer.json()["id"] for answer in v2] == ["alice@example.com"] * 2  # the protocol echoes it

@@ -66,7 +66,10 @@ async def plain_http_error(request: Request, error: Exception) -> Response:
     a method the path does not take): ``{"error": ...}`` like every other error, not FastAPI's
     ``{"detail": ...}``."""
     assert isinstance(error, HTTPException)
-    return error_response(plain_shape, http_message(error), error.status_code)
+    message = http_message(error)
+    if error.__cause__ is None:  # "Not Found": say what was not found
+        message = f"{request.url.path}: {message}"
+    return error_response(plain_shape, message, error.status_code)
 
 
 class ProtocolRoute(APIRoute):

@@ -39,7 +39,7 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
             max_text_chars=settings.max_text_chars,
         )
 
-    request_id = request.headers.get("x-request-id") or new_request_id()
+    request_id = new_request_id()  # the server's own: the caller's X-Request-Id only correlates
     loaded, outputs = await answer(
         state, served, encode, "v1", request_id=request_id, instances=body.instances
     )
@@ -51,4 +51,8 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
         "model_version": str(loaded.version),
         "request_id": request_id,
     }
-    return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version), "X-Request-Id": request_id})
+    headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": request_id}
+    correlation = request.headers.get("x-request-id")
+    if correlation is not None:
+        payload["correlation_id"] = headers["X-Correlation-Id"] = correlation
+    return JSONResponse(payload, headers=headers)

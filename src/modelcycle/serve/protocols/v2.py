@@ -129,10 +129,11 @@ def version_ready(name: str, version: str, request: Request) -> dict[str, Any]:
 
 
 async def _read(request: Request) -> tuple[str | None, list[dict[str, Any]]]:
-    """The request's id and its tensors, parsed without a validation model on the hot path (the tensors are
-    checked against the bundle's schema right after). With the binary tensor data extension (what
-    tritonclient sends by default) the body is a JSON header of ``Inference-Header-Content-Length`` bytes
-    followed by the raw tensors, each ``parameters.binary_data_size`` long, in the order of the inputs."""
+    """The caller's id (a correlation id, echoed back, never a key) and its tensors, parsed without a
+    validation model on the hot path (the tensors are checked against the bundle's schema right after). With
+    the binary tensor data extension (what tritonclient sends by default) the body is a JSON header of
+    ``Inference-Header-Content-Length`` bytes followed by the raw tensors, each
+    ``parameters.binary_data_size`` long, in the order of the inputs."""
     raw = await request.body()
     declared = request.headers.get("inference-header-content-length", "")
     header_size = int(declared) if declared.isascii() and declared.isdigit() else len(raw)
@@ -164,20 +165,21 @@ async def _read(request: Request) -> tuple[str | None, list[dict[str, Any]]]:
 async def _infer(state: ServerState, name: str, request: Request, version: str | None) -> JSONResponse:
     served = state.model(name)
     pinned = _version(served, version) if version is not None else None
-    request_id, tensors = await _read(request)
+    correlation, tensors = await _read(request)
 
     def encode(loaded: LoadedVersion) -> Tensors:
         schema = loaded.bundle.manifest.inputs
         return v2_tensors(tensors, schema, max_rows=state.settings.max_rows_per_request)
 
-    request_id = request_id or new_request_id()
+    request_id = new_request_id()  # the server's own, which the store keys on; the caller's "id" correlates
     pinned_version = pinned.version if pinned else None
     loaded, outputs = await answer(state, served, encode, "v2", request_id=request_id, version=pinned_version)
     spec = loaded.bundle.manifest.outputs.tensors[0]
     payload = {
         "model_name": name,
         "model_version": str(loaded.version),
-        "id": request_id,
+        "id": correlation or request_id,  # the protocol echoes the caller's id
+        "parameters": {"request_id": request_id},  # what feedback names
         "outputs": [
             {
                 "name": spec.name,
@@ -187,7 +189,7 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
             }
         ],
     }
-    return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version)})
+    return JSONResponse(payload, headers={"X-Model-Version": str(loaded.version), "X-Request-Id": request_id})
 
 
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
