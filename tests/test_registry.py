@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from modelcycle.errors import ConfigError, MissingDependencyError, NotFoundError, RegistryError
+from modelcycle.errors import BundleError, ConfigError, MissingDependencyError, NotFoundError, RegistryError
 from modelcycle.registry import ModelRef, Registry, db, parse_ref
 from modelcycle.testing import tiny_bundle
 
@@ -42,11 +42,40 @@ def test_versions_count_up_and_resolve(registry: Registry) -> None:
     assert (first.manifest.version, second.manifest.version) == (1, 2)
     assert registry.resolve("tiny").version == 2  # no production alias: latest
     assert registry.resolve("tiny@latest").version == 2
-    assert registry.resolve("tiny@1").path == str(first.path.resolve())
+    assert registry.resolve("tiny@1").path == "artifacts/tiny/1"  # relative: the home may move
+    assert registry.folder(registry.resolve("tiny@1")) == first.path
     registry.set_alias("tiny@1", "production")
     assert registry.resolve("tiny").version == 1  # a bare name means production once set
     assert registry.open("tiny@production").manifest.version == 1
     assert registry.resolve("tiny@1").aliases == ("production",)
+
+
+def test_an_edited_manifest_is_refused_though_every_file_it_lists_is_intact(registry: Registry) -> None:
+    """bundle.json holds the other files' hashes and what an answer means (labels, schema): the registry's
+    record of its own hash catches an edit, such as two labels swapped."""
+    bundle = tiny_bundle(registry)
+    manifest = bundle.path / "bundle.json"
+    text = manifest.read_text()
+    labels = bundle.manifest.outputs.labels
+    assert labels is not None and len(labels) >= 2
+    swapped = text.replace(f'"{labels[0]}"', '"@swap@"').replace(f'"{labels[1]}"', f'"{labels[0]}"')
+    manifest.write_text(swapped.replace('"@swap@"', f'"{labels[1]}"'))
+    with pytest.raises(BundleError, match="bundle.json: sha256 differs from the registry's record"):
+        registry.open("tiny@1")
+    manifest.write_text(text)
+    assert registry.open("tiny@1").manifest.outputs.labels == labels
+
+
+def test_a_moved_home_reads_its_own_files(tmp_path: Path) -> None:
+    old = Registry(tmp_path / "old")
+    tiny_bundle(old)
+    old.close()
+    (tmp_path / "old").rename(tmp_path / "new")
+    moved = Registry(tmp_path / "new")
+    try:
+        assert moved.open("tiny@1").path == tmp_path / "new" / "artifacts" / "tiny" / "1"
+    finally:
+        moved.close()
 
 
 def test_moving_production_keeps_previous_and_logs_events(registry: Registry) -> None:

@@ -114,10 +114,19 @@ def _verify_files(root: Path, expected: dict[str, str], *, exclude: tuple[str, .
 class Bundle:
     """A verified bundle directory. Reading it checks the format version and every file's sha256."""
 
-    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+    def __init__(self, path: str | Path, *, verify: bool = True, manifest_sha256: str | None = None) -> None:
+        """``manifest_sha256``: what ``bundle.json`` hashed to when the bundle was registered (the registry
+        keeps it), so that the manifest is verified too: it holds every other file's hash, and its labels,
+        schema and preprocessing decide what an answer means."""
         self.path = Path(path)
         if not self.path.is_dir():
             raise NotFoundError(f"{self.path}: bundle directory not found")
+        if manifest_sha256 is not None and sha256_file(self.path / MANIFEST) != manifest_sha256:
+            raise BundleError(
+                f"{self.path / MANIFEST}: sha256 differs from the registry's record, the manifest was "
+                "modified after the version was registered",
+                hint="restore bundle.json or re-register the model",
+            )
         self.manifest = _read_manifest(self.path / MANIFEST, BundleManifest)
         if verify:
             _verify_files(self.path, self.manifest.files, exclude=(MANIFEST, VARIANTS_DIR, REPORT))

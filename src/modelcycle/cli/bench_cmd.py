@@ -36,12 +36,11 @@ def bench(
     latency at batch 1, throughput per batch size, peak memory and metrics. The figures go into each
     variant.json and variants/bench.json, from which serving's `auto` picks the fastest passed variant."""
     from modelcycle.bench import bench as run_bench
-    from modelcycle.bundle import Bundle
 
     listed = [name.strip() for name in variants.split(",") if name.strip()]
     names = None if listed == ["all"] else listed
     report = run_bench(
-        Bundle(open_registry().resolve(ref).path),
+        open_registry().open(ref),
         variants=names,
         batch_sizes=_integers(batch_sizes, "--batch-sizes"),
         sequence_length=sequence_length,

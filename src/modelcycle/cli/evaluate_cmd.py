@@ -25,13 +25,12 @@ def evaluate(
 ) -> None:
     """Metrics of a registered model on data: accuracy, precision / recall / F1, ROC-AUC, log-loss,
     calibration error and the confusion matrix; MAE, RMSE and R² for regression."""
-    from modelcycle.bundle import Bundle
     from modelcycle.config import DataConfig
     from modelcycle.data import load_dataset
     from modelcycle.evaluate import evaluate as evaluate_bundle
     from modelcycle.predictor import training_split
 
-    bundle = Bundle(open_registry().resolve(ref).path)
+    bundle = open_registry().open(ref)
     if data is None:
         report = evaluate_bundle(bundle, training_split(bundle), data_name="test split of its training data")
     else:

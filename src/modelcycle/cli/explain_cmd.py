@@ -40,10 +40,9 @@ def explain(
 ) -> None:
     """Attributions per feature, pixel or token (Captum), with pictures: a heatmap PNG per image, an HTML
     snippet of coloured tokens per text, a bar chart for --global."""
-    from modelcycle.bundle import Bundle
     from modelcycle.predictor import Predictor
 
-    bundle = Bundle(open_registry().resolve(ref).path)
+    bundle = open_registry().open(ref)
     predictor = Predictor.load(bundle)
     if global_importance:
         _global(predictor, data, repeats, top_k, out, json_output)

@@ -24,10 +24,9 @@ def export(
 ) -> None:
     """Convert a version to ONNX, check parity with ONNX Runtime on real validation rows, and store it as the
     onnx-fp32 variant."""
-    from modelcycle.bundle import Bundle
     from modelcycle.export import export_onnx
 
-    result = export_onnx(Bundle(open_registry().resolve(ref).path), opset=opset, tolerance=tolerance)
+    result = export_onnx(open_registry().open(ref), opset=opset, tolerance=tolerance)
     if json_output:
         emit_json(result)
         return

@@ -24,11 +24,10 @@ def generate(
     json_output: JsonFlag = False,
 ) -> None:
     """Continue a prompt with a registered language model (key / value cache, temperature, top-k, top-p)."""
-    from modelcycle.bundle import Bundle
     from modelcycle.predictor import Predictor
     from modelcycle.predictor import generate as generate_text
 
-    predictor = Predictor.load(Bundle(open_registry().resolve(ref).path))
+    predictor = Predictor.load(open_registry().open(ref))
     result = generate_text(
         predictor,
         prompt,

@@ -34,10 +34,10 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """One version: task, architecture, schema, metrics, lineage, variants and where its files are."""
-    from modelcycle.bundle import Bundle
 
-    record = open_registry().resolve(ref)
-    bundle = Bundle(record.path)
+    registry = open_registry()
+    record = registry.resolve(ref)
+    bundle = registry.bundle(record)
     manifest = bundle.manifest
     payload = {
         "name": record.name,
@@ -52,7 +52,7 @@ def show(
         "lineage": manifest.lineage,
         "variants": bundle.variant_names(),
         "created_at": manifest.created_at,
-        "path": record.path,
+        "path": str(bundle.path),
     }
     if json_output:
         emit_json(payload)
@@ -67,7 +67,7 @@ def show(
         f"{lineage.code_version}",
     )
     say(f"variants: {', '.join(bundle.variant_names()) or 'none'}")
-    say(f"path: {record.path}")
+    say(f"path: {bundle.path}")
 
 
 @app.command("alias")

@@ -135,7 +135,7 @@ class Registry:
                     insert(db.versions).values(
                         name=name,
                         version=version,
-                        path=str(target.resolve()),
+                        path=str(target.relative_to(self.home)),  # the home may move
                         sha256=hashlib.sha256(manifest_text(final).encode()).hexdigest(),
                         task=final.task,
                         parent=final.lineage.parent,
@@ -181,7 +181,16 @@ class Registry:
 
     def open(self, ref: str | ModelRef) -> Bundle:
         """The verified bundle a reference names."""
-        return Bundle(self.resolve(ref).path)
+        return self.bundle(self.resolve(ref))
+
+    def bundle(self, record: VersionRecord) -> Bundle:
+        """The version's bundle, its files and its manifest checked against the hashes registered."""
+        return Bundle(self.folder(record), manifest_sha256=record.sha256)
+
+    def folder(self, record: VersionRecord) -> Path:
+        """Where the version's files are: ``artifacts/<name>/<version>`` under this home, wherever the home
+        was when it was registered (a copied or moved home reads its own files)."""
+        return self.artifacts / record.name / str(record.version)
 
     def list_models(self) -> list[ModelSummary]:
         summaries = []
@@ -317,8 +326,8 @@ class Registry:
                 kind="removed",
                 actor=actor,
                 reason=reason,
-                details={"path": record.path},
+                details={"path": str(self.folder(record))},
             )
         # After the commit: a crash here leaves files no row points at, never a row without files.
-        remove_tree(Path(record.path))
+        remove_tree(self.folder(record))
         return record
