@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -231,3 +232,28 @@ def test_unknown_tokenizer_is_named(tmp_path) -> None:
         ConfigError, match=r"tokenizer: '.*nowhere' is neither a built-in model nor a local folder"
     ):
         make_preprocessor("text", config).fit(reviews)
+
+
+def test_a_chat_template_that_refuses_the_messages_is_the_requests_error(tmp_path: Path) -> None:
+    """Hugging Face templates call raise_exception (roles that do not alternate, say): a 400 naming the
+    messages, not a 500 from an undefined function; the template is compiled once."""
+    from tokenizers import Tokenizer, models
+
+    from modelcycle.data.corpus import PretrainedCorpusPreprocessor
+    from modelcycle.errors import RequestError
+
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('roles must alternate user/assistant') }}{% endif %}"
+        "<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    )
+    preprocessor = PretrainedCorpusPreprocessor(str(tmp_path))
+    preprocessor.fit(None)  # type: ignore[arg-type]  # finds the tokenizer folder; reads no data
+    good = [{"role": "user", "content": "hi"}]
+    assert preprocessor.chat_prompt(good) == "<user>hi<assistant>"
+    refused = r"messages: .*refused them \(roles must alternate user/assistant\)"
+    with pytest.raises(RequestError, match=refused):
+        preprocessor.chat_prompt([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    (tmp_path / "chat_template.jinja").write_text("changed after loading")
+    assert preprocessor.chat_prompt(good) == "<user>hi<assistant>"  # compiled once

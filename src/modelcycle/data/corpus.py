@@ -3,15 +3,20 @@ vocabulary fitted on the training part), cut into blocks whose targets are the s
 
 from __future__ import annotations
 
+import functools
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelcycle.data.dataset import Dataset
 from modelcycle.data.estimator import Estimator
 from modelcycle.data.text import CHAT_TEMPLATE, TextPreprocessor, TokenizerFiles
-from modelcycle.errors import DataError
+from modelcycle.errors import DataError, RequestError
 from modelcycle.schema import FeatureSpec, InputSchema, TensorSpec
+
+if TYPE_CHECKING:
+    import jinja2
 
 LINE_BREAK = "\n"
 
@@ -122,21 +127,43 @@ class PretrainedCorpusPreprocessor(TokenizerFiles, CorpusBlocks, Estimator):
         return str(self._tokenizer.decode([int(token) for token in ids]))
 
     def stop_token(self) -> int | None:
-        eos = self._special_tokens().get("eos_token")
+        eos = self._special_tokens.get("eos_token")
         return self._tokenizer.token_to_id(eos) if isinstance(eos, str) else None
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """The model's own chat template (``chat_template.jinja``, rendered as Hugging Face renders it), or
-        the plain layout when it has none."""
+        the plain layout when it has none. A template that refuses the messages (its ``raise_exception``,
+        e.g. roles that do not alternate) or fails on them is the request's error, naming the messages."""
+        if self._chat_template is None:
+            return super().chat_prompt(messages)
+        import jinja2
+
+        try:
+            return self._chat_template.render(
+                messages=messages, add_generation_prompt=True, **self._special_tokens
+            )
+        except jinja2.TemplateError as error:
+            raise RequestError(
+                f"messages: the model's chat template refused them ({error.message})", parameter="messages"
+            ) from None
+
+    @functools.cached_property
+    def _chat_template(self) -> jinja2.Template | None:
+        """The template compiled once (a request paid a read and a compile each), in Jinja's immutable
+        sandbox, with Hugging Face's ``raise_exception``."""
         template = self._directory / CHAT_TEMPLATE
         if not template.is_file():
-            return super().chat_prompt(messages)
+            return None
         import jinja2.sandbox
 
-        environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        compiled = environment.from_string(template.read_text(encoding="utf-8"))
-        return compiled.render(messages=messages, add_generation_prompt=True, **self._special_tokens())
+        def raise_exception(message: str) -> None:
+            raise jinja2.TemplateError(message)
 
+        environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = raise_exception
+        return environment.from_string(template.read_text(encoding="utf-8"))
+
+    @functools.cached_property
     def _special_tokens(self) -> dict[str, str]:
         config = self._directory / "tokenizer_config.json"
         if not config.is_file():

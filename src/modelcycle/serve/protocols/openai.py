@@ -172,7 +172,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> JSONResponse 
     with exchange.counted():
         preprocessor = _language_model(exchange.loaded)
         messages = [message.model_dump() for message in body.messages]
-        prompt = preprocessor.chat_prompt(messages)
+        prompt = await asyncio.to_thread(preprocessor.chat_prompt, messages)  # off the event loop
         limit = body.max_completion_tokens or body.max_tokens or 256
         asked = {"messages": messages}
         return await _respond(
