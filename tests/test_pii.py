@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from modelcycle.errors import ConfigError
-from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.pii import DEFAULT_RULES, Masker
+
+CORPUS = Path(__file__).parent / "data" / "pii_corpus.json"
 
 TRUE_POSITIVES = [
     ("write to jane.doe+test@example.co.uk today", "write to [EMAIL] today", "email"),
@@ -71,3 +78,93 @@ def test_unknown_rules_and_bad_patterns_are_config_errors() -> None:
         Masker(rules=["email", "passport"])
     with pytest.raises(ConfigError, match=r"monitor\.pii\.patterns\.bad"):
         Masker(patterns={"bad": "("})
+
+
+def test_corpus_recall_and_false_positives() -> None:
+    """The measured goal: of the corpus's true positives at least 95 % lose their personal data, of its
+    look-alikes (order numbers, ISBNs, timestamps, numbers failing their checksum, image@2x.png, ...) at
+    most 5 % change at all."""
+    cases: list[dict[str, Any]] = json.loads(CORPUS.read_text(encoding="utf-8"))["cases"]
+    positives = [case for case in cases if case["kind"] is not None]
+    look_alikes = [case for case in cases if case["kind"] is None]
+    assert len(positives) >= 200
+    assert len(look_alikes) >= 200
+    kinds = Counter(case["kind"] for case in positives)
+    assert set(kinds) == set(DEFAULT_RULES), kinds  # every rule is measured
+    assert len({case["lang"] for case in cases}) >= 5
+    for case in positives:
+        assert case["pii"] in case["text"], case
+
+    masker = Masker()
+    missed = [
+        (case["kind"], case["text"]) for case in positives if case["pii"] in masker.mask_text(case["text"])
+    ]
+    changed = [case["text"] for case in look_alikes if masker.mask_text(case["text"]) != case["text"]]
+    recall = 1 - len(missed) / len(positives)
+    false_positives = len(changed) / len(look_alikes)
+    assert recall >= 0.95, f"recall {recall:.1%}, missed: {missed}"
+    assert false_positives <= 0.05, f"false positives {false_positives:.1%}: {changed}"
+
+
+# what an adversarial review found stored unmasked, and cases of the same classes
+REVIEW_MISSES = [
+    ("Escríbeme a josé.garcía@correo.es cuando puedas.", "Escríbeme a [EMAIL] cuando puedas.", "email"),
+    ("请把发票发到 用户@例子.广告 谢谢", "请把发票发到 [EMAIL] 谢谢", "email"),
+    ("邮件地址（用户@例子.广告）已验证。", "邮件地址（[EMAIL]）已验证。", "email"),
+    ("Bestellung bitte an user@bücher.de bestätigen.", "Bestellung bitte an [EMAIL] bestätigen.", "email"),
+    ("Напишите на пользователь@пример.рф, я отвечу.", "Напишите на [EMAIL], я отвечу.", "email"),
+    ("ईमेल: उपयोगकर्ता@उदाहरण.कॉम पर भेजें", "ईमेल: [EMAIL] पर भेजें", "email"),
+    ("card no. 4111.1111.1111.1111 was declined", "card no. [CARD] was declined", "card"),
+    ("Karte 4242.4242.4242.4242 wurde abgelehnt.", "Karte [CARD] wurde abgelehnt.", "card"),
+    ("my iban is gb82 west 1234 5698 7654 32 thanks", "my iban is [IBAN] thanks", "iban"),
+    ("Kontoverbindung: DE89-3704-0044-0532-0130-00", "Kontoverbindung: [IBAN]", "iban"),
+    ("stuur naar nl91abna0417164300", "stuur naar [IBAN]", "iban"),
+    ("Call me on 020 7946 0958 after six.", "Call me on [PHONE] after six.", "phone"),
+    (
+        "My mobile is 07700 900123 if the landline is busy.",
+        "My mobile is [PHONE] if the landline is busy.",
+        "phone",
+    ),
+    ("The Leeds branch number is 0113 496 0870.", "The Leeds branch number is [PHONE].", "phone"),
+    ("Rufen Sie mich unter 030 12345678 an.", "Rufen Sie mich unter [PHONE] an.", "phone"),
+    ("My SSN is 123-45-6789.", "My SSN is [SSN].", "ssn"),
+    ("the applicant (SSN 219-88-4412) was approved", "the applicant (SSN [SSN]) was approved", "ssn"),
+    ("the API at 192.0.2.146:8080 times out", "the API at [IP]:8080 times out", "ip"),
+]
+
+
+@pytest.mark.parametrize(("text", "masked", "rule"), REVIEW_MISSES)
+def test_what_the_review_found_unmasked(text: str, masked: str, rule: str) -> None:
+    masker = Masker()
+    assert masker.mask_text(text) == masked
+    assert masker.counts == {rule: 1}
+
+
+@pytest.mark.parametrize(
+    ("request_id", "masked"),
+    [
+        ("jane.doe@example.com", "[EMAIL]"),
+        ("4111111111111111", "[CARD]"),
+        ("+44 20 7946 0958", "[PHONE]"),
+        ("020 7946 0958", "[PHONE]"),
+        ("order-4111111111111111", "order-[CARD]"),
+        ("user_jane@example.com", "[EMAIL]"),
+        ("550e8400-e29b-41d4-a716-446655440000", "550e8400-e29b-41d4-a716-446655440000"),
+        ("req-2024-05-17-0042", "req-2024-05-17-0042"),
+        ("batch-000123", "batch-000123"),
+    ],
+)
+def test_a_request_id_is_masked_like_any_text(request_id: str, masked: str) -> None:
+    """A caller-chosen request id goes through ``Masker.mask_text`` whole: short strings with nothing around
+    them, or personal data glued to a prefix with a dash or an underscore."""
+    assert Masker().mask_text(request_id) == masked
+
+
+def test_phone_regions_decide_which_national_formats_count() -> None:
+    uk_only = Masker(phone_region="GB", phone_regions=[])
+    assert uk_only.mask_text("ring 020 7946 0958") == "ring [PHONE]"
+    assert uk_only.mask_text("ring (212) 555-0123") == "ring (212) 555-0123"  # a US national number
+    assert uk_only.mask_text("ring +1 212 555 0123") == "ring [PHONE]"  # international: any country
+    assert Masker().mask_text("ring (212) 555-0123") == "ring [PHONE]"
+    with pytest.raises(ConfigError, match="unknown region"):
+        Masker(phone_region="XX")
