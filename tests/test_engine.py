@@ -327,6 +327,34 @@ def test_a_stopping_engine_answers_every_request_it_holds():
     assert told == ["the language model's engine stopped"] * 3
 
 
+def test_a_request_waiting_past_the_queue_timeout_gets_503_and_the_running_one_goes_on():
+    """One long generation holds the only row: the request behind it is told at once once its wait passes
+    the bound, instead of waiting for the long one to end."""
+    torch.manual_seed(0)
+    model = SlowGPT(VOCABULARY, GPTParams(embed_dim=32, num_layers=1, num_heads=4, context_length=96)).eval()
+    engine = Engine(model, Numbers(), Limits(max_running=1), torch.device("cpu"), queue_timeout_s=0.2)
+
+    async def scenario() -> tuple[int, str, float]:
+        long = engine.submit(GenerationRequest([1, 2], 80, sampling=GREEDY))
+        behind = engine.submit(GenerationRequest([3, 4], 4, sampling=GREEDY))
+        started = time.monotonic()
+        with pytest.raises(OverloadedError) as refused:
+            async for _ in behind.events():
+                pass
+        waited = time.monotonic() - started
+        tokens = [event async for event in long.events()]
+        return len(tokens), str(refused.value), waited
+
+    try:
+        count, message, waited = asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    finally:
+        engine.close()
+    assert count == 80  # the long one finished
+    assert "for room in the language model's batch (at most 0.2 s: serve.request_timeout_s)" in message
+    assert 0.2 <= waited < 0.2 + 80 * 0.01  # told long before the long generation ended
+    assert engine.scheduler.reserved == 0
+
+
 def test_log_probability_alternatives_stop_at_the_vocabulary():
     found = token_logprob(torch.tensor([0.0, 1.0, 2.0]), 2, alternatives=20)
     assert [token for token, _ in found.top] == [2, 1, 0]

@@ -5,6 +5,7 @@ baseline giving the same greedy text, and the engine serving bf16 and int8 varia
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 from pathlib import Path
@@ -217,3 +218,33 @@ def test_a_model_failure_is_an_error_in_openais_shape_streaming_or_not(registry:
         with pytest.raises(openai.APIError, match="out of memory"):
             list(client.completions.create(model="tiny-gpt", prompt="To be", max_tokens=3, stream=True))
         assert engine.scheduler.reserved == 0
+
+
+def test_the_one_at_a_time_path_bounds_the_wait_for_its_lock() -> None:
+    """Engine off: a request behind a long generation gets 503 after serve.request_timeout_s, not a wait
+    for the whole generation."""
+    from modelcycle.errors import OverloadedError
+    from modelcycle.models.sampling import SamplingParams
+    from modelcycle.serve.sequential import SequentialGeneration
+
+    async def behind_a_held_lock() -> float:
+        lock = asyncio.Lock()
+        await lock.acquire()  # a long generation holds the version
+        waiting = SequentialGeneration(
+            None,  # type: ignore[arg-type]  # never reached: the wait ends first
+            lock,
+            "To be",
+            2,
+            8,
+            SamplingParams(),
+            [],
+            queue_timeout_s=0.1,
+        )
+        started = time.monotonic()
+        with pytest.raises(OverloadedError, match=r"waited 0\.1 s for the language model"):
+            async for _ in waiting.events():
+                pass
+        assert lock.locked()  # still the long one's
+        return time.monotonic() - started
+
+    assert 0.1 <= asyncio.run(behind_a_held_lock()) < 2

@@ -24,12 +24,19 @@ class Engine:
     """Continuous batching for one language model (see modelcycle.engine.scheduler)."""
 
     def __init__(
-        self, model: BatchDecoder, preprocessor: CorpusBlocks, limits: LlmConfig, device: torch.device
+        self,
+        model: BatchDecoder,
+        preprocessor: CorpusBlocks,
+        limits: LlmConfig,
+        device: torch.device,
+        *,
+        queue_timeout_s: float | None = None,
     ) -> None:
+        """``queue_timeout_s``: the longest a request may wait for room in the batch (503 beyond)."""
         self.preprocessor = preprocessor
         self.limits = limits
         self.context = model.context_limit()
-        self.scheduler = Scheduler(model, limits, device)
+        self.scheduler = Scheduler(model, limits, device, queue_timeout_s)
         self.wake = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="modelcycle-engine", daemon=True)

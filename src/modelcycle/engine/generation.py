@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -113,6 +114,7 @@ class Generation:
         self.prefilled = 0  # prompt tokens in the scheduler's prefill cache
         self.slot = -1  # their owner id there
         self.cancelled = False
+        self.submitted = time.monotonic()  # for the bound on its wait in the queue
 
     @property
     def cost(self) -> int:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 
 import torch
 
 from modelcycle.config import LlmConfig
 from modelcycle.engine.generation import Generation, Sequence, token_logprob
+from modelcycle.errors import OverloadedError
 from modelcycle.models.kv_cache import BatchDecoder, KVCache
 from modelcycle.models.sampling import penalize, sample_next
 
@@ -26,9 +28,16 @@ logger = logging.getLogger(__name__)
 class Scheduler:
     """The state of one language model's batch: waiting, prefilling and decoding requests, and the cache."""
 
-    def __init__(self, model: BatchDecoder, limits: LlmConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: BatchDecoder,
+        limits: LlmConfig,
+        device: torch.device,
+        queue_timeout_s: float | None = None,
+    ) -> None:
         self.model = model
         self.limits = limits
+        self.queue_timeout_s = queue_timeout_s  # the longest a request waits for room (None: no bound)
         self.device = device
         self.cache = KVCache(model.decode_layers())  # the decoding sequences, one per row
         self.prefill = KVCache(model.decode_layers())  # the prompts being prefilled, packed in one row
@@ -78,6 +87,9 @@ class Scheduler:
                 if generation.cancelled:
                     self.waiting.popleft()
                     continue
+                if self._waited_too_long(generation):
+                    self.waiting.popleft()
+                    continue
                 rows = self._rows_in_use() + generation.request.n
                 budget = self.reserved + generation.cost
                 if rows > self.limits.max_running or budget > self.limits.max_batch_tokens:
@@ -85,6 +97,24 @@ class Scheduler:
                 self.waiting.popleft()
                 self.prefilling.append(generation)
                 self.reserved += generation.cost
+
+    def _waited_too_long(self, generation: Generation) -> bool:
+        """A request still waiting for room after ``queue_timeout_s`` gets an overload error (503 with
+        Retry-After: another replica, or later, may have room) instead of waiting behind long generations
+        without end."""
+        if self.queue_timeout_s is None:
+            return False
+        waited = time.monotonic() - generation.submitted
+        if waited <= self.queue_timeout_s:
+            return False
+        generation.send(
+            OverloadedError(
+                f"waited {waited:.1f} s for room in the language model's batch "
+                f"(at most {self.queue_timeout_s:g} s: serve.request_timeout_s)",
+                hint="retry later, or raise serve.llm.max_running / max_batch_tokens",
+            )
+        )
+        return True
 
     def _prefill_chunk(self) -> None:
         """One pass over the next ``prefill_chunk`` prompt tokens; prompts that complete sample their first

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 
 from modelcycle.engine import Event
-from modelcycle.errors import ConfigError, RequestError
+from modelcycle.errors import ConfigError, OverloadedError, RequestError
 from modelcycle.models.sampling import SamplingParams
 from modelcycle.predictor import Predictor, TextStream, stream_text
 
@@ -28,8 +28,9 @@ class SequentialGeneration:
         max_tokens: int,
         sampling: SamplingParams,
         stop: list[str],
+        queue_timeout_s: float,
     ) -> None:
-        self.predictor, self.lock = predictor, lock
+        self.predictor, self.lock, self.queue_timeout_s = predictor, lock, queue_timeout_s
         self.prompt, self.max_tokens, self.sampling, self.stop = prompt, max_tokens, sampling, stop
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
@@ -40,8 +41,17 @@ class SequentialGeneration:
 
     async def events(self) -> AsyncIterator[Event]:
         """The pieces as the worker thread produces them, then the finish reason; the version stays locked
-        until the thread has stopped (also when the client left)."""
-        async with self.lock:
+        until the thread has stopped (also when the client left). Waiting for the lock is bounded by
+        ``queue_timeout_s``: beyond it an overload error (503), not a wait behind every long generation."""
+        try:
+            await asyncio.wait_for(self.lock.acquire(), self.queue_timeout_s)
+        except asyncio.TimeoutError:
+            raise OverloadedError(
+                f"waited {self.queue_timeout_s:g} s for the language model, which generates for one "
+                "request at a time (serve.llm.engine: false)",
+                hint="retry later, or serve with the engine (serve.llm.engine: true)",
+            ) from None
+        try:
             loop = asyncio.get_running_loop()
             stream = await loop.run_in_executor(None, self._start)
             queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -65,6 +75,8 @@ class SequentialGeneration:
                 self.cancelled.set()
                 with anyio.CancelScope(shield=True):
                     await worker
+        finally:
+            self.lock.release()
 
     def _start(self) -> TextStream:
         try:

@@ -208,7 +208,7 @@ async def _respond(
     """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
     ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
     loaded = exchange.loaded
-    produced = _start(loaded, preprocessor, body, prompt, limit)
+    produced = _start(loaded, preprocessor, body, prompt, limit, exchange.state.settings.request_timeout_s)
     identifier = exchange.request_id
     common = {"id": identifier, "created": int(time.time()), "model": body.model}
     headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}
@@ -244,9 +244,15 @@ async def _respond(
 
 
 def _start(
-    loaded: LoadedVersion, preprocessor: CorpusBlocks, body: Sampling, prompt: str, limit: int
+    loaded: LoadedVersion,
+    preprocessor: CorpusBlocks,
+    body: Sampling,
+    prompt: str,
+    limit: int,
+    queue_timeout_s: float,
 ) -> Produced:
-    """Hand the prompt to the version's engine, or queue it for the version's lock."""
+    """Hand the prompt to the version's engine (which bounds the wait itself), or queue it for the
+    version's lock for at most ``queue_timeout_s``."""
     try:
         ids = prompt_ids(loaded.bundle, preprocessor, prompt)
     except ConfigError as error:  # the caller's prompt: a bad request
@@ -263,7 +269,14 @@ def _start(
             parameter="n",
         )
     return SequentialGeneration(
-        loaded.predictor, loaded.generating, prompt, len(ids), limit, body.sampling(), body.stops()
+        loaded.predictor,
+        loaded.generating,
+        prompt,
+        len(ids),
+        limit,
+        body.sampling(),
+        body.stops(),
+        queue_timeout_s,
     )
 
 
