@@ -288,6 +288,15 @@ class WebhookConfig(Section):
     retries: int = Field(3, ge=0)
 
 
+class EncryptionConfig(Section):
+    """Encryption at rest of what the prediction store holds about people (see modelcycle.monitor.encryption).
+    When on, the keys come from ``key_file``, else from the MODELCYCLE_STORE_KEYS variable; readers of the
+    store (the server, ``update``, ``monitor report``) need the same section to read it."""
+
+    enabled: bool = False
+    key_file: str | None = None  # one ``id:base64-key`` a line, the current key first
+
+
 class MonitorConfig(Section):
     """Monitoring in the server (on by default): the prediction store, PII masking, live quality windows,
     scheduled drift checks and alerts."""
@@ -311,6 +320,7 @@ class MonitorConfig(Section):
     drift_alpha: float = Field(0.05, gt=0, lt=1)
     drift_share: float = Field(0.5, gt=0, le=1)
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
     alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(metric="drift")])
     webhook: WebhookConfig | None = None
 

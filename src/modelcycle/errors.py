@@ -110,3 +110,12 @@ class AuthError(ModelcycleError):
 
     exit_code = 12
     http_status = 401
+
+
+class EncryptionError(ModelcycleError):
+    """An encrypted value of the prediction store cannot be read: its key is not among those given, or it
+    does not authenticate (tampered with, or moved from another row or column). The server answers it as
+    unavailable (it cannot read its own store), never as a bug of its own."""
+
+    exit_code = 13
+    http_status = 503

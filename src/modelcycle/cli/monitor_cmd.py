@@ -1,10 +1,11 @@
-"""``modelcycle monitor drift|report``: drift of a data source against a version's training data, and the
-HTML page of a model's live traffic, quality and drift from the prediction store."""
+"""``modelcycle monitor drift|report|rotate-key``: drift of a data source against a version's training data,
+the HTML page of a model's live traffic, quality and drift from the prediction store, and re-encrypting the
+store under its current key."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +13,9 @@ from modelcycle.cli.options import JsonFlag
 from modelcycle.cli.render import emit_json, format_value, say, table
 from modelcycle.cli.state import open_registry
 from modelcycle.config import MonitorConfig, load_config
+
+if TYPE_CHECKING:
+    from modelcycle.registry import Registry
 
 app = typer.Typer(help="Drift checks and monitoring reports.", no_args_is_help=True)
 ConfigFile = Annotated[
@@ -31,13 +35,12 @@ def drift(
 ) -> None:
     """Per-feature drift (PSI, KS, Wasserstein; chi², Jensen–Shannon) and drift of the predicted classes;
     exit code 0 either way — read "drifted" in the output."""
-    from modelcycle.bundle import Bundle
     from modelcycle.config import DataConfig
     from modelcycle.data import load_dataset
     from modelcycle.monitor.reference import dataset_drift
 
     monitor = _monitor_config(config_file)
-    bundle = Bundle(open_registry().resolve(ref).path)
+    bundle = open_registry().open(ref)
     dataset = load_dataset(DataConfig(source=data))
     report = dataset_drift(bundle, dataset, alpha=monitor.drift_alpha, share=monitor.drift_share)
     if json_output:
@@ -76,8 +79,8 @@ def report(
 ) -> None:
     """An HTML page with traffic, latency, predicted classes, live quality over time and drift per feature."""
     from modelcycle.config import duration_seconds
-    from modelcycle.errors import ConfigError, NotFoundError
-    from modelcycle.monitor.live import store_path
+    from modelcycle.errors import ConfigError
+    from modelcycle.monitor.encryption import store_keys
     from modelcycle.monitor.report import monitor_report
 
     try:
@@ -86,17 +89,55 @@ def report(
         raise ConfigError(f"--since: {error}") from None
     registry = open_registry()
     name = registry.resolve(ref).name
-    store = store_path(_monitor_config(config_file), registry)
-    if not store.exists():
-        raise NotFoundError(
-            f"{store}: no prediction store yet", hint="serve the model first (monitoring is on by default)"
-        )
-    events = registry.history(name)
+    monitor = _monitor_config(config_file)
     path = monitor_report(
-        store, name, since_seconds=seconds, out=out or Path(f"{name}-monitor.html"), events=events
+        _existing_store(monitor, registry),
+        name,
+        since_seconds=seconds,
+        out=out or Path(f"{name}-monitor.html"),
+        events=registry.history(name),
+        keys=store_keys(monitor.encryption),
     )
     say(f"wrote {path}")
 
 
+@app.command("rotate-key")
+def rotate_key(config_file: ConfigFile = None) -> None:
+    """Re-encrypt every stored prediction and feedback under the current key (the first of
+    monitor.encryption's keys), those stored in plain before encryption was on too; then older keys can go.
+    Restart the server with the new key first, so that it stores under it too."""
+    from modelcycle.errors import ConfigError
+    from modelcycle.monitor.database import open_database
+    from modelcycle.monitor.encryption import store_keys
+
+    monitor = _monitor_config(config_file)
+    keys = store_keys(monitor.encryption)
+    if keys is None:
+        raise ConfigError(
+            "monitor.encryption is off: no key to encrypt with",
+            hint="give --config with a monitor: section whose encryption is enabled",
+        )
+    store = _existing_store(monitor, open_registry())
+    with open_database(store, keys) as database:
+        done = database.reseal()
+    say(
+        f"{store}: {done.predictions} predictions and {done.feedback} feedback rows re-encrypted "
+        f"under key '{keys.current}'"
+    )
+
+
 def _monitor_config(config_file: Path | None) -> MonitorConfig:
     return load_config(config_file).monitor if config_file is not None else MonitorConfig()
+
+
+def _existing_store(monitor: MonitorConfig, registry: Registry) -> Path:
+    """The prediction store ``monitor`` names; a NotFoundError when nothing was stored yet."""
+    from modelcycle.errors import NotFoundError
+    from modelcycle.monitor.live import store_path
+
+    store = store_path(monitor, registry)
+    if not store.exists():
+        raise NotFoundError(
+            f"{store}: no prediction store yet", hint="serve the model first (monitoring is on by default)"
+        )
+    return store

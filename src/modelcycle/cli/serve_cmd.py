@@ -82,6 +82,10 @@ def serve(
     registry = open_registry()
     for ref in refs:
         registry.resolve(ref)  # unknown references fail here, before the server starts
+    if monitoring.enabled:
+        from modelcycle.monitor.live import check_monitoring
+
+        check_monitoring(monitoring, registry)  # and missing keys to the prediction store
     say(
         f"serving {', '.join(refs)} on http://{settings.host}:{settings.port} (variant {settings.variant})",
         style="bold",

@@ -22,6 +22,7 @@ from modelcycle.export import ExportResult, export_onnx
 from modelcycle.loop.timeline import Stage, Timeline
 from modelcycle.loop.traffic import Served, Traffic
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.encryption import store_keys
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.monitor.report import monitor_report
@@ -148,7 +149,8 @@ def _feedback_and_update(
     for item in labels:
         served.feedback(item)
     manifest = production.manifest
-    with open_database(store_path(config.monitor, registry)) as database:
+    keys = store_keys(config.monitor.encryption)
+    with open_database(store_path(config.monitor, registry), keys) as database:
         before = live_quality(
             database,
             manifest.name,
@@ -192,9 +194,12 @@ def _canary(
     sender = threading.Thread(target=traffic.during_canary, args=(served, stop), name="modelcycle-traffic")
     sender.start()
     store = store_path(config.monitor, registry)
+    keys = store_keys(config.monitor.encryption)
     try:
         admin = AdminClient(served.url, token)
-        result.update = canary(registry, admin, decided, candidate, production, config.update, store)
+        result.update = canary(
+            registry, admin, decided, candidate, production, config.update, store, keys=keys
+        )
     finally:
         stop.set()
         sender.join(timeout=60)
@@ -214,6 +219,7 @@ def _canary(
             since_seconds=REPORT_SECONDS,
             out=registry.home / f"{name}-monitor.html",
             events=registry.history(name),
+            keys=keys,
         )
     )
 

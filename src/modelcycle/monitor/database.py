@@ -6,9 +6,14 @@ second; and plain ``sqlite3``, not SQLAlchemy, on the writer's path: SQLAlchemy 
 2.8× slower here (64k against 179k rows/s) and took 1.6 s to import.
 
 The statements are standard SQL but for what SQLite does its own way, marked where it is done: the
-replacing insert, retention by rowid, the PRAGMAs and ``?`` placeholders. A second backend writes its own
-behind the same methods and keeps these tables and columns (in PostgreSQL ``window`` is a reserved word:
-quote it there)."""
+replacing insert, retention and re-sealing by rowid, the PRAGMAs and ``?`` placeholders. A second backend
+writes its own behind the same methods and keeps these tables and columns (in PostgreSQL ``window`` is a
+reserved word: quote it there; and a sealed score or value is text in a REAL column, which SQLite's typing
+allows and PostgreSQL would store as text).
+
+Opened with keys (``modelcycle.monitor.encryption``), it seals the columns in ``SEALED_PREDICTION`` and
+``SEALED_FEEDBACK`` on writing, and opens every sealed value it reads; plain values (rows stored while
+encryption was off) read as they are."""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
+from modelcycle.errors import ConfigError, EncryptionError
+from modelcycle.monitor.encryption import GIVE_KEYS, Keyring, key_id, reveal, reveal_number, seal
 from modelcycle.monitor.predictions import (
     PREDICTION_COLUMNS,
     DatabaseError,
@@ -30,6 +37,7 @@ from modelcycle.monitor.predictions import (
     LabelledPrediction,
     PredictionDatabase,
     QualityRow,
+    Resealed,
     StoredInput,
     Traffic,
 )
@@ -55,6 +63,13 @@ CREATE TABLE IF NOT EXISTS drift (
     drifted INTEGER NOT NULL, rows INTEGER NOT NULL, created REAL NOT NULL);
 """
 
+# What a row says about one person: sealed when the database has keys. The rest stays plain for the joins,
+# retention, the report's plots and alerts; NULL stays NULL (it only says that a model gives no score).
+SEALED_PREDICTION = ("inputs", "prediction", "score", "probabilities")
+SEALED_FEEDBACK = ("label", "value")
+SEALED_AT = [(PREDICTION_COLUMNS.index(column), f"predictions.{column}") for column in SEALED_PREDICTION]
+RESEAL_PAGE = 1000  # rows a transaction: the writer waits for one page at most (milliseconds)
+
 # SQLite's own: OR REPLACE (PostgreSQL writes ON CONFLICT ... DO UPDATE)
 INSERT_PREDICTION = (
     f"INSERT OR REPLACE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
@@ -72,11 +87,12 @@ INSERT_DRIFT = (
 )
 FIND = "SELECT model, version FROM predictions WHERE request_id = ? AND row = ?"
 LABELLED = (
-    "SELECT f.label, f.value, p.score, p.probabilities FROM predictions p JOIN feedback f "
-    "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ?"
+    "SELECT p.request_id, p.row, f.label, f.value, p.score, p.probabilities "
+    "FROM predictions p JOIN feedback f ON f.request_id = p.request_id AND f.row = p.row "
+    "WHERE p.model = ? AND p.created >= ?"
 )
 LABELLED_INPUTS = (
-    "SELECT p.inputs, f.label, f.value FROM predictions p JOIN feedback f "
+    "SELECT p.request_id, p.row, p.inputs, f.label, f.value FROM predictions p JOIN feedback f "
     "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ? "
     "ORDER BY p.created"
 )
@@ -85,18 +101,20 @@ COUNT_LABELLED = (
     "ON p.request_id = f.request_id AND p.row = f.row WHERE p.model = ? AND p.created >= ?"
 )
 RECENT_INPUTS = (
-    "SELECT inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
+    "SELECT request_id, row, inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
     "ORDER BY created DESC LIMIT ?"
 )
 # a class has a score; generated text (a language model's answer) is no class to count
 TRAFFIC = (
-    "SELECT created, latency_ms, version, CASE WHEN score IS NULL THEN NULL ELSE prediction END "
+    "SELECT request_id, row, created, latency_ms, version, "
+    "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
     "FROM predictions WHERE model = ? AND created >= ? ORDER BY created"
 )
 QUALITY = (
     "SELECT model, version, window, metric, value, samples, created FROM quality "
     "WHERE model = ? AND created >= ? ORDER BY created"
 )
+NEWEST_INPUTS = "SELECT inputs FROM predictions ORDER BY rowid DESC LIMIT 1"  # rowid: SQLite's own
 LATEST_DRIFT = (
     "SELECT model, feature, method, score, drifted, rows, created FROM drift WHERE model = ? AND created = "
     "(SELECT MAX(created) FROM drift WHERE model = ? AND created >= ?) ORDER BY score"
@@ -124,23 +142,28 @@ def _translated(
     method: Callable[Concatenate[SQLiteDatabase, P], R],
 ) -> Callable[Concatenate[SQLiteDatabase, P], R]:
     """``method`` with SQLite's own errors raised as ``DatabaseError`` naming the file and the operation, so
-    callers (the writer, the server, update) handle one error whatever the backend."""
+    callers (the writer, the server, update) handle one error whatever the backend; a value that does not
+    open names the file too."""
 
     def translated(self: SQLiteDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as error:
             raise DatabaseError(f"{self.path}: {method.__name__}: {error}") from error
+        except EncryptionError as error:
+            raise EncryptionError(f"{self.path}: {error.detail}", hint=error.hint) from None
 
     return translated
 
 
 class SQLiteDatabase:
-    """``PredictionDatabase`` over one SQLite file (created with its schema if absent). Each instance holds
-    one connection, usable from any thread but by one at a time."""
+    """``PredictionDatabase`` over one SQLite file (created with its schema if absent), sealing what it stores
+    about people when given ``keys``. Each instance holds one connection, usable from any thread but by one
+    at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keys: Keyring | None = None) -> None:
         self.path = path
+        self.keys = keys
         try:
             self._connection = _open(path)
         except sqlite3.Error as error:
@@ -148,6 +171,8 @@ class SQLiteDatabase:
 
     @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        if self.keys is not None:
+            rows = list(_sealed(rows, self.keys))  # before the transaction, which then holds the lock briefly
         with self._connection:
             self._connection.executemany(INSERT_PREDICTION, rows)
 
@@ -178,8 +203,14 @@ class SQLiteDatabase:
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
     ) -> None:
+        truth: tuple[Any, ...] = (label, value)
+        if self.keys is not None:
+            truth = tuple(
+                seal(self.keys, given, f"feedback.{column}", request_id, row)
+                for column, given in zip(SEALED_FEEDBACK, truth, strict=True)
+            )
         with self._connection:
-            self._connection.execute(INSERT_FEEDBACK, (request_id, row, label, value, created))
+            self._connection.execute(INSERT_FEEDBACK, (request_id, row, *truth, created))
 
     @_translated
     def labelled(self, model: str, *, since: float, version: int | None = None) -> list[LabelledPrediction]:
@@ -187,24 +218,58 @@ class SQLiteDatabase:
         if version is not None:
             query += " AND p.version = ?"
             arguments.append(version)
-        return [
-            LabelledPrediction(label, value, score, json.loads(shares) if shares else None)
-            for label, value, score, shares in self._connection.execute(query, arguments)
-        ]
+        keys = self.keys
+        labelled = []
+        for request_id, row, label, value, score, shares in self._connection.execute(query, arguments):
+            probabilities = reveal(keys, shares, "predictions.probabilities", request_id, row)
+            labelled.append(
+                LabelledPrediction(
+                    reveal(keys, label, "feedback.label", request_id, row),
+                    reveal_number(keys, value, "feedback.value", request_id, row),
+                    reveal_number(keys, score, "predictions.score", request_id, row),
+                    json.loads(probabilities) if probabilities else None,
+                )
+            )
+        return labelled
 
     @_translated
     def labelled_inputs(self, model: str, *, since: float) -> list[LabelledInput]:
-        rows = self._connection.execute(LABELLED_INPUTS, (model, since))
-        return [LabelledInput(json.loads(inputs), label, value) for inputs, label, value in rows]
+        keys = self.keys
+        return [
+            LabelledInput(
+                json.loads(reveal(keys, inputs, "predictions.inputs", request_id, row)),
+                reveal(keys, label, "feedback.label", request_id, row),
+                reveal_number(keys, value, "feedback.value", request_id, row),
+            )
+            for request_id, row, inputs, label, value in self._connection.execute(
+                LABELLED_INPUTS, (model, since)
+            )
+        ]
 
     @_translated
     def recent_inputs(self, model: str, *, since: float, limit: int) -> list[StoredInput]:
-        rows = self._connection.execute(RECENT_INPUTS, (model, since, limit))
-        return [StoredInput(json.loads(inputs), prediction) for inputs, prediction in rows]
+        keys = self.keys
+        return [
+            StoredInput(
+                json.loads(reveal(keys, inputs, "predictions.inputs", request_id, row)),
+                reveal(keys, prediction, "predictions.prediction", request_id, row),
+            )
+            for request_id, row, inputs, prediction in self._connection.execute(
+                RECENT_INPUTS, (model, since, limit)
+            )
+        ]
 
     @_translated
     def traffic(self, model: str, *, since: float) -> list[Traffic]:
-        return [Traffic(*row) for row in self._connection.execute(TRAFFIC, (model, since))]
+        keys = self.keys
+        return [
+            Traffic(
+                created, latency, version, reveal(keys, predicted, "predictions.prediction", request_id, row)
+            )
+            for request_id, row, created, latency, version, predicted in self._connection.execute(
+                TRAFFIC, (model, since)
+            )
+        ]
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:
@@ -232,6 +297,53 @@ class SQLiteDatabase:
             for name, feature, method, score, drifted, count, created in rows
         ]
 
+    @_translated
+    def sealing_key(self) -> str | None:
+        newest = self._connection.execute(NEWEST_INPUTS).fetchone()
+        return None if newest is None else key_id(newest[0])
+
+    @_translated
+    def reseal(self) -> Resealed:
+        if self.keys is None:
+            raise ConfigError(
+                f"{self.path}: reseal: encryption is off, so there is no key to seal with", hint=GIVE_KEYS
+            )
+        # SQLite's own, both: what a rewritten row held is zeroed rather than left in the page's free space,
+        # and the log that still holds the pages as they were is emptied
+        self._connection.execute("PRAGMA secure_delete=ON")
+        resealed = Resealed(
+            self._reseal("predictions", SEALED_PREDICTION, self.keys),
+            self._reseal("feedback", SEALED_FEEDBACK, self.keys),
+        )
+        self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return resealed
+
+    def _reseal(self, table: str, columns: tuple[str, ...], keys: Keyring) -> int:
+        """Re-seal the rows of ``table`` not wholly sealed with the current key, by rowid (SQLite's own), a
+        page a transaction; IMMEDIATE (SQLite's own too), so the writer cannot replace a row between its read
+        and its write. A crash leaves each row sealed with the old key or the new one, both readable."""
+        read = (
+            f"SELECT rowid, request_id, row, {', '.join(columns)} FROM {table} "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        write = f"UPDATE {table} SET {', '.join(f'{column} = ?' for column in columns)} WHERE rowid = ?"
+        names = [f"{table}.{column}" for column in columns]
+        after, resealed = 0, 0
+        while True:
+            with self._connection as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                page = connection.execute(read, (after, RESEAL_PAGE)).fetchall()
+                changed = [
+                    (*_resealed(keys, names, request_id, row, values), rowid)
+                    for rowid, request_id, row, *values in page
+                    if any(value is not None and key_id(value) != keys.current for value in values)
+                ]
+                connection.executemany(write, changed)
+            resealed += len(changed)
+            if len(page) < RESEAL_PAGE:
+                return resealed
+            after = page[-1][0]
+
     def close(self) -> None:
         self._connection.close()
 
@@ -247,10 +359,30 @@ class SQLiteDatabase:
         self.close()
 
 
-def open_database(location: str | Path) -> PredictionDatabase:
+def open_database(location: str | Path, keys: Keyring | None = None) -> PredictionDatabase:
     """The prediction store at ``location``: today a SQLite file (created with its schema if absent); the
-    place where a second backend is chosen by its URL."""
-    return SQLiteDatabase(Path(location))
+    place where a second backend is chosen by its URL. With ``keys`` it seals what it stores about people
+    and reads what they sealed; without, a sealed value read is an EncryptionError naming its key."""
+    return SQLiteDatabase(Path(location), keys)
+
+
+def _resealed(
+    keys: Keyring, columns: list[str], request_id: str, row: int, values: list[Any]
+) -> list[str | None]:
+    """One row's values sealed with the current key, opened first when sealed with another."""
+    return [
+        seal(keys, reveal(keys, value, column, request_id, row), column, request_id, row)
+        for column, value in zip(columns, values, strict=True)
+    ]
+
+
+def _sealed(rows: Iterable[tuple[Any, ...]], keys: Keyring) -> Iterator[tuple[Any, ...]]:
+    """Stored predictions with their ``SEALED_PREDICTION`` values sealed in place (request id and row)."""
+    for row in rows:
+        values = list(row)
+        for position, column in SEALED_AT:
+            values[position] = seal(keys, values[position], column, values[0], values[1])
+        yield tuple(values)
 
 
 def dumps(value: Any) -> bytes:

@@ -21,13 +21,13 @@ from modelcycle.data import TargetEncoder
 from modelcycle.data.reference import Reference
 from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
-from modelcycle.monitor.database import open_database
 from modelcycle.monitor.drift import DriftReport
+from modelcycle.monitor.encryption import store_keys
 from modelcycle.monitor.metrics import ServerMetrics
 from modelcycle.monitor.predictions import DriftRow, PredictionDatabase, QualityRow
 from modelcycle.monitor.quality import LiveQuality, live_quality
 from modelcycle.monitor.reference import drift
-from modelcycle.monitor.store import PredictionRecord, PredictionStore
+from modelcycle.monitor.store import PredictionRecord, PredictionStore, check_store
 from modelcycle.registry import Registry
 from modelcycle.tasks import TASKS
 
@@ -99,12 +99,19 @@ def store_path(config: MonitorConfig, registry: Registry) -> Path:
     return Path(config.store) if config.store else registry.home / "monitor.db"
 
 
+def check_monitoring(config: MonitorConfig, registry: Registry) -> None:
+    """What starting monitoring refuses (a ConfigError: encryption on without keys, or keys that cannot read
+    the store's newest predictions), checked before a server starts so that the command says it in a line."""
+    check_store(store_path(config, registry), store_keys(config.encryption))
+
+
 class LiveMonitor:
     def __init__(self, config: MonitorConfig, registry: Registry, metrics: ServerMetrics) -> None:
         self.config, self.metrics = config, metrics
         self.store = PredictionStore(
             store_path(config, registry),
             masking=config.pii.model_dump(exclude={"enabled"}) if config.pii.enabled else None,
+            keys=store_keys(config.encryption),
             buffer_size=config.buffer_size,
             retention_days=config.retention_days,
             max_rows=config.max_rows,
@@ -179,7 +186,7 @@ class LiveMonitor:
                 "feedback: give exactly one of 'label' (classification) and 'value' (regression)"
             )
         self.store.flush()  # the prediction may still be in the buffer
-        with open_database(self.store.path) as database:
+        with self.store.open() as database:
             found = database.find(request_id, row)
             if found is None:
                 raise NotFoundError(
@@ -200,7 +207,7 @@ class LiveMonitor:
         started = time.perf_counter()
         self.store.flush()
         alerts: list[Alert] = []
-        with open_database(self.store.path) as database:
+        with self.store.open() as database:
             by_model: dict[str, list[Watched]] = {}
             for item in watched:
                 if self.leader.leads(item.model):

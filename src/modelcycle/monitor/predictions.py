@@ -5,7 +5,9 @@ its implementations (``modelcycle.monitor.database`` holds the SQLite one, which
 more branch in ``open_database``. Light on purpose (no numpy): the writer process imports it.
 
 Stored inputs and class probabilities are JSON: the writer hands them over as JSON text (it encodes them
-once, outside the database's transaction), readers get them back decoded."""
+once, outside the database's transaction), readers get them back decoded. A database opened with keys
+(``modelcycle.monitor.encryption``) seals what it stores about people and opens it again on reading, so
+callers see the same values either way."""
 
 from __future__ import annotations
 
@@ -94,6 +96,13 @@ class DriftRow(NamedTuple):
     created: float
 
 
+class Resealed(NamedTuple):
+    """What ``PredictionDatabase.reseal`` re-encrypted: rows of predictions and of feedback."""
+
+    predictions: int
+    feedback: int
+
+
 class PredictionDatabase(Protocol):
     """Where stored predictions, feedback, live quality and drift live. Every write is its own transaction
     and is committed when the method returns. Times are seconds since the epoch; ``since`` bounds are
@@ -142,6 +151,14 @@ class PredictionDatabase(Protocol):
 
     def latest_drift(self, model: str, *, since: float) -> list[DriftRow]:
         """The drift tests of ``model``'s latest check since ``since``, lowest score first."""
+
+    def sealing_key(self) -> str | None:
+        """The id of the key that encrypted the newest stored prediction; None when it is plain or there is
+        none."""
+
+    def reseal(self) -> Resealed:
+        """Re-encrypt under the current key every stored prediction and feedback that is not (sealed with an
+        older key, or plain), a page of rows a transaction. Needs the database opened with keys."""
 
     def close(self) -> None:
         """Release the connection."""

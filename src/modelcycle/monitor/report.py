@@ -15,6 +15,7 @@ import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.encryption import Keyring
 from modelcycle.monitor.predictions import DriftRow, QualityRow, Traffic
 from modelcycle.plots import png_base64
 from modelcycle.registry.events import EventRecord
@@ -75,14 +76,16 @@ def monitor_report(
     out: Path,
     events: Sequence[EventRecord] = (),
     now: float | None = None,
+    keys: Keyring | None = None,
 ) -> Path:
     """Write the report for ``model`` over the last ``since_seconds`` to ``out`` (atomically); ``events``
-    (the model's registry history) give the timeline of alerts, updates, canaries and promotions."""
+    (the model's registry history) give the timeline of alerts, updates, canaries and promotions; ``keys``
+    read an encrypted store."""
     import jinja2
 
     now = time.time() if now is None else now
     since = now - since_seconds
-    with open_database(store) as database:
+    with open_database(store, keys) as database:
         traffic = database.traffic(model, since=since)
         labelled = database.count_labelled(model, since=since)
         quality = database.quality(model, since=since)

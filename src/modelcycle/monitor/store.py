@@ -1,5 +1,6 @@
 """The prediction store's server side: every answered request (or a sample) is handed to a writer process
-(``modelcycle.monitor.writer``) that masks personal data and writes it to SQLite (``database``).
+(``modelcycle.monitor.writer``) that masks personal data and writes it to SQLite (``database``), encrypted
+when the store has keys (``encryption``).
 
 Requests never wait for the disk: ``record`` appends to a bounded buffer and returns. A feeder thread wakes
 every 0.2 s, decodes the outputs of what accumulated (one softmax per version), serialises it as one JSON
@@ -24,7 +25,9 @@ import numpy as np
 
 from modelcycle.data import TargetEncoder
 from modelcycle.monitor.database import dumps, open_database
+from modelcycle.monitor.encryption import Keyring, check_readable
 from modelcycle.monitor.pii import Masker
+from modelcycle.monitor.predictions import PredictionDatabase
 from modelcycle.monitor.writer import RETENTION_EVERY_S, read_frame, write_frame
 from modelcycle.tasks import TASKS
 from modelcycle.tasks.base import StoredPrediction
@@ -54,30 +57,42 @@ class PredictionRecord:
     generated: str | None = None  # a language model's answer: stored as the prediction, always masked
 
 
+def check_store(path: Path, keys: Keyring | None) -> None:
+    """Create the store if absent, so that its tables exist before the first reader looks, and refuse
+    (ConfigError) ``keys`` that cannot read its newest predictions: a server would store on but fail every
+    monitoring round."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_database(path, keys) as database:
+        check_readable(database, keys, path)
+
+
 class WriterGone(Exception):
     """The writer process ended or could not be started."""
 
 
 class PredictionStore:
     """The server's side of the store: a bounded buffer, the feeder thread that drains it and the writer
-    process it feeds. ``masking`` holds the keyword arguments of a ``Masker`` (None: store inputs as sent)."""
+    process it feeds. ``masking`` holds the keyword arguments of a ``Masker`` (None: store inputs as sent);
+    ``keys`` encrypt what is stored about people (None: stored in plain)."""
 
     def __init__(
         self,
         path: Path,
         *,
         masking: dict[str, Any] | None = None,
+        keys: Keyring | None = None,
         buffer_size: int = 10_000,
         retention_days: float = 30.0,
         max_rows: int = 1_000_000,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if masking is not None:
             Masker(**masking)  # a bad rule or pattern is a configuration error now, not a dead writer later
+        self.keys = keys
         self.settings = {
             "path": str(self.path),
             "masking": masking,
+            "keys": None if keys is None else keys.text(),
             "retention_seconds": retention_days * 86_400,
             "max_rows": max_rows,
         }
@@ -95,9 +110,13 @@ class PredictionStore:
         self._committed = threading.Condition()
         self._writer: subprocess.Popen[bytes] | None = None
         self._restart_at = 0.0
-        open_database(self.path).close()  # the schema exists before the first reader looks
+        check_store(self.path, keys)
         self._thread = threading.Thread(target=self._feed, name="modelcycle-store", daemon=True)
         self._thread.start()
+
+    def open(self) -> PredictionDatabase:
+        """The store's database, with its keys: how the server reads what it stored."""
+        return open_database(self.path, self.keys)
 
     def record(self, record: PredictionRecord) -> bool:
         """Buffer a record for writing; False (and counted in ``dropped``) when the buffer is full."""

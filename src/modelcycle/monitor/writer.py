@@ -4,8 +4,9 @@ thread of the server the same work took ~10 µs a record on a quiet machine but 
 serving thread of a tabular model; here it takes ~5 µs a record, and the server's share (decoding and
 framing) another ~5 µs (benchmarks/results/monitor.md has what that costs in throughput).
 
-It reads frames from stdin: first the settings, then batches of records, each answered on stdout with
-what failed and what was masked. An empty batch is a heartbeat that lets retention run
+It reads frames from stdin: first the settings (with the store's keys when it is encrypted: a pipe of its
+own parent's, which nothing else reads), then batches of records, each answered on stdout with what failed
+and what was masked. An empty batch is a heartbeat that lets retention run
 when no traffic comes. It ends at the end of its input, which also happens when the server dies."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import IO, Any
 import orjson
 
 from modelcycle.monitor.database import dumps, open_database
+from modelcycle.monitor.encryption import Keyring
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.predictions import DatabaseError
 
@@ -108,7 +110,8 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
         return
     masking = settings["masking"]
     masker = Masker(**masking) if masking is not None else None
-    with open_database(settings["path"]) as database:
+    keys = Keyring.parse(settings["keys"], "the server's keys") if settings.get("keys") else None
+    with open_database(settings["path"], keys) as database:
         last_retention = -math.inf
         while (records := read_frame(source)) is not None:
             if time.monotonic() - last_retention > RETENTION_EVERY_S:

@@ -11,14 +11,18 @@ from modelcycle.data.kinds import input_kind
 from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.encryption import Keyring
 from modelcycle.predictor import Predictor
 
 
-def labelled_traffic(store: Path, predictor: Predictor, *, since: float) -> Dataset | None:
+def labelled_traffic(
+    store: Path, predictor: Predictor, *, since: float, keys: Keyring | None = None
+) -> Dataset | None:
     """Every labelled prediction of the model since ``since`` whose inputs were stored in the caller's terms
-    (``:predict`` instances; model-ready tensors cannot be turned back into features); None if none."""
+    (``:predict`` instances; model-ready tensors cannot be turned back into features); None if none.
+    ``keys`` read an encrypted store."""
     manifest = predictor.bundle.manifest
-    with open_database(store) as database:
+    with open_database(store, keys) as database:
         rows = database.labelled_inputs(manifest.name, since=since)
     instances, targets = [], []
     for instance, label, value in rows:

@@ -18,6 +18,7 @@ from modelcycle.bundle.io import REPORT, VARIANTS_DIR
 from modelcycle.config import MonitorConfig, UpdateConfig, duration_seconds
 from modelcycle.errors import ConfigError, ModelcycleError, NotFoundError
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.encryption import Keyring, store_keys
 from modelcycle.monitor.live import store_path
 from modelcycle.monitor.quality import live_quality
 from modelcycle.optimize.gate import Gate
@@ -89,9 +90,10 @@ def update(
     store = store_path(monitoring, registry)
     if not store.exists():
         raise NotFoundError(f"{store}: no prediction store", hint="serve the model with monitoring on first")
+    keys = store_keys(monitoring.encryption)
     since = (now or time.time()) - duration_seconds(settings.window)
     current = Predictor.load(production)
-    traffic = labelled_traffic(store, current, since=since)
+    traffic = labelled_traffic(store, current, since=since, keys=keys)
     labelled = 0 if traffic is None else len(traffic)
     if traffic is None or labelled < settings.min_feedback:
         reason = f"{labelled} labelled rows in the last {settings.window}; {settings.min_feedback} are needed"
@@ -112,7 +114,7 @@ def update(
     _decided(registry, result)
     if admin is None:
         return result
-    return canary(registry, admin, result, registered, production, settings, store)
+    return canary(registry, admin, result, registered, production, settings, store, keys=keys)
 
 
 def watch(
@@ -190,9 +192,11 @@ def canary(
     production: Bundle,
     settings: UpdateConfig,
     store: Any,
+    *,
+    keys: Keyring | None = None,
 ) -> UpdateResult:
     """Send ``canary_percent`` of traffic to the candidate, watch both versions' live quality on the answers
-    labelled since, then promote or roll back."""
+    labelled since (in the store, read with ``keys`` when it is encrypted), then promote or roll back."""
     name, version = candidate.manifest.name, int(candidate.manifest.version or 0)
     started = time.time()
     admin.canary(name, version, settings.canary_percent)
@@ -202,7 +206,7 @@ def canary(
     while True:
         elapsed = time.time() - started
         window = f"{int(elapsed) + 2}s"
-        with open_database(store) as database:
+        with open_database(store, keys) as database:
             live = live_quality(database, name, task, labels, window=window, now=time.time(), version=version)
             base = live_quality(
                 database,
