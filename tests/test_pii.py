@@ -168,3 +168,13 @@ def test_phone_regions_decide_which_national_formats_count() -> None:
     assert Masker().mask_text("ring (212) 555-0123") == "ring [PHONE]"
     with pytest.raises(ConfigError, match="unknown region"):
         Masker(phone_region="XX")
+
+
+def test_the_config_defaults_are_the_maskers_own():
+    """config.py cannot import the monitor floor: its default rule and region lists are kept equal here."""
+    from modelcycle.config import PiiConfig
+    from modelcycle.monitor.pii import DEFAULT_PHONE_REGIONS, DEFAULT_RULES
+
+    defaults = PiiConfig()
+    assert defaults.rules == list(DEFAULT_RULES)
+    assert defaults.phone_regions == list(DEFAULT_PHONE_REGIONS)

@@ -258,10 +258,14 @@ class PiiConfig(Section):
     """What counts as personal data in stored inputs (see modelcycle.monitor.pii)."""
 
     enabled: bool = True
-    rules: list[str] = Field(default_factory=lambda: ["email", "cn_id", "card", "iban", "ip", "phone"])
+    # every rule of modelcycle.monitor.pii (tests/test_pii.py keeps the two lists equal)
+    rules: list[str] = Field(default_factory=lambda: ["email", "cn_id", "card", "iban", "ssn", "ip", "phone"])
     fields: list[str] | None = None  # only these keys of JSON inputs (default: every string)
     patterns: dict[str, str] = Field(default_factory=dict)  # name → regular expression of the user's own
-    phone_region: str = "US"
+    phone_region: str = "US"  # whose national phone formats count first
+    phone_regions: list[str] = Field(  # the other countries whose national formats count too
+        default_factory=lambda: ["US", "GB", "DE", "FR", "ES", "IN", "CN", "JP", "BR"]
+    )
 
 
 class AlertRule(Section):
