@@ -72,7 +72,7 @@ def read_response(connection: socket.socket) -> tuple[int, dict]:
 
 @pytest.mark.parametrize(
     "path",
-    [f"/v1/models/{MLP}:predict", f"/v2/models/{MLP}/infer", "/v1/completions", f"/admin/{MLP}/promote"],
+    [f"/v1/models/{MLP}:predict", f"/v2/models/{MLP}/infer", "/v1/completions", f"/admin/models/{MLP}/promote"],
 )
 def test_a_chunked_body_over_the_limit_is_refused_after_the_limit_and_memory_stays_flat(server, path):
     """400 MB offered in 1 MB chunks: the server answers 413 once the limit is passed and reads no more."""
@@ -174,7 +174,7 @@ HOSTILE = [  # (path, body): what careless and hostile clients sent; each must g
     ),
     ("/v1/chat/completions", f'{{"model": "{GPT}", "messages": "hi"}}'),
     ("/v1/feedback", '{"id": ' + nested(3000) + ', "label": 1}'),
-    (f"/admin/{MLP}/promote", nested(3000)),
+    (f"/admin/models/{MLP}/promote", nested(3000)),
     ("/v1/no-such-route", "{}"),
     (f"/v1/models/{MLP}:predict", "\ufeff{}"),
     (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW + "]}".encode("utf-16").decode("latin-1")),

@@ -238,6 +238,9 @@ class ServeConfig(Section):
         1  # more get 503 at once: explanations must not starve predictions
     )
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    ssl_certfile: Path | None = None  # TLS: a PEM certificate (chain) and its key; both or neither
+    ssl_keyfile: Path | None = None
+    allow_plain_http: bool = False  # beyond this machine without TLS: only behind a proxy that has it
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}

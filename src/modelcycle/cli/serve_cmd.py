@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,9 +13,6 @@ import typer
 
 from modelcycle.cli.render import say
 from modelcycle.cli.state import open_registry
-from modelcycle.errors import ConfigError
-
-ADMIN_TOKEN = "MODELCYCLE_ADMIN_TOKEN"
 
 
 def serve(
@@ -50,6 +46,18 @@ def serve(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Seconds a request may take [10].")
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option("--ssl-certfile", help="Serve HTTPS: a PEM certificate (chain).")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option("--ssl-keyfile", help="The certificate's unencrypted PEM private key.")
+    ] = None,
+    allow_plain_http: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-plain-http", help="Serve beyond this machine without TLS (a proxy in front has it)."
+        ),
+    ] = None,
 ) -> None:
     """Serve versions over HTTP: Open Inference Protocol v2 (/v2), simple JSON (/v1/models/NAME:predict),
     OpenAI-compatible (/v1/completions, /v1/chat/completions), admin (/admin, token from
@@ -58,6 +66,7 @@ def serve(
 
     from modelcycle.config import MonitorConfig, ServeConfig, load_config
     from modelcycle.serve import create_app
+    from modelcycle.serve.transport import ADMIN_TOKEN, check_exposure, tls_files
 
     pipeline = load_config(config_file) if config_file is not None else None
     base = pipeline.serve if pipeline is not None else ServeConfig()
@@ -71,14 +80,14 @@ def serve(
         "max_queue_delay_ms": max_queue_delay_ms,
         "max_queue": max_queue,
         "request_timeout_s": timeout,
+        "ssl_certfile": ssl_certfile,
+        "ssl_keyfile": ssl_keyfile,
+        "allow_plain_http": allow_plain_http,
     }
     settings = base.model_copy(update={key: value for key, value in given.items() if value is not None})
     token = os.environ.get(ADMIN_TOKEN) or None
-    if not _loopback(settings.host) and token is None:
-        raise ConfigError(
-            f"--host {settings.host}: refusing to serve beyond this machine without an admin token",
-            hint=f"set {ADMIN_TOKEN}, or bind 127.0.0.1",
-        )
+    certfile, keyfile = tls_files(settings)
+    check_exposure(settings, token, tls=certfile is not None)
     registry = open_registry()
     for ref in refs:
         registry.resolve(ref)  # unknown references fail here, before the server starts
@@ -86,8 +95,10 @@ def serve(
         from modelcycle.monitor.live import check_monitoring
 
         check_monitoring(monitoring, registry)  # and missing keys to the prediction store
+    scheme = "http" if certfile is None else "https"
     say(
-        f"serving {', '.join(refs)} on http://{settings.host}:{settings.port} (variant {settings.variant})",
+        f"serving {', '.join(refs)} on {scheme}://{settings.host}:{settings.port} "
+        f"(variant {settings.variant})",
         style="bold",
     )
     if workers > 1:
@@ -103,10 +114,19 @@ def serve(
                 port=settings.port,
                 workers=workers,
                 log_level="warning",
+                ssl_certfile=certfile,
+                ssl_keyfile=keyfile,
             )
         return
     app = create_app(registry, refs, settings, admin_token=token, monitoring=monitoring)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
 
 
 @contextlib.contextmanager
@@ -125,12 +145,3 @@ def _shared_metrics_folder() -> Iterator[None]:
             yield
         finally:
             del os.environ[SHARED_DIR]
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -10,7 +10,6 @@ import typer
 
 from modelcycle.cli.options import JsonFlag
 from modelcycle.cli.render import emit_json, say, table
-from modelcycle.cli.serve_cmd import ADMIN_TOKEN
 from modelcycle.cli.state import open_registry
 
 
@@ -37,6 +36,7 @@ def update(
     the original holdout and on recent traffic, register it, canary it on the server, then promote it or roll
     it back by its live quality. Every decision is an event in `modelcycle models history`."""
     from modelcycle.config import MonitorConfig, UpdateConfig, load_config
+    from modelcycle.serve.transport import ADMIN_TOKEN
     from modelcycle.update import AdminClient, UpdateResult
     from modelcycle.update import update as run_update
     from modelcycle.update.loop import watch as watch_loop
