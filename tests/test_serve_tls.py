@@ -1,7 +1,7 @@
-"""``modelcycle serve`` over HTTPS with a test certificate (a CA of the test's own, the server's certificate
-for 127.0.0.1): the openai client and tritonclient.http (ssl=True) verify it and work unchanged; plain HTTP
-gets nothing; binding beyond this machine needs TLS (or an explicit waiver); bad certificate paths are one
-line naming the flag."""
+"""Starting ``modelcycle serve`` safely. Over HTTPS with a test certificate (a CA of the test's own, the
+server's certificate for 127.0.0.1): the openai client and tritonclient.http (ssl=True) verify it and work
+unchanged; plain HTTP gets nothing; binding beyond this machine needs TLS (or an explicit waiver); bad
+certificate paths are one line naming the flag; a damaged bundle stops the start with the reason."""
 
 from __future__ import annotations
 
@@ -199,3 +199,15 @@ def test_the_waiver_is_the_only_way_to_plain_http_beyond_this_machine():
     check_exposure(public, "a-token", tls=True)
     check_exposure(public.model_copy(update={"allow_plain_http": True}), "a-token", tls=False)
     check_exposure(ServeConfig(), None, tls=False)  # this machine only: neither is needed
+
+
+def test_a_server_whose_bundle_is_damaged_exits_with_the_reason_before_it_starts(cli, registry):
+    """It stayed up, never ready, with the reason only in its log."""
+    from modelcycle.testing import tiny_bundle
+
+    bundle = tiny_bundle(registry)
+    (bundle.path / "weights.safetensors").write_bytes(b"damaged")
+    result = cli("serve", "tiny@1")
+    assert result.exit_code == 4
+    assert "weights.safetensors: sha256 mismatch" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -90,7 +90,7 @@ def serve(
     check_exposure(settings, token, tls=certfile is not None)
     registry = open_registry()
     for ref in refs:
-        registry.resolve(ref)  # unknown references fail here, before the server starts
+        registry.open(ref)  # unknown references and damaged bundles fail here, before the server starts
     if monitoring.enabled:
         from modelcycle.monitor.live import check_monitoring
 
