@@ -98,22 +98,23 @@ def test_a_generated_answer_counts_as_traffic_but_not_as_a_class(database: Predi
 
 def test_feedback_joins_labels_to_predictions(database: PredictionDatabase) -> None:
     database.append([_row("a", 100.0), _row("b", 200.0, version=2), _row("c", 300.0)])
-    database.add_feedback("a", 0, "no", None, created=400.0)
-    database.add_feedback("b", 0, "yes", None, created=401.0)
-    database.add_feedback("b", 0, "no", None, created=402.0)  # a second answer replaces the first
+    assert database.add_feedback("a", 0, "no", None, created=400.0) is None
+    assert database.add_feedback("b", 0, "yes", None, created=401.0) is None
+    # a second answer does not replace the first: the database says what stands
+    assert database.add_feedback("b", 0, "no", None, created=402.0) == ("yes", None)
     assert sorted(database.labelled("m", since=0.0)) == [
         LabelledPrediction("no", None, 0.75, [0.25, 0.75]),
-        LabelledPrediction("no", None, 0.75, [0.25, 0.75]),
+        LabelledPrediction("yes", None, 0.75, [0.25, 0.75]),
     ]
     assert database.labelled("m", since=0.0, version=2) == [
-        LabelledPrediction("no", None, 0.75, [0.25, 0.75])
+        LabelledPrediction("yes", None, 0.75, [0.25, 0.75])
     ]
     assert database.labelled("m", since=150.0, version=1) == []
     assert database.count_labelled("m", since=0.0) == 2
     assert database.count_labelled("m", since=150.0) == 1
     assert database.labelled_inputs("m", since=0.0) == [
         LabelledInput({"x": 1.5, "email": "<email>"}, "no", None),
-        LabelledInput({"x": 1.5, "email": "<email>"}, "no", None),
+        LabelledInput({"x": 1.5, "email": "<email>"}, "yes", None),
     ]
     database.add_feedback("c", 0, None, 2.5, created=403.0)
     assert database.labelled_inputs("m", since=250.0)[0].value == 2.5

@@ -249,3 +249,15 @@ def test_a_caller_chosen_id_only_correlates_and_never_replaces_a_stored_predicti
     assert [answer.json()["correlation_id"] for answer in simple] == ["alice@example.com"] * 2
     assert [answer.headers["x-correlation-id"] for answer in simple] == ["alice@example.com"] * 2
     assert [answer.json()["id"] for answer in v2] == ["alice@example.com"] * 2  # the protocol echoes it
+
+
+def test_feedback_is_given_once_a_retry_is_accepted_and_a_different_answer_refused(server):
+    answer = server.post(f"/v1/models/{MLP}:predict", json={"instances": [dict.fromkeys(FEATURES, 1.0)]})
+    request_id = answer.json()["request_id"]
+    first = server.post("/v1/feedback", json={"request_id": request_id, "label": "benign"})
+    again = server.post("/v1/feedback", json={"request_id": request_id, "label": "benign"})
+    other = server.post("/v1/feedback", json={"request_id": request_id, "label": "malignant"})
+    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 409)
+    assert "has feedback already ('benign'); the first answer stands" in other.json()["error"]
+    counted = metric_value(server.get("/metrics").text, "modelcycle_feedback_total", model=MLP)
+    assert counted == 1

@@ -98,6 +98,13 @@ class RequestError(ModelcycleError):
     http_status = 400
 
 
+class ConflictError(RequestError):
+    """A request that contradicts what the server holds (feedback for a prediction that has a different
+    answer already)."""
+
+    http_status = 409
+
+
 class OverloadedError(ModelcycleError):
     """The server's queue for a model is full, or a request waited longer than its timeout."""
 

@@ -75,9 +75,8 @@ INSERT_PREDICTION = (
     f"INSERT OR REPLACE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in PREDICTION_COLUMNS)})"
 )
-INSERT_FEEDBACK = (
-    "INSERT OR REPLACE INTO feedback (request_id, row, label, value, created) VALUES (?, ?, ?, ?, ?)"
-)
+INSERT_FEEDBACK = "INSERT INTO feedback (request_id, row, label, value, created) VALUES (?, ?, ?, ?, ?)"
+FEEDBACK_OF = "SELECT label, value FROM feedback WHERE request_id = ? AND row = ?"
 INSERT_QUALITY = (
     "INSERT INTO quality (model, version, window, metric, value, samples, created) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -202,15 +201,26 @@ class SQLiteDatabase:
     @_translated
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
-    ) -> None:
+    ) -> tuple[str | None, float | None] | None:
         truth: tuple[Any, ...] = (label, value)
         if self.keys is not None:
             truth = tuple(
                 seal(self.keys, given, f"feedback.{column}", request_id, row)
                 for column, given in zip(SEALED_FEEDBACK, truth, strict=True)
             )
-        with self._connection:
-            self._connection.execute(INSERT_FEEDBACK, (request_id, row, *truth, created))
+        try:
+            with self._connection:
+                self._connection.execute(INSERT_FEEDBACK, (request_id, row, *truth, created))
+        except sqlite3.IntegrityError:
+            earlier = self._connection.execute(FEEDBACK_OF, (request_id, row)).fetchone()
+            if earlier is None:  # not the primary key: something else refused it
+                raise
+            earlier_label, earlier_value = earlier  # given before: the first answer stands
+            return (
+                reveal(self.keys, earlier_label, "feedback.label", request_id, row),
+                reveal_number(self.keys, earlier_value, "feedback.value", request_id, row),
+            )
+        return None
 
     @_translated
     def labelled(self, model: str, *, since: float, version: int | None = None) -> list[LabelledPrediction]:

@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
 from modelcycle.data.reference import Reference
-from modelcycle.errors import NotFoundError, RequestError
+from modelcycle.errors import ConflictError, NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
 from modelcycle.monitor.drift import DriftReport
 from modelcycle.monitor.encryption import store_keys
@@ -195,8 +195,16 @@ class LiveMonitor:
                 )
             model, version = found
             text = stored_label(model, version, label, value)
-            database.add_feedback(request_id, row, text, value, created=time.time())
-        self.metrics.feedback.labels(model).inc()
+            earlier = database.add_feedback(request_id, row, text, value, created=time.time())
+        if earlier is None:
+            self.metrics.feedback.labels(model).inc()
+        elif earlier != (text, value):  # the same answer again is accepted (a client's retry)
+            given = earlier[0] if earlier[0] is not None else earlier[1]
+            raise ConflictError(
+                f"request_id: prediction '{request_id}' (row {row}) has feedback already ({given!r}); the "
+                "first answer stands",
+                hint="feedback is given once per prediction",
+            )
         return model
 
     def check(self, watched: list[Watched], now: float | None = None) -> list[Alert]:

@@ -122,8 +122,9 @@ class PredictionDatabase(Protocol):
 
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
-    ) -> None:
-        """Join the truth to a stored prediction (a second answer replaces the first)."""
+    ) -> tuple[str | None, float | None] | None:
+        """Join the truth to a stored prediction; None when it is stored, else the (label, value) given
+        before, which stands (the first answer is kept: feedback is not last-write-wins for anyone)."""
 
     def labelled(self, model: str, *, since: float, version: int | None = None) -> list[LabelledPrediction]:
         """The labelled predictions of ``model`` (one version, or all) made since ``since``."""
