@@ -9,19 +9,23 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from pydantic import ValidationError
 
 from modelcycle.config import OptimizerConfig, ScheduleConfig, TrainConfig, load_config
 from modelcycle.errors import ConfigError, TrainingError
 from modelcycle.pipeline import train
+from modelcycle.pipeline.training import checkpoint_root
 from modelcycle.registry import Registry
 from modelcycle.tasks.classification import Classification
 from modelcycle.train import TensorSet, Trainer
+from modelcycle.train import checkpoint as checkpoints
 from modelcycle.train.schedules import build_scheduler
 from tests.conftest import EXAMPLES, ROOT
 
@@ -148,8 +152,8 @@ def test_per_step_metrics_are_logged(registry: Registry) -> None:
     assert len(registry.runs.history(result.run_id, "lr")) == len(steps) + 2  # and one per epoch
 
 
-KILLED_TRAINER = """
-import sys, time
+PAUSED_TRAINER = """
+import sys
 from modelcycle.config import load_config
 from modelcycle.pipeline import train
 from modelcycle.registry import Registry
@@ -160,11 +164,30 @@ def train_batch(self, train_set, targets, rows, progress, **options):
     original(self, train_set, targets, rows, progress, **options)
     boundary = options["boundary"]
     if progress.global_step == int(sys.argv[3]) and boundary:
-        print("ready to die", flush=True)
-        time.sleep(120)
+        print("paused", flush=True)
+        sys.stdin.readline()  # killed here, or told to go on
 loop.Trainer._train_batch = train_batch
-train(load_config(sys.argv[1], sys.argv[4:]), Registry(sys.argv[2]))
+print(train(load_config(sys.argv[1], sys.argv[4:]), Registry(sys.argv[2])).run_id, flush=True)
 """
+
+
+def start_paused(tmp_path: Path, home: Path, step: int, overrides: list[str]) -> subprocess.Popen[str]:
+    """A training of CANCER into ``home`` that pauses once ``step`` optimizer steps are done, until it reads
+    a line; it prints "paused", then (told to go on) its run id."""
+    script = tmp_path / "paused.py"
+    script.write_text(textwrap.dedent(PAUSED_TRAINER))
+    return subprocess.Popen(
+        [sys.executable, str(script), str(CANCER), str(home), str(step), *overrides],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def run_folders(home: Path, name: str) -> list[Path]:
+    """The checkpoint folders of the runs of config ``name`` (one per run, named by its run id)."""
+    return sorted((home / "checkpoints" / name).glob("[!.]*"))
 
 
 @pytest.mark.slow
@@ -180,24 +203,18 @@ def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path) -> None:
     straight = Registry(tmp_path / "straight")
     expected = train(config, straight)
 
-    script = tmp_path / "victim.py"
-    script.write_text(textwrap.dedent(KILLED_TRAINER))
     home = tmp_path / "killed"
     # step 22 is mid-epoch 2 (13 steps per epoch); the newest checkpoint is then step 20
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(CANCER), str(home), "22", *overrides],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    child = start_paused(tmp_path, home, 22, overrides)
     try:
-        assert child.stdout.readline().strip() == "ready to die"
+        assert child.stdout.readline().strip() == "paused"
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=60)
-    checkpoint_dir = home / "checkpoints" / config.name
+    (checkpoint_dir,) = run_folders(home, config.name)
     latest = json.loads((checkpoint_dir / "latest.json").read_text())
     assert latest["checkpoint"] == "step-000000020-epoch-0001"
+    assert latest["run_id"] == checkpoint_dir.name
     assert {path.suffix for path in (checkpoint_dir / latest["checkpoint"]).iterdir()} == {
         ".json",
         ".safetensors",
@@ -217,34 +234,146 @@ def test_resume_after_sigkill_is_bitwise_equal(tmp_path: Path) -> None:
     assert not checkpoint_dir.exists(), "checkpoints are discarded once the version is registered"
 
 
-def test_a_fresh_run_discards_an_abandoned_runs_checkpoints(registry: Registry) -> None:
+@pytest.mark.slow  # measured: about 10 s on 2 cores (two processes that each import torch)
+def test_a_killed_run_resumes_while_another_run_of_its_config_is_live(tmp_path: Path) -> None:
+    overrides = ["train.epochs=2", "train.checkpoint_every_steps=5", "model.params.dropout=0.3"]
+    config = load_config(CANCER, overrides)
+    home = tmp_path / "home"
+    live, killed = (start_paused(tmp_path, home, 17, overrides) for _ in range(2))
+    try:
+        assert [child.stdout.readline().strip() for child in (live, killed)] == ["paused", "paused"]
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+        registry = Registry(home)
+        resumed = train(config, registry, resume=True)  # takes the killed run's folder, not the live one's
+        assert [folder.name for folder in run_folders(home, config.name)] != [resumed.run_id]
+        live.stdin.write("go on\n")
+        live.stdin.flush()
+        live_output, _ = live.communicate(timeout=60)
+    finally:
+        for child in (live, killed):
+            child.kill()
+    assert live.returncode == 0
+    assert {run.id: run.status for run in registry.runs.recent()} == {
+        resumed.run_id: "finished",
+        live_output.strip(): "finished",
+    }
+    assert len(registry.runs.history(resumed.run_id, "train_loss")) == 2, "no epoch logged twice"
+    versions = [registry.open(version.ref).state_dict() for version in registry.list_versions(config.name)]
+    assert len(versions) == 2
+    for key, tensor in versions[0].items():
+        assert torch.equal(tensor, versions[1][key]), f"{key}: the resumed run ends as the uninterrupted one"
+    assert run_folders(home, config.name) == []
+
+
+PARKED_CLI = """
+import sys
+from modelcycle.cli.main import main
+
+print("ready", flush=True)
+sys.stdin.readline()  # every process is started and imported: now they all train at once
+sys.argv = ["modelcycle", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow  # measured: about 13 s on 2 cores (four processes that each import torch)
+def test_trainings_of_one_config_at_once_each_register_a_version(tmp_path: Path) -> None:
+    script = tmp_path / "parked.py"
+    script.write_text(PARKED_CLI)
+    home = tmp_path / "home"
+    environment = {**os.environ, "MODELCYCLE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    overrides = ["--set", "train.epochs=2", "--set", "train.checkpoint_every_steps=1"]
+    command = [sys.executable, str(script), "train", str(CANCER), *overrides, "--json"]
+    options = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    children = [subprocess.Popen(command, env=environment, cwd=ROOT, **options) for _ in range(4)]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outcomes = [child.communicate(timeout=120) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    failures = [
+        f"exit {child.returncode}: {err[-600:]}"
+        for child, (_, err) in zip(children, outcomes, strict=True)
+        if child.returncode
+    ]
+    assert not failures, failures
+    refs = {json.loads(out)["ref"] for out, _ in outcomes}
+    assert refs == {f"breast-cancer-mlp@{version}" for version in range(1, 5)}
+    assert run_folders(home, "breast-cancer-mlp") == [], "each run removed its own checkpoints"
+
+
+def test_a_fresh_run_discards_interrupted_runs_checkpoints_and_keeps_live_ones(registry: Registry) -> None:
     config = load_config(CANCER, ["train.epochs=2"])
-    stale = registry.home / "checkpoints" / config.name / "step-000000013-epoch-0001"
+    root = checkpoint_root(registry, config)
+    stale = root / "interrupted-run" / "step-000000013-epoch-0001"
     stale.mkdir(parents=True)
-    result = train(config, registry)
-    assert result is not None
-    assert not stale.parent.exists()
+    with checkpoints.begin(root, "live-run") as live:
+        result = train(config, registry)
+        assert result is not None
+        assert not stale.parent.exists()
+        assert live.directory.is_dir(), "a live run's folder is not touched"
+    assert run_folders(registry.home, config.name) == [live.directory]
 
 
-def test_resume_needs_a_checkpoint_of_the_same_config(registry: Registry) -> None:
+def write_pointer(root: Path, run: str, *, config_hash: str, checkpoint: str = "x") -> Path:
+    """A run folder under ``root`` whose ``latest.json`` names ``checkpoint``, as a killed run leaves."""
+    (root / run).mkdir(parents=True)
+    pointer = root / run / "latest.json"
+    pointer.write_text(json.dumps({"checkpoint": checkpoint, "config_hash": config_hash, "run_id": run}))
+    return pointer
+
+
+def test_resume_needs_an_interrupted_run_of_the_same_config(registry: Registry) -> None:
     config = load_config(CANCER, ["train.epochs=2"])
+    root = checkpoint_root(registry, config)
     with pytest.raises(ConfigError, match="no checkpoint of this config"):
         train(config, registry, resume=True)
-    directory = registry.home / "checkpoints" / config.name
-    directory.mkdir(parents=True)
-    (directory / "latest.json").write_text(
-        json.dumps({"checkpoint": "x", "config_hash": "0" * 64, "run_id": "r"})
-    )
-    with pytest.raises(ConfigError, match="written by a different config"):
-        train(config, registry, resume=True)
+    write_pointer(root, "live", config_hash=config.config_hash())
+    with checkpoints.RunFolder(root / "live") as live:
+        assert live.take()
+        with pytest.raises(ConfigError, match="no checkpoint of this config"):
+            train(config, registry, resume=True)  # a live run is not taken from its process
+        write_pointer(root, "other-config", config_hash="0" * 64)
+        with pytest.raises(ConfigError, match="written by a different config"):
+            train(config, registry, resume=True)
 
 
-def run_two_processes(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """``modelcycle ARGS --nproc 2``. Under a fully loaded 2-core machine gloo was seen to abort a rank
-    (SIGABRT, no message) about once in three suite runs; such a launcher-level crash is retried once with a
-    fresh registry, while any modelcycle error fails at once."""
+def test_resume_takes_the_newest_interrupted_run_of_its_config(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for age, run in enumerate(["newest", "older", "oldest"]):
+        pointer = write_pointer(root, run, config_hash="h")
+        os.utime(pointer, ns=(10**18 - age * 10**9,) * 2)
+    write_pointer(root, "other-config", config_hash="g")
+    with (
+        checkpoints.claim_interrupted(root, "h") as first,
+        checkpoints.claim_interrupted(root, "h") as second,
+    ):
+        assert (first.directory.name, second.directory.name) == ("newest", "older")
+
+
+def test_a_stuck_guard_is_a_clear_error(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(CANCER, ["train.epochs=1"])
+    root = checkpoint_root(registry, config)
+    monkeypatch.setattr(checkpoints, "GUARD_TIMEOUT", 0.1)
+    with FileLock(root / checkpoints.GUARD), pytest.raises(TrainingError, match=r"\.lock stayed locked"):
+        train(config, registry)
+
+
+def run_two_processes(
+    arguments: list[str], home: Path, prepare: Callable[[Path], None] = lambda registry_home: None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``modelcycle ARGS --nproc 2``, after ``prepare`` has set up the registry folder. Under a fully loaded
+    2-core machine gloo was seen to abort a rank (SIGABRT, no message) about once in three suite runs; such a
+    launcher-level crash is retried once with a fresh registry, while any modelcycle error fails at once."""
     for attempt in range(2):
         folder = home / f"attempt-{attempt}"
+        prepare(folder)
         env = {**os.environ, "MODELCYCLE_HOME": str(folder)}
         result = subprocess.run(
             [sys.executable, "-m", "modelcycle", *arguments, "--nproc", "2"],
@@ -261,6 +390,27 @@ def run_two_processes(arguments: list[str], home: Path) -> tuple[subprocess.Comp
 
 @pytest.mark.slow
 @pytest.mark.integration
+def test_a_killed_run_resumes_data_parallel(tmp_path: Path) -> None:
+    overrides = ["train.epochs=3", "train.checkpoint_every_steps=5"]
+
+    def kill_a_run(home: Path) -> None:
+        child = start_paused(tmp_path, home, 17, overrides)
+        try:
+            assert child.stdout.readline().strip() == "paused"
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+
+    arguments = ["train", str(CANCER), *(f"--set={item}" for item in overrides), "--resume", "--json"]
+    result, home = run_two_processes(arguments, tmp_path, prepare=kill_a_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = Registry(home).runs.recent()
+    assert (run.id, run.status) == (json.loads(result.stdout)["run_id"], "finished")
+    assert run_folders(home, "breast-cancer-mlp") == []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
 def test_two_process_data_parallel_training_reaches_the_bar(tmp_path: Path) -> None:
     result, home = run_two_processes(["train", str(EXAMPLES / "digits-cnn.yaml"), "--json"], tmp_path)
     reasons = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line]
@@ -273,15 +423,11 @@ def test_two_process_data_parallel_training_reaches_the_bar(tmp_path: Path) -> N
 
 def test_a_damaged_checkpoint_is_a_clear_error(registry: Registry) -> None:
     config = load_config(CANCER, ["train.epochs=2"])
-    directory = registry.home / "checkpoints" / config.name
-    directory.mkdir(parents=True)
-    (directory / "latest.json").write_text("{not json")
-    with pytest.raises(TrainingError, match="is unreadable"):
-        train(config, registry, resume=True)
-    (directory / "latest.json").write_text(
-        json.dumps({"checkpoint": "gone", "config_hash": config.config_hash(), "run_id": "r"})
-    )
+    pointer = write_pointer(checkpoint_root(registry, config), "r", config_hash=config.config_hash())
     with pytest.raises(TrainingError, match="is damaged"):
+        train(config, registry, resume=True)
+    pointer.write_text("{not json")
+    with pytest.raises(TrainingError, match="is unreadable"):
         train(config, registry, resume=True)
 
 

@@ -1,9 +1,11 @@
 """``train(config)``: validate → load → prepare → (resume) → fit → evaluate → register, recording the run.
-With torchrun every rank trains; only rank 0 touches the registry and the checkpoints."""
+With torchrun every rank trains; only rank 0 touches the registry and writes checkpoints (on resume every
+rank reads the one rank 0 picked)."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,7 +16,7 @@ from torch import nn
 from modelcycle.config import PipelineConfig
 from modelcycle.data import fingerprint, load_dataset
 from modelcycle.devices import pick_device
-from modelcycle.errors import ConfigError
+from modelcycle.errors import ConfigError, ModelcycleError
 from modelcycle.pipeline.prepare import PreparedData, Teacher, prepare_data, task_and_training_rows
 from modelcycle.pipeline.publish import register_model
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
@@ -24,7 +26,7 @@ from modelcycle.seeding import seed_everything
 from modelcycle.tasks import Task
 from modelcycle.train import FitResult, Hooks, Trainer
 from modelcycle.train import checkpoint as checkpoints
-from modelcycle.train.checkpoint import Snapshot
+from modelcycle.train.checkpoint import RunFolder, Snapshot
 from modelcycle.train.distributed import Distributed, from_environment
 from modelcycle.train.loop import EpochCallback
 
@@ -44,7 +46,9 @@ class TrainResult:
     stopped_early: bool
 
 
-def checkpoint_directory(registry: Registry, config: PipelineConfig) -> Path:
+def checkpoint_root(registry: Registry, config: PipelineConfig) -> Path:
+    """Where the runs of a config keep their checkpoints, each in a folder of its own (``<root>/<run id>``),
+    so that trainings of one config can run at once."""
     return registry.home / "checkpoints" / config.name
 
 
@@ -57,9 +61,10 @@ def train(
     teacher: Teacher | None = None,
 ) -> TrainResult | None:
     """Train the configured model and register it as a new version; ``resume`` continues the interrupted
-    run of this config from its newest checkpoint; a ``teacher`` distills itself into the model (and is
-    named as its parent). Data problems surface before a run is recorded; a run that
-    fails after that is recorded as failed. Ranks other than 0 of a distributed run return None."""
+    run of this config (the one checkpointed last, if several) from its newest checkpoint; a ``teacher``
+    distills itself into the model (and is named as its parent). Data problems surface before a run is
+    recorded; a run that fails after that is recorded as failed. Ranks other than 0 of a distributed run
+    return None."""
     resolved = validate(config)
     distributed, device = from_environment(pick_device(config.train.device))
     dataset = load_dataset(config.data, seed=config.seed)
@@ -71,42 +76,61 @@ def train(
     resolved.architecture.check_input(dataset.kind, dataset.task, dataset.source)
     data = prepare_data(config, dataset, dataset.task)
     data_fingerprint = fingerprint(dataset)
-    directory = checkpoint_directory(registry, config)
-    snapshot, run_id = None, ""
-    if resume:
-        snapshot, run_id = checkpoints.load(directory, config_hash=config.config_hash())
-    elif distributed.is_main and directory.exists():
-        # an interrupted run of this name that is not being resumed: its checkpoints would shadow this run's
-        logger.warning("starting afresh: discarding the checkpoints of an interrupted run in %s", directory)
-        checkpoints.discard(directory)
-    fit = partial(
-        _fit_and_register,
-        config,
-        resolved,
-        data,
-        registry,
-        device,
-        distributed,
-        snapshot,
-        data_fingerprint=data_fingerprint,
-        on_epoch=on_epoch,
-        teacher=teacher,
-    )
-    if not distributed.is_main:
-        return fit(None)
-    if snapshot is None:
-        recorded = registry.runs.recording(
-            config.name,
-            config.model_dump(mode="json"),
-            config_hash=config.config_hash(),
-            data_fingerprint=data_fingerprint,
+    root = checkpoint_root(registry, config)
+    with ExitStack() as held:  # the run's checkpoint folder, let go of (checkpoints kept) if the run fails
+        folder, snapshot, run_id = (
+            _resume_point(root, config, distributed, held) if resume else (None, None, "")
         )
+        fit = partial(
+            _fit_and_register,
+            config,
+            resolved,
+            data,
+            registry,
+            device,
+            distributed,
+            snapshot,
+            data_fingerprint=data_fingerprint,
+            on_epoch=on_epoch,
+            teacher=teacher,
+        )
+        if not distributed.is_main:
+            return fit(None, None)
+        if snapshot is None:
+            recorded = registry.runs.recording(
+                config.name,
+                config.model_dump(mode="json"),
+                config_hash=config.config_hash(),
+                data_fingerprint=data_fingerprint,
+            )
+        else:
+            recorded = registry.runs.resuming(run_id, after_step=snapshot.progress.global_step)
+        with recorded as run:
+            folder = folder or held.enter_context(checkpoints.begin(root, run.id))
+            result = fit(run, folder.directory)
+        folder.discard()
+        return result
+
+
+def _resume_point(
+    root: Path, config: PipelineConfig, distributed: Distributed, held: ExitStack
+) -> tuple[RunFolder | None, Snapshot, str]:
+    """The interrupted run that ``resume`` continues: rank 0 claims its folder (held in ``held``) and tells
+    the other ranks which it is; every rank loads its newest checkpoint and run id."""
+    folder = None
+    if distributed.is_main:
+        try:
+            folder = held.enter_context(checkpoints.claim_interrupted(root, config.config_hash()))
+        except ModelcycleError:
+            distributed.broadcast_text("")  # the other ranks wait for a folder: fail them too
+            raise
+        name = distributed.broadcast_text(folder.directory.name)
     else:
-        recorded = registry.runs.resuming(run_id, after_step=snapshot.progress.global_step)
-    with recorded as run:
-        result = fit(run)
-    checkpoints.discard(directory)
-    return result
+        name = distributed.broadcast_text("")
+        if not name:
+            raise ConfigError("rank 0 found no interrupted run of this config to resume", parameter="resume")
+    snapshot, run_id = checkpoints.load(root / name)
+    return folder, snapshot, run_id
 
 
 def fit_model(
@@ -145,13 +169,14 @@ def _fit_and_register(
     distributed: Distributed,
     snapshot: Snapshot | None,
     run: ActiveRun | None,
+    checkpoint_directory: Path | None,
     *,
     data_fingerprint: str,
     on_epoch: EpochCallback | None,
     teacher: Teacher | None,
 ) -> TrainResult | None:
-    """Fit, then evaluate and register with the metrics and checkpoints recorded into ``run``; ranks other
-    than 0 (``run`` is None) only fit."""
+    """Fit, then evaluate and register with the metrics recorded into ``run`` and the checkpoints written
+    into ``checkpoint_directory``; ranks other than 0 (``run`` is None) only fit."""
 
     def log(step: int, record: dict[str, float]) -> None:
         if run is not None:
@@ -163,10 +188,8 @@ def _fit_and_register(
             on_epoch(int(record["epoch"]), record)
 
     def save_checkpoint(state: Snapshot) -> None:
-        if run is not None:
-            checkpoints.save(
-                checkpoint_directory(registry, config), state, config_hash=config.config_hash(), run_id=run.id
-            )
+        if run is not None and checkpoint_directory is not None:
+            checkpoints.save(checkpoint_directory, state, config_hash=config.config_hash(), run_id=run.id)
 
     main = run is not None
     hooks = Hooks(

@@ -1,26 +1,40 @@
 """Training checkpoints for exact resume, without pickle: every tensor (weights, best weights, optimizer
 moments, RNG states) in one safetensors file, everything else (counters, history, optimizer hyper-parameters,
-scheduler, scaler, Python / NumPy RNG) in JSON. Written atomically; ``latest.json`` points at the newest."""
+scheduler, scaler, Python / NumPy RNG) in JSON. Written atomically; ``latest.json`` points at the newest.
+
+Each run writes into its own folder, ``<root>/<run id>``, which it holds locked (flock) for as long as its
+process lives, so that runs of one config can train at once. The system frees the lock of a process that
+dies: a folder nobody holds is an interrupted run's, which ``claim_interrupted`` hands to a resuming run and
+``begin`` (a fresh run) removes. Folders are made, claimed and removed only under ``<root>/.lock``."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, cast
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from modelcycle.bundle.files import atomic_directory, write_json_atomic
+from modelcycle.bundle.files import atomic_directory, remove_tree, sweep_stale_temporaries, write_json_atomic
 from modelcycle.errors import ConfigError, TrainingError
+
+logger = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 TENSORS, STATE = "tensors.safetensors", "state.json"
+GUARD, RUN_LOCK = ".lock", "run.lock"  # beside the run folders; in each run folder
+GUARD_TIMEOUT = 60.0  # seconds: the guard is held while folders are listed, made or removed, never for a run
 _FRESH = "train without resuming to start afresh"
 KEEP = 2  # checkpoints kept on disk: the newest, and the one before in case the newest is being read
 
@@ -126,26 +140,9 @@ def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) 
     return target
 
 
-def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
-    """The newest checkpoint and its run id; refused when it was written by a different config."""
-    pointer = directory / LATEST
-    if not pointer.is_file():
-        raise ConfigError(
-            f"no checkpoint of this config in {directory}",
-            hint="the last run finished or never started; train without resuming",
-            parameter="resume",
-        )
-    try:
-        latest = json.loads(pointer.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise TrainingError(f"{pointer} is unreadable ({error})", hint=_FRESH, parameter="resume") from None
-    if latest["config_hash"] != config_hash:
-        raise ConfigError(
-            f"the checkpoint in {directory} was written by a different config "
-            f"(hash {latest['config_hash'][:12]}, this config {config_hash[:12]})",
-            hint="resume with the same config and overrides, or train without resuming",
-            parameter="resume",
-        )
+def load(directory: Path) -> tuple[Snapshot, str]:
+    """The newest checkpoint of the run folder ``directory`` (see ``claim_interrupted``) and its run id."""
+    latest = _pointer(directory)
     folder = directory / latest["checkpoint"]
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
@@ -180,6 +177,116 @@ def load(directory: Path, *, config_hash: str) -> tuple[Snapshot, str]:
     return snapshot, str(latest["run_id"])
 
 
-def discard(directory: Path) -> None:
-    """Remove a config's checkpoints once its run has registered a version."""
-    shutil.rmtree(directory, ignore_errors=True)
+def _pointer(directory: Path) -> dict[str, Any]:
+    """The run folder's ``latest.json``: its newest checkpoint, config hash and run id."""
+    pointer = directory / LATEST
+    try:
+        return cast(dict[str, Any], json.loads(pointer.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError) as error:
+        raise TrainingError(f"{pointer} is unreadable ({error})", hint=_FRESH, parameter="resume") from None
+
+
+class RunFolder:
+    """A run's checkpoint folder, held locked by this process: ``save`` into ``directory``; leaving the
+    ``with`` block lets go of it with its checkpoints kept (a failed run stays resumable), ``discard``
+    removes them once the run has registered its version."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = FileLock(directory / RUN_LOCK, thread_local=False, fallback_to_soft=False)
+
+    def take(self) -> bool:
+        """Lock the folder unless a live run holds it; whether it is now held here."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Remove the folder (its run has registered a version); it vanishes at once, renamed aside first."""
+        with _guard(self.directory.parent):
+            remove_tree(self.directory)
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+
+def begin(root: Path, run_id: str) -> RunFolder:
+    """A new run's folder under ``root``, held. The interrupted runs' folders there go first, with a warning:
+    starting afresh instead of resuming abandons them (left, they would pile up); live runs' are kept."""
+    with _guard(root):
+        sweep_stale_temporaries(root)
+        (root / LATEST).unlink(missing_ok=True)  # the pointer of the layout without run folders
+        for directory in _interrupted(root):
+            logger.warning(
+                "starting afresh: discarding the checkpoints of an interrupted run in %s", directory
+            )
+            remove_tree(directory)
+        folder = RunFolder(root / run_id)
+        folder.directory.mkdir()
+        folder.take()  # nobody else can: a folder is taken only under the guard, and this one is new
+        return folder
+
+
+def claim_interrupted(root: Path, config_hash: str) -> RunFolder:
+    """The interrupted run of this config with the newest checkpoint, held, for ``resume`` to continue;
+    refused when there is none (a live run is never taken from its process)."""
+    with _guard(root):
+        resumable = [directory for directory in _interrupted(root) if (directory / LATEST).is_file()]
+        written = [(directory, _pointer(directory)) for directory in resumable]
+        written.sort(key=lambda item: (item[0] / LATEST).stat().st_mtime_ns, reverse=True)
+        for directory, latest in written:
+            if latest["config_hash"] == config_hash:
+                folder = RunFolder(directory)
+                folder.take()  # free: _interrupted found it so under the guard, which is still held
+                return folder
+    if written:
+        directory, latest = written[0]
+        raise ConfigError(
+            f"the checkpoint in {directory} was written by a different config "
+            f"(hash {latest['config_hash'][:12]}, this config {config_hash[:12]})",
+            hint="resume with the same config and overrides, or train without resuming",
+            parameter="resume",
+        )
+    raise ConfigError(
+        f"no checkpoint of this config in {root}",
+        hint="the last run finished, is still running or never started; train without resuming",
+        parameter="resume",
+    )
+
+
+def _interrupted(root: Path) -> list[Path]:
+    """The run folders under ``root`` that no live run holds. Call it under the guard: no run can take one
+    then, so a folder found free stays free until the guard is let go."""
+    found = []
+    for directory in sorted(
+        path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")
+    ):
+        with RunFolder(directory) as probe:
+            if probe.take():
+                found.append(directory)
+    return found
+
+
+@contextmanager
+def _guard(root: Path) -> Iterator[None]:
+    """Hold ``root/.lock`` while run folders are listed, made, taken or removed, so that none is seen half
+    made and two runs never take the same one."""
+    lock = FileLock(root / GUARD, thread_local=False, fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=GUARD_TIMEOUT)
+    except Timeout:
+        raise TrainingError(
+            f"{lock.lock_file} stayed locked for {GUARD_TIMEOUT:.0f} s",
+            hint="another training process of this config is stuck: end it",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

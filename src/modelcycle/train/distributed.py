@@ -56,6 +56,19 @@ class Distributed:
         dist.all_reduce(tensor)
         return float(tensor.item())
 
+    def broadcast_text(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank (each passes its own; only rank 0's is read). Bytes in a tensor,
+        not ``broadcast_object_list``, which pickles."""
+        if not self.active:
+            return text
+        data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=self.device)
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, src=0)
+        if not self.is_main:
+            data = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
+        dist.broadcast(data, src=0)
+        return bytes(data.tolist()).decode("utf-8")
+
 
 def from_environment(device: torch.device) -> tuple[Distributed, torch.device]:
     """The process group torchrun describes in the environment (or a single process), initialised once, and
