@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sklearn.datasets import load_breast_cancer
 
 from modelcycle.config import ServeConfig, load_config
@@ -30,7 +31,7 @@ GPT = "tiny-gpt"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, httpx.Client]]:
     home: Path = tmp_path_factory.mktemp("hostile-home")
     registry = Registry(home)
     train(load_config(EXAMPLES / f"{MLP}.yaml", ["train.epochs=2"]), registry)
@@ -41,8 +42,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         deadline = time.monotonic() + 60
         while client.get("/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        yield client
+        yield app, client
     registry.close()
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[FastAPI, httpx.Client]) -> httpx.Client:
+    return served[1]
 
 
 def raw_request(url: str, head: str) -> socket.socket:
@@ -72,7 +78,12 @@ def read_response(connection: socket.socket) -> tuple[int, dict]:
 
 @pytest.mark.parametrize(
     "path",
-    [f"/v1/models/{MLP}:predict", f"/v2/models/{MLP}/infer", "/v1/completions", f"/admin/models/{MLP}/promote"],
+    [
+        f"/v1/models/{MLP}:predict",
+        f"/v2/models/{MLP}/infer",
+        "/v1/completions",
+        f"/admin/models/{MLP}/promote",
+    ],
 )
 def test_a_chunked_body_over_the_limit_is_refused_after_the_limit_and_memory_stays_flat(server, path):
     """400 MB offered in 1 MB chunks: the server answers 413 once the limit is passed and reads no more."""
@@ -176,6 +187,10 @@ HOSTILE = [  # (path, body): what careless and hostile clients sent; each must g
     ("/v1/feedback", '{"id": ' + nested(3000) + ', "label": 1}'),
     (f"/admin/models/{MLP}/promote", nested(3000)),
     ("/v1/no-such-route", "{}"),
+    (  # the same tensor twice
+        f"/v2/models/{MLP}/infer",
+        '{"inputs": [' + V2_ROW[len('{"inputs": [') : -2] + ", " + V2_ROW[len('{"inputs": [') : -2] + "]}",
+    ),
     (f"/v1/models/{MLP}:predict", "\ufeff{}"),
     (f"/v1/models/{MLP}:predict", '{"instances": [' + SIMPLE_ROW + "]}".encode("utf-16").decode("latin-1")),
 ]
@@ -261,3 +276,32 @@ def test_feedback_is_given_once_a_retry_is_accepted_and_a_different_answer_refus
     assert "has feedback already ('benign'); the first answer stands" in other.json()["error"]
     counted = metric_value(server.get("/metrics").text, "modelcycle_feedback_total", model=MLP)
     assert counted == 1
+
+
+def test_the_request_timeout_counts_from_arrival_body_and_queue_together(served):
+    """A body that takes 1.2 s of the 2 s, then a model that takes 1.5 s: the answer is a 503 when the
+    request's 2 s are up, not after the body's time plus a whole timeout more."""
+    app, client = served
+    batcher = app.state.serving.models[MLP].gateway.primary.batcher
+    run = batcher.runner
+    batcher.runner = lambda inputs: (time.sleep(1.5), run(inputs))[1]
+    body = ('{"instances": [' + SIMPLE_ROW + "]}").encode()
+    connection = raw_request(
+        str(client.base_url),
+        f"POST /v1/models/{MLP}:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n",
+    )
+    started = time.monotonic()
+    try:
+        with connection:
+            for part in (body[:10], body[10:20], body[20:]):
+                connection.sendall(part)
+                time.sleep(0.4)
+            status, answer = read_response(connection)
+    finally:
+        batcher.runner = run
+    assert status == 503
+    assert answer["error"].startswith("no answer within the request's time (")
+    left = float(answer["error"].split("(")[1].split(" s ")[0])
+    assert left < TIMEOUT_S - 0.5  # the model got what the body left, not a whole timeout more
+    assert time.monotonic() - started < TIMEOUT_S + 0.5

@@ -102,8 +102,11 @@ def test_answer_stores_the_instances_as_sent_and_mirrors_only_unpinned_requests(
     tensors = {"x": np.ones((1, 3))}
 
     async def scenario() -> None:
-        await answer(state, model, lambda loaded: tensors, "v1", request_id="a", instances=[{"f": 1}])  # type: ignore[arg-type]
-        await answer(state, model, lambda loaded: tensors, "v1", request_id="b", version=1)  # type: ignore[arg-type]
+        def encode(loaded: object) -> dict[str, np.ndarray]:
+            return tensors
+
+        await answer(state, model, encode, "v1", request_id="a", timeout=10, instances=[{"f": 1}])  # type: ignore[arg-type]
+        await answer(state, model, encode, "v1", request_id="b", timeout=10, version=1)  # type: ignore[arg-type]
         await model.gateway.settle()
 
     asyncio.run(scenario())
@@ -124,7 +127,7 @@ def test_a_request_the_version_cannot_encode_is_counted_and_not_mirrored() -> No
         raise RequestError("instances[0]: missing feature")
 
     with pytest.raises(RequestError):
-        asyncio.run(answer(state, model, refuse, "v1", request_id="c"))  # type: ignore[arg-type]
+        asyncio.run(answer(state, model, refuse, "v1", request_id="c", timeout=10))  # type: ignore[arg-type]
     assert state.count("400", protocol="v1") == 1
     assert shadow.asked == 0
 

@@ -91,7 +91,8 @@ class Batcher:
 
         def expire() -> None:  # a timer, not asyncio.wait_for: no extra task per request
             if not pending.future.done():
-                pending.future.set_exception(OverloadedError(f"no answer within {timeout:g} s"))
+                message = f"no answer within the request's time ({timeout:.3g} s were left for the model)"
+                pending.future.set_exception(OverloadedError(message))
 
         deadline = loop.call_later(timeout, expire)
         self.in_flight += 1

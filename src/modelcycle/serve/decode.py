@@ -50,6 +50,8 @@ def v2_tensors(inputs: Any, schema: InputSchema, *, max_rows: int) -> Tensors:
     for position, item in enumerate(inputs):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RequestError(f"inputs[{position}]: a tensor needs a name, shape, datatype and data")
+        if item["name"] in given:  # which one would count is anybody's guess: refused
+            raise RequestError(f"inputs[{position}]: tensor '{item['name']}' is given twice")
         given[item["name"]] = item
     expected = {spec.name: spec for spec in schema.tensors}
     extra = sorted(set(given) - set(expected))

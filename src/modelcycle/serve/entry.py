@@ -5,12 +5,14 @@ stack is most of the cost) may be answered at once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcycle.serve.rendering import error_response, plain_shape
+from modelcycle.serve.request_path import ARRIVED
 
 HotPath = Callable[[Request], Awaitable[Response] | None]
 
@@ -44,6 +46,7 @@ class Entry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})[ARRIVED] = time.monotonic()  # the request's time counts from here
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             message = f"body: {int(declared)} bytes, over the limit of {self.limit}"

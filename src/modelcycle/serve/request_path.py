@@ -14,13 +14,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from starlette.types import Scope
 
 from modelcycle.data import TargetEncoder
-from modelcycle.errors import ModelcycleError, RequestError
+from modelcycle.errors import ModelcycleError, OverloadedError, RequestError
 from modelcycle.serve.gateway import Encoder
 from modelcycle.serve.served import ServedModel
 from modelcycle.serve.state import ServerState
 from modelcycle.serve.versions import LoadedVersion
+
+ARRIVED = "modelcycle_arrived"  # in a request's state: when the first layer saw it (time.monotonic)
+
+
+def time_left(scope: Scope, limit_s: float) -> float:
+    """Seconds left of a request's ``limit_s`` (``serve.request_timeout_s``), counted from its arrival at
+    the first layer (``serve.entry``), so that reading its body and waiting for the event loop count too:
+    one bound on the whole request, not one per stage. ``OverloadedError`` when none is left."""
+    arrived = scope.get("state", {}).get(ARRIVED)
+    if arrived is None:  # not through that layer (an app mounted without it)
+        return limit_s
+    left = float(limit_s - (time.monotonic() - arrived))
+    if left <= 0:
+        raise OverloadedError(f"no answer within the request's time ({limit_s:g} s: serve.request_timeout_s)")
+    return left
 
 
 def new_request_id() -> str:
@@ -101,11 +117,13 @@ async def answer(
     protocol: str,
     *,
     request_id: str,
+    timeout: float,
     instances: list[Any] | None = None,
     version: int | None = None,
 ) -> tuple[LoadedVersion, np.ndarray]:
     """Route a request to a version (``version`` pins one), encode it with that version's own schema and
-    preprocessing (a canary may preprocess differently), wait for the batcher, count and store it
+    preprocessing (a canary may preprocess differently), wait for the batcher at most ``timeout`` seconds
+    (what is left of the request's time: ``serve.entry.time_left``), count and store it
     (``instances``: the rows as the caller sent them, else the model-ready tensors are stored) and mirror
     it to the shadow; returns the version that answered and its outputs."""
     gateway = served.gateway
@@ -113,7 +131,7 @@ async def answer(
     loaded = exchange.loaded
     with exchange.counted():
         tensors = encode(loaded)
-        outputs = await loaded.infer(tensors, state.settings.request_timeout_s)
+        outputs = await loaded.infer(tensors, timeout)
         _check_finite(outputs)
     exchange.stored(instances if instances is not None else tensors, outputs, loaded.predictor.encoder)
     if version is None:

@@ -25,7 +25,7 @@ from modelcycle.models.sampling import SamplingParams
 from modelcycle.predictor import prompt_ids
 from modelcycle.serve.protocols.openai_shapes import Choice, Rendering
 from modelcycle.serve.rendering import ProtocolRoute
-from modelcycle.serve.request_path import Exchange, new_request_id
+from modelcycle.serve.request_path import Exchange, new_request_id, time_left
 from modelcycle.serve.sequential import SequentialGeneration
 from modelcycle.serve.state import ServerState, serving_state
 from modelcycle.serve.versions import LoadedVersion
@@ -208,7 +208,8 @@ async def _respond(
     """Generate from ``prompt``; ``asked`` is the request as monitoring stores it (``{"prompt": ...}``, or
     ``{"messages": [...]}`` before the chat template), masked by the ``pii`` settings like any input."""
     loaded = exchange.loaded
-    produced = _start(loaded, preprocessor, body, prompt, limit, exchange.state.settings.request_timeout_s)
+    waiting_s = time_left(request.scope, exchange.state.settings.request_timeout_s)
+    produced = _start(loaded, preprocessor, body, prompt, limit, waiting_s)
     identifier = exchange.request_id
     common = {"id": identifier, "created": int(time.time()), "model": body.model}
     headers = {"X-Model-Version": str(loaded.version), "X-Request-Id": identifier}

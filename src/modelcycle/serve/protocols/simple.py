@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from modelcycle.instances import instance_tensors
 from modelcycle.serve.batcher import Tensors
 from modelcycle.serve.rendering import ProtocolRoute
-from modelcycle.serve.request_path import answer, new_request_id
+from modelcycle.serve.request_path import answer, new_request_id, time_left
 from modelcycle.serve.state import serving_state
 from modelcycle.serve.versions import LoadedVersion
 
@@ -41,7 +41,13 @@ async def predict(name: str, body: PredictRequest, request: Request) -> JSONResp
 
     request_id = new_request_id()  # the server's own: the caller's X-Request-Id only correlates
     loaded, outputs = await answer(
-        state, served, encode, "v1", request_id=request_id, instances=body.instances
+        state,
+        served,
+        encode,
+        "v1",
+        request_id=request_id,
+        timeout=time_left(request.scope, state.settings.request_timeout_s),
+        instances=body.instances,
     )
     predictor = loaded.predictor
     predictions = predictor.task.answer(np.asarray(outputs), predictor.encoder.coding)

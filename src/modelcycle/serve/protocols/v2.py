@@ -17,7 +17,7 @@ from modelcycle.errors import NotFoundError, RequestError
 from modelcycle.serve.batcher import Tensors
 from modelcycle.serve.decode import json_body, v2_datatype, v2_tensors
 from modelcycle.serve.rendering import ProtocolRoute, error_response, rendered
-from modelcycle.serve.request_path import answer, new_request_id
+from modelcycle.serve.request_path import answer, new_request_id, time_left
 from modelcycle.serve.served import ServedModel
 from modelcycle.serve.state import ServerState, serving_state
 from modelcycle.serve.versions import LoadedVersion
@@ -173,7 +173,10 @@ async def _infer(state: ServerState, name: str, request: Request, version: str |
 
     request_id = new_request_id()  # the server's own, which the store keys on; the caller's "id" correlates
     pinned_version = pinned.version if pinned else None
-    loaded, outputs = await answer(state, served, encode, "v2", request_id=request_id, version=pinned_version)
+    timeout = time_left(request.scope, state.settings.request_timeout_s)
+    loaded, outputs = await answer(
+        state, served, encode, "v2", request_id=request_id, timeout=timeout, version=pinned_version
+    )
     spec = loaded.bundle.manifest.outputs.tensors[0]
     payload = {
         "model_name": name,
