@@ -64,14 +64,13 @@ def test_import_minilm_as_sentence_embeddings(registry: Registry, cli) -> None:
     import pandas as pd
     import transformers
 
-    from modelcycle.bundle import Bundle
     from modelcycle.data import Dataset
     from modelcycle.packages import model_directory
     from modelcycle.predictor import Predictor
 
     imported = json.loads(cli("import", "builtin:minilm", "--name", "minilm", "--json").stdout)
     assert imported["task"] == "embedding"
-    predictor = Predictor.load(Bundle(registry.resolve("minilm").path))
+    predictor = Predictor.load(registry.open("minilm"))
     texts = [
         "A gripping, beautifully acted film.",
         "A moving and well acted movie.",

@@ -169,8 +169,9 @@ def test_concurrent_registrations_never_collide(home: Path) -> None:
     assert versions == list(range(1, 101))
     registry = Registry(home)
     assert [v.version for v in registry.list_versions("shared")] == list(range(1, 101))
-    assert len({v.path for v in registry.list_versions("shared")}) == 100
-    assert all(Path(v.path, "bundle.json").is_file() for v in registry.list_versions("shared"))
+    folders = {registry.folder(v) for v in registry.list_versions("shared")}
+    assert len(folders) == 100
+    assert all((folder / "bundle.json").is_file() for folder in folders)
 
 
 KILLED_WRITER = """
