@@ -18,7 +18,7 @@ from modelcycle.data.reference import FeatureProfile, categorical_profile, numer
 from modelcycle.errors import BundleError, RequestError
 from modelcycle.schema import InputSchema
 
-FLOAT_MAX = int(np.finfo(np.float64).max)
+FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 class TabularKind:
@@ -128,10 +128,12 @@ def _check(instances: list[Any], schema: InputSchema) -> None:
             if types[name] == "numeric" and value is not None:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise RequestError(f"instances[{index}].{name}: a number (or null) is required")
-                if isinstance(value, int) and abs(value) > FLOAT_MAX:  # JSON integers have no bound
-                    raise RequestError(f"instances[{index}].{name}: the number is beyond float range")
-                if not math.isfinite(value):
+                if isinstance(value, float) and not math.isfinite(value):
                     raise RequestError(f"instances[{index}].{name}: NaN or Inf is not a valid value")
+                if abs(value) > FLOAT_MAX:  # JSON numbers have no bound; the model computes in float32
+                    raise RequestError(
+                        f"instances[{index}].{name}: the number is beyond float range (±{FLOAT_MAX:.3g})"
+                    )
             elif types[name] == "categorical" and value is not None and not isinstance(value, (str, int)):
                 raise RequestError(f"instances[{index}].{name}: a category (string or integer) is required")
 
