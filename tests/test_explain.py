@@ -261,3 +261,30 @@ def test_the_server_explains_within_its_own_limit(signal_home: Path) -> None:
             assert client.post("/v1/models/signal:predict", json={"instances": rows}).status_code == 200
     finally:
         registry.close()
+
+
+def test_a_categorical_feature_is_counted_once_by_the_group_methods(tmp_path: Path) -> None:
+    """Occlusion switches a one-hot feature's columns off together: its attribution is the output's change
+    when they are, once, not once per column."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, 2)), columns=["a", "b"])
+    frame["colour"] = rng.choice(["red", "green", "blue", "grey", "pink", "teal"], size=600)
+    frame["label"] = np.where((frame["colour"] == "red") | (frame["a"] > 1), "up", "down")
+    frame.to_csv(tmp_path / "colours.csv", index=False)
+    overrides = [f"data.source={tmp_path / 'colours.csv'}", "data.target=label", "name=colours"]
+    home = train_into(tmp_path / "home", ("breast-cancer-mlp.yaml", [*overrides, "train.epochs=5"]))
+    registry = Registry(home)
+    try:
+        predictor = Predictor.load(registry.open("colours@1"))
+    finally:
+        registry.close()
+    row = frame.iloc[:1][["a", "b", "colour"]].to_dict(orient="records")
+    (explanation,) = explain(predictor, row, method="occlusion", target="up")
+    features = torch.from_numpy(predictor.preprocessor.transform_rows(row)["features"])
+    columns = [name == "colour" for name in predictor.preprocessor.column_features()]
+    assert sum(columns) == 7  # six colours and one for a missing or unseen one
+    ablated = features.clone()
+    ablated[0, torch.tensor(columns)] = 0.0  # the baseline, as occlusion sets it
+    with torch.no_grad():
+        change = float(predictor.model(features)[0, 1] - predictor.model(ablated)[0, 1])
+    assert explanation.attributions["colour"] == pytest.approx(change, abs=1e-5)

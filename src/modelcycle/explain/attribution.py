@@ -26,6 +26,7 @@ from modelcycle.instances import instance_tensors
 from modelcycle.predictor import Predictor
 
 METHODS = ("ig", "saliency", "gradshap", "occlusion", "kernelshap", "lime")
+GROUP_METHODS = ("occlusion", "kernelshap", "lime")  # one value per feature group, not per column
 IG_STEPS = 50
 SURROGATE_SAMPLES = 200  # KernelSHAP / LIME: random coalitions of feature groups one input's linear fit sees,
 SURROGATE_SEED = 0  # drawn from this seed for every input, so the same input gets the same attributions
@@ -194,8 +195,18 @@ def _dense_attributions(
             n_samples=SURROGATE_SAMPLES,
             perturbations_per_eval=PERTURBATIONS_PER_EVAL,
         )
+    if method in GROUP_METHODS:
+        values = _spread(values, mask)
     described = "training mean (zero after standardisation)"
     return values.detach().numpy(), None if delta is None else delta.detach().numpy(), described
+
+
+def _spread(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Captum gives each of a group's columns the whole group's value; shared evenly instead, a one-hot
+    feature's columns summed back give its value once (a categorical of k values counted k times before)
+    and a patch's pixels add up to the patch's value."""
+    sizes = torch.bincount(mask[0].flatten())  # the groups are the same in every row
+    return values / sizes[mask].to(values.dtype)
 
 
 def _feature_mask(predictor: Predictor, kind: InputKind, inputs: torch.Tensor) -> torch.Tensor:
