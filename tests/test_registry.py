@@ -348,3 +348,10 @@ def test_unusable_registry_locations_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError, match="no driver"):
         Registry(tmp_path / "h", database_url="postgresql+nosuchdriver://u:secret@localhost/db").list_models()
     assert not (tmp_path / "h" / "registry.db").exists(), "nothing is opened before it is used"
+
+
+def test_a_registered_version_whose_manifest_is_gone_is_a_bundle_error(registry: Registry) -> None:
+    bundle = tiny_bundle(registry)
+    (bundle.path / "bundle.json").unlink()
+    with pytest.raises(BundleError, match=r"not a bundle \(bundle\.json is missing\)"):
+        registry.open("tiny@1")

@@ -3,6 +3,7 @@ every file, checked on load), and pickle-free (safetensors for tensors, JSON for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -73,12 +74,24 @@ def manifest_text(manifest: BaseModel) -> str:
     return manifest.model_dump_json(indent=2) + "\n"
 
 
-def _read_manifest(path: Path, model: type[M]) -> M:
+def _read_manifest(path: Path, model: type[M], *, sha256: str | None = None) -> M:
+    """The manifest at ``path``, read once; with ``sha256`` (what it hashed to when it was registered) an
+    edited manifest is refused before it is parsed."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{path.parent}: not a bundle ({path.name} is missing)") from None
-    except (OSError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise BundleError(f"{path}: unreadable manifest ({error})") from None
+    if sha256 is not None and hashlib.sha256(text).hexdigest() != sha256:
+        raise BundleError(
+            f"{path}: sha256 differs from the registry's record, the manifest was modified after the "
+            "version was registered",
+            hint="restore bundle.json or re-register the model",
+        )
+    try:
+        raw = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{path}: unreadable manifest ({error})") from None
     found = raw.get("format_version") if isinstance(raw, dict) else None
     if not isinstance(found, int):
@@ -121,13 +134,7 @@ class Bundle:
         self.path = Path(path)
         if not self.path.is_dir():
             raise NotFoundError(f"{self.path}: bundle directory not found")
-        if manifest_sha256 is not None and sha256_file(self.path / MANIFEST) != manifest_sha256:
-            raise BundleError(
-                f"{self.path / MANIFEST}: sha256 differs from the registry's record, the manifest was "
-                "modified after the version was registered",
-                hint="restore bundle.json or re-register the model",
-            )
-        self.manifest = _read_manifest(self.path / MANIFEST, BundleManifest)
+        self.manifest = _read_manifest(self.path / MANIFEST, BundleManifest, sha256=manifest_sha256)
         if verify:
             _verify_files(self.path, self.manifest.files, exclude=(MANIFEST, VARIANTS_DIR, REPORT))
 
