@@ -63,7 +63,8 @@ def answered(connection: socket.socket) -> bool:
 
 
 def read_response(connection: socket.socket) -> tuple[int, dict]:
-    """The status and JSON body of the HTTP/1.1 response on ``connection``."""
+    """The status and JSON body of the HTTP/1.1 response on ``connection`` (a refused body's answer must
+    close the connection: the rest of the body would be read as the next request)."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += connection.recv(65536)
@@ -73,7 +74,10 @@ def read_response(connection: socket.socket) -> tuple[int, dict]:
     )
     while len(body) < length:
         body += connection.recv(65536)
-    return int(head.split()[1]), json.loads(body[:length])
+    status = int(head.split()[1])
+    if status in (408, 413):
+        assert b"\r\nconnection: close" in head.lower(), head
+    return status, json.loads(body[:length])
 
 
 @pytest.mark.parametrize(
@@ -305,3 +309,10 @@ def test_the_request_timeout_counts_from_arrival_body_and_queue_together(served)
     left = float(answer["error"].split("(")[1].split(" s ")[0])
     assert left < TIMEOUT_S - 0.5  # the model got what the body left, not a whole timeout more
     assert time.monotonic() - started < TIMEOUT_S + 0.5
+
+
+def test_a_method_a_path_does_not_take_is_a_405_with_allow(server):
+    response = server.put(f"/v1/models/{MLP}:predict", json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"] == f"/v1/models/{MLP}:predict: Method Not Allowed"

@@ -181,6 +181,17 @@ def test_beyond_this_machine_tls_is_required_unless_waived(cli, monkeypatch, tmp
     mismatched = cli("serve", MLP, "--ssl-certfile", str(certificate), "--ssl-keyfile", str(ca))
     assert mismatched.exit_code == 2
     assert "--ssl-keyfile" in mismatched.stderr
+    locked = tmp_path / "locked-key.pem"  # a passphrase-protected key: an error, not a prompt
+    locked.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    protected = cli("serve", MLP, "--ssl-certfile", str(certificate), "--ssl-keyfile", str(locked))
+    assert protected.exit_code == 2
+    assert "cannot load them" in protected.stderr
     half = cli("serve", MLP, "--ssl-certfile", str(certificate))
     assert half.exit_code == 2
     assert "--ssl-keyfile: TLS needs both a certificate and its private key" in half.stderr

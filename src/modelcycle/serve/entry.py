@@ -50,17 +50,17 @@ class Entry:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             message = f"body: {int(declared)} bytes, over the limit of {self.limit}"
-            await error_response(plain_shape, message, 413)(scope, receive, send)
+            await refused(message, 413)(scope, receive, send)
             return
         try:
             body = await read_within(receive, self.limit, self.timeout_s)
         except BodyTooLarge:
             message = f"body: over the limit of {self.limit} bytes"
-            await error_response(plain_shape, message, 413)(scope, receive, send)
+            await refused(message, 413)(scope, receive, send)
             return
         except BodyTimeout:
             message = f"body: not received whole within {self.timeout_s:g} s"
-            await error_response(plain_shape, message, 408)(scope, receive, send)
+            await refused(message, 408)(scope, receive, send)
             return
         except ClientGone:
             return
@@ -73,12 +73,21 @@ class Entry:
         await response(scope, receive, send)
 
 
+def refused(message: str, status: int) -> Response:
+    """A body refused before it was read whole: the connection closes after the answer, since what is left
+    of the body would otherwise be read as the client's next request."""
+    response = error_response(plain_shape, message, status)
+    response.headers["Connection"] = "close"
+    return response
+
+
 async def read_within(receive: Receive, limit: int, timeout_s: float) -> bytes:
     """``read_body``, or ``BodyTimeout`` after ``timeout_s``. One timer on the loop that cancels this task
     (~2 µs a request here; ``asyncio.timeout`` costs ~4.5 µs and ``asyncio.wait_for``, which starts a task,
     ~14 µs, on a path where the whole request may take 100 µs)."""
     task = asyncio.current_task()
     assert task is not None  # an ASGI app runs in a task
+    cancellations = task.cancelling() if hasattr(task, "cancelling") else 0  # Python 3.11+
     expired = False
 
     def expire() -> None:
@@ -92,8 +101,10 @@ async def read_within(receive: Receive, limit: int, timeout_s: float) -> bytes:
     except asyncio.CancelledError:
         if not expired:
             raise
-        if hasattr(task, "uncancel"):  # Python 3.11+: the task is not being cancelled any more
-            task.uncancel()
+        # Python 3.11+: take back this timer's cancellation only; one from outside in the same turn of the
+        # loop (a shutdown) goes on as a cancellation, as asyncio.timeout does it
+        if hasattr(task, "uncancel") and task.uncancel() > cancellations:
+            raise
         raise BodyTimeout from None
     finally:
         timer.cancel()

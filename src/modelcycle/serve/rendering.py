@@ -5,7 +5,7 @@ by the protocol the request spoke. A protocol's router declares its shape throug
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -28,10 +28,19 @@ def plain_shape(message: str, status: int, field: str | None) -> dict[str, Any]:
 
 
 def error_response(
-    shape: ErrorShape, message: str, status: int, *, field: str | None = None, retry_after: int | None = None
+    shape: ErrorShape,
+    message: str,
+    status: int,
+    *,
+    field: str | None = None,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(shape(message, status, field), status_code=status, headers=headers)
+    """``headers``: what the error carries besides (a 405's ``Allow``)."""
+    sent = dict(headers or {})
+    if retry_after is not None:
+        sent["Retry-After"] = str(retry_after)
+    return JSONResponse(shape(message, status, field), status_code=status, headers=sent or None)
 
 
 async def rendered(answer: Awaitable[Response], shape: ErrorShape) -> Response:
@@ -43,7 +52,7 @@ async def rendered(answer: Awaitable[Response], shape: ErrorShape) -> Response:
         retry = RETRY_AFTER_S if isinstance(error, OverloadedError) else None
         return error_response(shape, str(error), error.http_status, field=error.parameter, retry_after=retry)
     except HTTPException as error:  # FastAPI's own: a body it could not parse
-        return error_response(shape, http_message(error), error.status_code)
+        return error_response(shape, http_message(error), error.status_code, headers=error.headers)
     except RequestValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part != "body")
@@ -54,11 +63,11 @@ def http_message(error: HTTPException) -> str:
     """What a Starlette / FastAPI ``HTTPException`` says, naming the body's fault where FastAPI's parser hid
     it ("There was an error parsing the body" for a body nested too deeply or not UTF-8)."""
     cause = error.__cause__
+    if error.status_code != 400 or cause is None:
+        return str(error.detail)
     if isinstance(cause, RecursionError):
         return "body: JSON nested too deeply"
-    if cause is not None:
-        return f"body: not JSON ({cause})"
-    return str(error.detail)
+    return f"body: not JSON ({cause})"
 
 
 async def plain_http_error(request: Request, error: Exception) -> Response:
@@ -69,7 +78,7 @@ async def plain_http_error(request: Request, error: Exception) -> Response:
     message = http_message(error)
     if error.__cause__ is None:  # "Not Found": say what was not found
         message = f"{request.url.path}: {message}"
-    return error_response(plain_shape, message, error.status_code)
+    return error_response(plain_shape, message, error.status_code, headers=error.headers)
 
 
 class ProtocolRoute(APIRoute):

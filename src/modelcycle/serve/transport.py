@@ -32,9 +32,9 @@ def tls_files(settings: ServeConfig) -> tuple[str | None, str | None]:
         return None, None
     if certificate is None or key is None:
         missing = "--ssl-certfile" if certificate is None else "--ssl-keyfile"
-        raise ConfigError(f"{missing}: TLS needs both a certificate and its private key", parameter=missing)
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+        raise ConfigError("TLS needs both a certificate and its private key", parameter=missing)
+    try:  # an empty password: a passphrase-protected key fails here instead of prompting on the terminal
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key, password=b"")
     except (OSError, ssl.SSLError) as error:
         reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
         raise ConfigError(
