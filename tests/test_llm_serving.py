@@ -98,14 +98,14 @@ def test_log_probabilities_in_each_endpoints_form(registry: Registry) -> None:
 
 
 class Slowed(torch.nn.Module):
-    """A language model whose every pass takes 20 ms more."""
+    """A language model whose every pass takes ``seconds`` more."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, seconds: float = 0.02) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.seconds = model, seconds
 
     def decode(self, *args: object, **kwargs: object) -> torch.Tensor:
-        time.sleep(0.02)
+        time.sleep(self.seconds)
         return self.model.decode(*args, **kwargs)  # type: ignore[operator,no-any-return]
 
 
@@ -130,6 +130,31 @@ def test_admission_a_prompt_beyond_the_context_is_400_and_a_full_queue_503(regis
     overloaded = next(answer for answer in answers if answer.status_code == 503)
     assert overloaded.headers["retry-after"]
     assert "waiting queue is full" in overloaded.json()["error"]["message"]
+
+
+def test_a_stream_that_waits_past_its_time_is_a_503_not_an_error_after_a_200(registry: Registry) -> None:
+    """One long generation holds the only row; a streamed request behind it gets its overload as the
+    response's status (with Retry-After, counted as a 503), since a stream's status goes out first."""
+    settings = ServeConfig(request_timeout_s=0.5, llm=LlmConfig(max_running=1))
+    app = create_app(registry, ["tiny-gpt"], settings, monitoring=OFF)
+    with live_server(app) as http:
+        engine = app.state.serving.models["tiny-gpt"].gateway.primary.engine  # type: ignore[attr-defined]
+        engine.scheduler.model = Slowed(engine.scheduler.model, 0.06)  # 25 tokens: 1.5 s
+        long = {"model": "tiny-gpt", "prompt": "To be", "max_tokens": 25, "temperature": 0}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(http.post, "/v1/completions", json=long)
+            while engine.running() == 0:
+                time.sleep(0.01)
+            streamed = http.post("/v1/completions", json={**long, "max_tokens": 3, "stream": True})
+            assert running.result().status_code == 200
+        metrics = http.get("/metrics").text
+    assert streamed.status_code == 503
+    assert streamed.headers["retry-after"] == "1"
+    assert "past the request's time" in streamed.json()["error"]["message"]
+    counted = metric_value(
+        metrics, "modelcycle_requests_total", model="tiny-gpt", version="1", protocol="openai", code="503"
+    )
+    assert counted == 1
 
 
 def test_generation_metrics_are_named_as_vllm_names_them(registry: Registry) -> None:

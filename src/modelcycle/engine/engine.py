@@ -29,21 +29,20 @@ class Engine:
         preprocessor: CorpusBlocks,
         limits: LlmConfig,
         device: torch.device,
-        *,
-        queue_timeout_s: float | None = None,
     ) -> None:
-        """``queue_timeout_s``: the longest a request may wait for room in the batch (503 beyond)."""
         self.preprocessor = preprocessor
         self.limits = limits
         self.context = model.context_limit()
-        self.scheduler = Scheduler(model, limits, device, queue_timeout_s)
+        self.scheduler = Scheduler(model, limits, device)
         self.wake = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="modelcycle-engine", daemon=True)
         self.thread.start()
 
-    def submit(self, request: GenerationRequest) -> Generation:
-        """Queue ``request``; its events come through the returned generation. Call from the event loop."""
+    def submit(self, request: GenerationRequest, *, max_wait_s: float | None = None) -> Generation:
+        """Queue ``request``; its events come through the returned generation. Call from the event loop.
+        ``max_wait_s``: the longest it may wait for room in the batch (an overload error beyond; None: no
+        bound) — what is left of the request's time."""
         prompt = len(request.prompt)
         if self.closed:
             raise OverloadedError("the language model's engine has stopped (its version was replaced)")
@@ -56,7 +55,9 @@ class Engine:
                 parameter="prompt",
             )
         max_tokens = min(request.max_tokens, self.context - prompt)
-        generation = Generation(request, self.preprocessor, max_tokens, asyncio.get_running_loop())
+        generation = Generation(
+            request, self.preprocessor, max_tokens, asyncio.get_running_loop(), max_wait_s=max_wait_s
+        )
         if generation.cost > self.limits.max_batch_tokens or request.n > self.limits.max_running:
             raise RequestError(
                 f"{request.n} × ({prompt} prompt + {max_tokens} new) tokens can never fit the "

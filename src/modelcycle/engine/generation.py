@@ -104,6 +104,8 @@ class Generation:
         preprocessor: CorpusBlocks,
         max_tokens: int,
         loop: asyncio.AbstractEventLoop,
+        *,
+        max_wait_s: float | None = None,
     ) -> None:
         self.request = request
         self.max_tokens = max_tokens  # the request's, within the model's context
@@ -114,7 +116,8 @@ class Generation:
         self.prefilled = 0  # prompt tokens in the scheduler's prefill cache
         self.slot = -1  # their owner id there
         self.cancelled = False
-        self.submitted = time.monotonic()  # for the bound on its wait in the queue
+        self.submitted = time.monotonic()
+        self.max_wait_s = max_wait_s  # the longest it may wait for room (None: no bound)
 
     @property
     def cost(self) -> int:

@@ -28,16 +28,9 @@ logger = logging.getLogger(__name__)
 class Scheduler:
     """The state of one language model's batch: waiting, prefilling and decoding requests, and the cache."""
 
-    def __init__(
-        self,
-        model: BatchDecoder,
-        limits: LlmConfig,
-        device: torch.device,
-        queue_timeout_s: float | None = None,
-    ) -> None:
+    def __init__(self, model: BatchDecoder, limits: LlmConfig, device: torch.device) -> None:
         self.model = model
         self.limits = limits
-        self.queue_timeout_s = queue_timeout_s  # the longest a request waits for room (None: no bound)
         self.device = device
         self.cache = KVCache(model.decode_layers())  # the decoding sequences, one per row
         self.prefill = KVCache(model.decode_layers())  # the prompts being prefilled, packed in one row
@@ -99,18 +92,18 @@ class Scheduler:
                 self.reserved += generation.cost
 
     def _waited_too_long(self, generation: Generation) -> bool:
-        """A request still waiting for room after ``queue_timeout_s`` gets an overload error (503 with
+        """A request still waiting for room after its ``max_wait_s`` gets an overload error (503 with
         Retry-After: another replica, or later, may have room) instead of waiting behind long generations
         without end."""
-        if self.queue_timeout_s is None:
+        if generation.max_wait_s is None:
             return False
         waited = time.monotonic() - generation.submitted
-        if waited <= self.queue_timeout_s:
+        if waited <= generation.max_wait_s:
             return False
         generation.send(
             OverloadedError(
-                f"waited {waited:.1f} s for room in the language model's batch "
-                f"(at most {self.queue_timeout_s:g} s: serve.request_timeout_s)",
+                f"waited {waited:.1f} s for room in the language model's batch, past the request's time "
+                "(serve.request_timeout_s)",
                 hint="retry later, or raise serve.llm.max_running / max_batch_tokens",
             )
         )

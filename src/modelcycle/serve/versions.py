@@ -15,7 +15,7 @@ import torch
 
 from modelcycle.bench import choose_variant
 from modelcycle.bundle import Bundle
-from modelcycle.config import ServeConfig
+from modelcycle.config import LlmConfig, ServeConfig
 from modelcycle.data.corpus import CorpusBlocks
 from modelcycle.data.reference import Reference
 from modelcycle.engine import Engine
@@ -152,27 +152,20 @@ def load_version(
         on_batch=report if on_batch is not None else None,
     )
     warm_up(predictor, run)
-    return LoadedVersion(bundle, chosen, predictor, batcher, engine=start_engine(predictor, settings))
+    return LoadedVersion(bundle, chosen, predictor, batcher, engine=start_engine(predictor, settings.llm))
 
 
-def start_engine(predictor: Predictor, settings: ServeConfig) -> Engine | None:
+def start_engine(predictor: Predictor, settings: LlmConfig) -> Engine | None:
     """A language model's engine, unless switched off or the model cannot decode in batches (an ONNX or
-    other variant without a key / value cache: it generates one request at a time). A request waits for
-    room at most ``request_timeout_s``, like a tensor model's request waits for its batch."""
+    other variant without a key / value cache: it generates one request at a time)."""
     model, preprocessor = predictor.model, predictor.preprocessor
     if (
-        not settings.llm.engine
+        not settings.engine
         or not isinstance(preprocessor, CorpusBlocks)
         or not isinstance(model, BatchDecoder)
     ):
         return None
-    return Engine(
-        model,
-        preprocessor,
-        settings.llm,
-        model_device(model),
-        queue_timeout_s=settings.request_timeout_s,
-    )
+    return Engine(model, preprocessor, settings, model_device(model))
 
 
 def warm_up(predictor: Predictor, run: Run) -> None:

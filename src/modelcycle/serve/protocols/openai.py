@@ -230,6 +230,7 @@ async def _respond(
 
     events = progress.watch(produced.events())
     if body.stream:
+        events = await _admitted(events)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _streamed(events, produced, render, answered, include_usage=include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
@@ -252,8 +253,8 @@ def _start(
     limit: int,
     queue_timeout_s: float,
 ) -> Produced:
-    """Hand the prompt to the version's engine (which bounds the wait itself), or queue it for the
-    version's lock for at most ``queue_timeout_s``."""
+    """Hand the prompt to the version's engine, or queue it for the version's lock; either way it waits
+    for room at most ``queue_timeout_s`` (what is left of the request's time)."""
     try:
         ids = prompt_ids(loaded.bundle, preprocessor, prompt)
     except ConfigError as error:  # the caller's prompt: a bad request
@@ -262,7 +263,7 @@ def _start(
         request = GenerationRequest(
             ids.tolist(), limit, body.sampling(), tuple(body.stops()), body.n, body.alternatives()
         )
-        return loaded.engine.submit(request)
+        return loaded.engine.submit(request, max_wait_s=queue_timeout_s)
     if body.n > 1 or body.alternatives() is not None or body.sampling().penalized:
         raise RequestError(
             "n: more than one choice, logprobs and penalties need the language-model engine",
@@ -293,6 +294,21 @@ class Progress:
             if self.first_token_s is None:
                 self.first_token_s = time.perf_counter() - self.started
             yield event
+
+
+async def _admitted(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``events`` once the first has come: a stream's status line goes out with its first byte, so waiting
+    for room (the engine's queue, the one-at-a-time lock) happens before it and an overload is a 503 with
+    Retry-After, counted as such, rather than an error event after a 200."""
+    first = await anext(events, None)
+
+    async def joined() -> AsyncIterator[Event]:
+        if first is not None:
+            yield first
+        async for event in events:
+            yield event
+
+    return joined()
 
 
 async def _collected(
