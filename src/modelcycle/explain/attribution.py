@@ -296,7 +296,7 @@ def _row_by_row(
     row — the same input gets the same attributions whatever else the request holds — on a forked random
     state, so the caller's is left as it was."""
     values = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # CUDA generators too
         for row in range(len(inputs)):
             torch.manual_seed(SURROGATE_SEED)
             values.append(
