@@ -192,6 +192,7 @@ def _from_table(frame: pd.DataFrame, config: DataConfig, origin: str) -> Dataset
         occurrences = typed.label_occurrences(frame[target])
         label_names = None if occurrences is None else class_names(occurrences)
     columns = [*features, *([target] if target else [])]
+    _check_finite(frame[columns], origin)
     frame = frame[columns].reset_index(drop=True)
     return Dataset(
         origin, kind, task, frame, target, feature_types, label_names=label_names, dropped_rows=dropped
@@ -276,28 +277,25 @@ def _load_images(root: Path, config: DataConfig) -> Dataset:
 
 
 def check_dataset(dataset: Dataset) -> None:
-    """Refuse data no model can learn from: no rows, infinite numbers, or a target its task cannot learn
-    (e.g. one class)."""
+    """Refuse data no model can learn from: no rows, or a target its task cannot learn (e.g. one class)."""
     if len(dataset) == 0:
         raise DataError(f"{dataset.source}: the dataset is empty (no rows)")
-    _check_finite(dataset)
     task = task_of(dataset)
     if task is not None and dataset.target is not None:
         task.check_target(dataset.frame[dataset.target], dataset.target, dataset.source)
 
 
-def _check_finite(dataset: Dataset) -> None:
+def _check_finite(frame: pd.DataFrame, origin: str) -> None:
     """An infinite number (``inf`` in a CSV, or ``1e400``, which parses to it) is a data error naming its
-    column and row: it failed training later as "loss became nan", or trained on silently. Missing values
-    (NaN) stay: preprocessing imputes them."""
-    numbers = dataset.frame.select_dtypes(include="number")
+    column and its row in the file (``frame`` keeps the file's row index): it failed training later as
+    "loss became nan", or trained on silently. Missing values (NaN) stay: preprocessing imputes them."""
+    numbers = frame.select_dtypes(include="number")
     infinite = np.isinf(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
     if not infinite.any():
         return
     row, column = (int(position[0]) for position in np.nonzero(infinite))
-    name = numbers.columns[column]
     raise DataError(
-        f"{dataset.source}: column '{name}', data row {row + 1}: {numbers.iloc[row, column]} is not a finite "
-        "number (inf, or beyond the float range like 1e400)",
+        f"{origin}: column '{numbers.columns[column]}', data row {int(frame.index[row]) + 1}: "
+        f"{numbers.iloc[row, column]} is not a finite number (inf, or beyond the float range like 1e400)",
         hint="fix or drop the value; an empty cell counts as missing and is imputed",
     )
