@@ -245,8 +245,11 @@ def test_a_killed_run_resumes_while_another_run_of_its_config_is_live(tmp_path: 
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait(timeout=60)
         registry = Registry(home)
+        before = {folder.name for folder in run_folders(home, config.name)}  # the live and the killed run
         resumed = train(config, registry, resume=True)  # takes the killed run's folder, not the live one's
-        assert [folder.name for folder in run_folders(home, config.name)] != [resumed.run_id]
+        (left,) = run_folders(home, config.name)  # the live run's, untouched; the resumed run's is gone
+        assert resumed.run_id in before
+        assert left.name != resumed.run_id
         live.stdin.write("go on\n")
         live.stdin.flush()
         live_output, _ = live.communicate(timeout=60)
@@ -254,6 +257,7 @@ def test_a_killed_run_resumes_while_another_run_of_its_config_is_live(tmp_path: 
         for child in (live, killed):
             child.kill()
     assert live.returncode == 0
+    assert live_output.strip() == left.name
     assert {run.id: run.status for run in registry.runs.recent()} == {
         resumed.run_id: "finished",
         live_output.strip(): "finished",
