@@ -17,6 +17,9 @@ PRODUCTION, PREVIOUS, LATEST = "production", "previous", "latest"
 
 @dataclass(frozen=True)
 class VersionRecord:
+    """A version's row. ``path`` is informational, as written when it was registered (relative to the home
+    since the home may move; absolute in older registries): ``Registry.folder`` is where its files are."""
+
     name: str
     version: int
     path: str
