@@ -293,3 +293,16 @@ def test_a_server_on_an_encrypted_store_stores_nothing_readable_and_every_reader
     assert no_key.exit_code == 2
     assert f"{ENVIRONMENT} is not set" in no_key.stderr
     assert "Traceback" not in unkeyed.stderr + wrong_key.stderr + no_key.stderr
+
+
+def test_a_reseal_says_when_another_connection_kept_the_log_from_being_emptied(tmp_path: Path) -> None:
+    """A reader in a transaction (a running server's writer or a monitoring round) pins the log, which may
+    still hold the rows as they were: the reseal says so instead of claiming they are gone."""
+    path = tmp_path / "monitor.db"
+    write(path, None)
+    with connect(path) as reader, open_database(path, ring("a")) as database:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM predictions").fetchone()  # holds a snapshot
+        assert database.reseal() == Resealed(predictions=2, feedback=1, log_emptied=False)
+        reader.execute("COMMIT")
+        assert database.reseal() == Resealed(predictions=0, feedback=0, log_emptied=True)

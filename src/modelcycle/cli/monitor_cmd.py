@@ -124,6 +124,12 @@ def rotate_key(config_file: ConfigFile = None) -> None:
         f"{store}: {done.predictions} predictions and {done.feedback} feedback rows re-encrypted "
         f"under key '{keys.current}'"
     )
+    if not done.log_emptied:
+        say(
+            f"warning: {store}-wal may still hold rows as they were (another process had the store open); "
+            "run rotate-key again with the server stopped",
+            style="yellow",
+        )
 
 
 def _monitor_config(config_file: Path | None) -> MonitorConfig:

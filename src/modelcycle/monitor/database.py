@@ -321,12 +321,10 @@ class SQLiteDatabase:
         # SQLite's own, both: what a rewritten row held is zeroed rather than left in the page's free space,
         # and the log that still holds the pages as they were is emptied
         self._connection.execute("PRAGMA secure_delete=ON")
-        resealed = Resealed(
-            self._reseal("predictions", SEALED_PREDICTION, self.keys),
-            self._reseal("feedback", SEALED_FEEDBACK, self.keys),
-        )
-        self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return resealed
+        predictions = self._reseal("predictions", SEALED_PREDICTION, self.keys)
+        feedback = self._reseal("feedback", SEALED_FEEDBACK, self.keys)
+        busy, *_ = self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return Resealed(predictions, feedback, log_emptied=busy == 0)
 
     def _reseal(self, table: str, columns: tuple[str, ...], keys: Keyring) -> int:
         """Re-seal the rows of ``table`` not wholly sealed with the current key, by rowid (SQLite's own), a

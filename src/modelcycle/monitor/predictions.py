@@ -97,10 +97,13 @@ class DriftRow(NamedTuple):
 
 
 class Resealed(NamedTuple):
-    """What ``PredictionDatabase.reseal`` re-encrypted: rows of predictions and of feedback."""
+    """What ``PredictionDatabase.reseal`` re-encrypted: rows of predictions and of feedback; and whether
+    the write-ahead log, which may still hold the rows as they were, was emptied (not while another
+    connection, a running server's writer, holds it)."""
 
     predictions: int
     feedback: int
+    log_emptied: bool = True
 
 
 class PredictionDatabase(Protocol):
