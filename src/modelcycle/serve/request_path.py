@@ -29,14 +29,12 @@ ARRIVED = "modelcycle_arrived"  # in a request's state: when the first layer saw
 def time_left(scope: Scope, limit_s: float) -> float:
     """Seconds left of a request's ``limit_s`` (``serve.request_timeout_s``), counted from its arrival at
     the first layer (``serve.entry``), so that reading its body and waiting for the event loop count too:
-    one bound on the whole request, not one per stage. ``OverloadedError`` when none is left."""
+    one bound on the whole request, not one per stage. Zero when none is left: the stage that waits next
+    answers the overload, inside the request's accounting."""
     arrived = scope.get("state", {}).get(ARRIVED)
     if arrived is None:  # not through that layer (an app mounted without it)
         return limit_s
-    left = float(limit_s - (time.monotonic() - arrived))
-    if left <= 0:
-        raise OverloadedError(f"no answer within the request's time ({limit_s:g} s: serve.request_timeout_s)")
-    return left
+    return max(0.0, float(limit_s - (time.monotonic() - arrived)))
 
 
 def new_request_id() -> str:
@@ -130,6 +128,8 @@ async def answer(
     exchange = Exchange(state, served.name, gateway.route(version), protocol, request_id)
     loaded = exchange.loaded
     with exchange.counted():
+        if timeout <= 0:
+            raise OverloadedError("no answer within the request's time (none was left for the model)")
         tensors = encode(loaded)
         outputs = await loaded.infer(tensors, timeout)
         _check_finite(outputs)
