@@ -306,3 +306,32 @@ def test_a_reseal_says_when_another_connection_kept_the_log_from_being_emptied(t
         assert database.reseal() == Resealed(predictions=2, feedback=1, log_emptied=False)
         reader.execute("COMMIT")
         assert database.reseal() == Resealed(predictions=0, feedback=0, log_emptied=True)
+
+
+def test_a_plain_answer_that_looks_sealed_reads_back_as_written(tmp_path: Path) -> None:
+    """Without encryption a generated answer is stored as it is; one a client steered to begin with the
+    sealed form read as sealed, so every read of the model failed (503) and rotate-key stopped on it."""
+    from modelcycle.monitor.predictions import PREDICTION_COLUMNS
+
+    path = tmp_path / "monitor.db"
+    looks_sealed, marked = "enc:v1:a:AAAAAAAAAAAAAAAA", "plain:as typed"
+    rows = []
+    for number, answer in enumerate((looks_sealed, marked)):
+        values = {"request_id": f"r{number}", "row": 0, "model": "m", "version": 1, "protocol": "openai"}
+        values |= {"created": 10.0 + number, "latency_ms": 1.0, "inputs": '{"prompt": "x"}'}
+        values |= {"prediction": answer, "score": None, "probabilities": None}
+        rows.append(tuple(values[column] for column in PREDICTION_COLUMNS))
+    with open_database(path) as database:
+        database.append(rows)
+        assert database.add_feedback("r0", 0, looks_sealed, None, created=12.0) is None
+        assert [row.prediction for row in database.recent_inputs("m", since=0.0, limit=5)] == [
+            marked,
+            looks_sealed,
+        ]
+        assert database.labelled("m", since=0.0)[0].label == looks_sealed
+    with open_database(path, ring("a")) as database:  # and sealed later, they still read as written
+        assert database.reseal() == Resealed(predictions=2, feedback=1)
+        assert [row.prediction for row in database.recent_inputs("m", since=0.0, limit=5)] == [
+            marked,
+            looks_sealed,
+        ]

@@ -28,7 +28,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 
 from modelcycle.errors import ConfigError, EncryptionError
-from modelcycle.monitor.encryption import GIVE_KEYS, Keyring, key_id, reveal, reveal_number, seal
+from modelcycle.monitor.encryption import (
+    GIVE_KEYS,
+    Keyring,
+    key_id,
+    reveal,
+    reveal_number,
+    seal,
+    stored_plain,
+)
 from modelcycle.monitor.predictions import (
     PREDICTION_COLUMNS,
     DatabaseError,
@@ -170,8 +178,8 @@ class SQLiteDatabase:
 
     @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        if self.keys is not None:
-            rows = list(_sealed(rows, self.keys))  # before the transaction, which then holds the lock briefly
+        # before the transaction, which then holds the lock briefly
+        rows = list(_sealed(rows, self.keys) if self.keys is not None else _plain_rows(rows))
         with self._connection:
             self._connection.executemany(INSERT_PREDICTION, rows)
 
@@ -202,11 +210,11 @@ class SQLiteDatabase:
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
     ) -> tuple[str | None, float | None] | None:
-        truth: tuple[Any, ...] = (label, value)
+        truth: tuple[Any, ...] = (stored_plain(label), value)
         if self.keys is not None:
             truth = tuple(
                 seal(self.keys, given, f"feedback.{column}", request_id, row)
-                for column, given in zip(SEALED_FEEDBACK, truth, strict=True)
+                for column, given in zip(SEALED_FEEDBACK, (label, value), strict=True)
             )
         try:
             with self._connection:
@@ -390,6 +398,16 @@ def _sealed(rows: Iterable[tuple[Any, ...]], keys: Keyring) -> Iterator[tuple[An
         values = list(row)
         for position, column in SEALED_AT:
             values[position] = seal(keys, values[position], column, values[0], values[1])
+        yield tuple(values)
+
+
+def _plain_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """Stored predictions without encryption: their ``SEALED_PREDICTION`` values as they are, unless one
+    would read as sealed (``encryption.stored_plain``)."""
+    for row in rows:
+        values = list(row)
+        for position, _ in SEALED_AT:
+            values[position] = stored_plain(values[position])
         yield tuple(values)
 
 

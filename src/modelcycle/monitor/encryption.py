@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 ENVIRONMENT = "MODELCYCLE_STORE_KEYS"
 KEY_FILE = "monitor.encryption.key_file"
 VERSION = "enc:v1:"
+# Marks a plain text stored as is that would otherwise read as sealed (a generated answer a client steered
+# to begin with "enc:v1:"): reading strips it once.
+PLAIN = "plain:"
 KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
@@ -147,12 +150,19 @@ def seal(keys: Keyring, value: Any, column: str, request_id: str, row: int) -> s
     return keys.seal(value if isinstance(value, str) else repr(float(value)), column, request_id, row)
 
 
+def stored_plain(value: Any) -> Any:
+    """``value`` as stored without encryption: as it is, unless it would read as sealed (or as marked)."""
+    if isinstance(value, str) and value.startswith((VERSION, PLAIN)):
+        return PLAIN + value
+    return value
+
+
 def reveal(keys: Keyring | None, value: Any, column: str, request_id: str, row: int) -> Any:
     """A stored value as it was written: opened when sealed, as it is when plain (NULL, and rows stored while
     encryption was off); sealed without ``keys`` is an EncryptionError naming the key."""
     sealed_with = key_id(value)
     if sealed_with is None:
-        return value
+        return value[len(PLAIN) :] if isinstance(value, str) and value.startswith(PLAIN) else value
     if keys is None:
         raise EncryptionError(
             f"{_place(column, request_id, row)}: encrypted with key '{sealed_with}', and no keys were given",
