@@ -121,7 +121,7 @@ async def answer(
 ) -> tuple[LoadedVersion, np.ndarray]:
     """Route a request to a version (``version`` pins one), encode it with that version's own schema and
     preprocessing (a canary may preprocess differently), wait for the batcher at most ``timeout`` seconds
-    (what is left of the request's time: ``serve.entry.time_left``), count and store it
+    (what is left of the request's time: ``time_left``), count and store it
     (``instances``: the rows as the caller sent them, else the model-ready tensors are stored) and mirror
     it to the shadow; returns the version that answered and its outputs."""
     gateway = served.gateway
