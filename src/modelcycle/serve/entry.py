@@ -123,9 +123,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(part)
         if size > limit:
             raise BodyTooLarge
-        parts.append(part)
         if not message.get("more_body", False):
-            return b"".join(parts)
+            return b"".join((*parts, part)) if parts else part  # most bodies come in one message
+        parts.append(part)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
