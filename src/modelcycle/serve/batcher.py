@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelcycle.errors import OverloadedError
+from modelcycle.errors import OverloadedError, RequestError
 
 Tensors = dict[str, np.ndarray]
 Runner = Callable[[Tensors], np.ndarray]
@@ -158,12 +158,35 @@ class Batcher:
                     item.future.set_exception(error)
             return
         finished = time.perf_counter()
+        finite = _finite_rows(outputs)
         offset = 0
         for item in live:
             if not item.future.done():
-                item.future.set_result(outputs[offset : offset + item.rows])
+                part = slice(offset, offset + item.rows)
+                if finite is None or finite[part].all():
+                    item.future.set_result(outputs[part])
+                else:
+                    item.future.set_exception(_not_finite(finite[part]))
             offset += item.rows
         if self.on_batch is not None:
             queued = sum(started - item.queued_at for item in live) / len(live)
             rows = sum(item.rows for item in live)
             self.on_batch(BatchStats(rows, len(live), queued, finished - started, outputs[:rows]))
+
+
+def _finite_rows(outputs: np.ndarray) -> np.ndarray | None:
+    """Which rows of a batch's outputs are finite; None when all are (one pass over the batch, the common
+    case, rather than one a request)."""
+    if outputs.dtype.kind != "f" or np.isfinite(outputs).all():
+        return None
+    return np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+
+
+def _not_finite(finite: np.ndarray) -> RequestError:
+    """Inputs within float32 can still overflow inside the network (3e38 times a weight): such rows are the
+    request's fault, answered 400 and counted so, never a 500 from rendering ``inf`` as JSON nor a stored
+    prediction of nulls."""
+    rows = ", ".join(str(row) for row in np.flatnonzero(~finite)[:10])
+    return RequestError(
+        f"row {rows}: the model's output is not finite (an input beyond the range the model can compute with)"
+    )
