@@ -179,7 +179,7 @@ class SQLiteDatabase:
     @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
         # before the transaction, which then holds the lock briefly
-        rows = list(_sealed(rows, self.keys) if self.keys is not None else _plain_rows(rows))
+        rows = list(_stored(rows, self.keys))
         with self._connection:
             self._connection.executemany(INSERT_PREDICTION, rows)
 
@@ -392,22 +392,17 @@ def _resealed(
     ]
 
 
-def _sealed(rows: Iterable[tuple[Any, ...]], keys: Keyring) -> Iterator[tuple[Any, ...]]:
-    """Stored predictions with their ``SEALED_PREDICTION`` values sealed in place (request id and row)."""
+def _stored(rows: Iterable[tuple[Any, ...]], keys: Keyring | None) -> Iterator[tuple[Any, ...]]:
+    """Stored predictions with their ``SEALED_PREDICTION`` values as they go to disk: sealed in place
+    (request id and row) with ``keys``; without, as they are unless one would read as sealed
+    (``encryption.stored_plain``)."""
     for row in rows:
         values = list(row)
         for position, column in SEALED_AT:
-            values[position] = seal(keys, values[position], column, values[0], values[1])
-        yield tuple(values)
-
-
-def _plain_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-    """Stored predictions without encryption: their ``SEALED_PREDICTION`` values as they are, unless one
-    would read as sealed (``encryption.stored_plain``)."""
-    for row in rows:
-        values = list(row)
-        for position, _ in SEALED_AT:
-            values[position] = stored_plain(values[position])
+            value = values[position]
+            values[position] = (
+                stored_plain(value) if keys is None else seal(keys, value, column, values[0], values[1])
+            )
         yield tuple(values)
 
 
