@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelcycle.errors import OverloadedError, RequestError
+from modelcycle.serve.deadlines import Deadlines
 
 Tensors = dict[str, np.ndarray]
 Runner = Callable[[Tensors], np.ndarray]
@@ -66,6 +67,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelcycle-batch")
         self.in_flight = 0
+        self._deadlines = Deadlines()  # each waiting request's timeout, without a timer of its own
 
     @property
     def depth(self) -> int:
@@ -89,17 +91,17 @@ class Batcher:
         except asyncio.QueueFull:
             raise OverloadedError(f"the queue is full ({self.max_queue} requests waiting)") from None
 
-        def expire() -> None:  # a timer, not asyncio.wait_for: no extra task per request
+        def expire() -> None:  # not asyncio.wait_for: no extra task per request
             if not pending.future.done():
                 message = f"no answer within the request's time ({timeout:.3g} s were left for the model)"
                 pending.future.set_exception(OverloadedError(message))
 
-        deadline = loop.call_later(timeout, expire)
+        watched = self._deadlines.watch(timeout, expire)
         self.in_flight += 1
         try:
             return await pending.future
         finally:
-            deadline.cancel()
+            watched.discard(expire)
             self.in_flight -= 1
 
     async def drain(self, timeout: float = 30.0) -> None:

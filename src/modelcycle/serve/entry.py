@@ -5,15 +5,13 @@ stack is most of the cost) may be answered at once."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelcycle.serve.deadlines import Deadlines
 from modelcycle.serve.rendering import error_response, plain_shape
 from modelcycle.serve.request_path import ARRIVED
 
@@ -85,58 +83,31 @@ def refused(message: str, status: int) -> Response:
     return response
 
 
-class Deadlines:
-    """When body reads in flight run out of time, kept with one timer per ``SLOT_S`` of deadlines rather
-    than one per request: a timer a request, each cancelled once its body came, piled up in the event
-    loop's heap for the timeout's length and cost a small model ~6 % of its throughput (measured side by
-    side, wrk at c=64). A read ends at most ``SLOT_S`` after its deadline."""
-
-    SLOT_S = 0.25
-
-    def __init__(self) -> None:
-        # per event loop (a test client runs one per session): deadline slot → the tasks reading by then
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, set[asyncio.Task[Any]]]]
-        self._slots = weakref.WeakKeyDictionary()
-        self.expired: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-
-    def watch(self, task: asyncio.Task[Any], timeout_s: float) -> set[asyncio.Task[Any]]:
-        """Cancel ``task`` once ``timeout_s`` has passed (marking it expired) unless it leaves the returned
-        set first."""
-        loop = asyncio.get_running_loop()
-        slots = self._slots.setdefault(loop, {})
-        slot = math.ceil((loop.time() + timeout_s) / self.SLOT_S)
-        tasks = slots.get(slot)
-        if tasks is None:
-            tasks = slots[slot] = set()
-            loop.call_at(slot * self.SLOT_S, self._expire, slots, slot)
-        tasks.add(task)
-        return tasks
-
-    def _expire(self, slots: dict[int, set[asyncio.Task[Any]]], slot: int) -> None:
-        for task in slots.pop(slot, set()):
-            self.expired.add(task)
-            task.cancel()
-
-
 async def read_within(receive: Receive, limit: int, timeout_s: float, deadlines: Deadlines) -> bytes:
     """``read_body``, or ``BodyTimeout`` once ``timeout_s`` has passed (``deadlines`` keeps the time)."""
     task = asyncio.current_task()
     assert task is not None  # an ASGI app runs in a task
     cancellations = task.cancelling() if hasattr(task, "cancelling") else 0  # Python 3.11+
-    watched = deadlines.watch(task, timeout_s)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    watched = deadlines.watch(timeout_s, expire)
     try:
         return await read_body(receive, limit)
     except asyncio.CancelledError:
-        if task not in deadlines.expired:
+        if not expired:
             raise
-        deadlines.expired.discard(task)
         # Python 3.11+: take back the deadline's cancellation only; one from outside in the same turn of
         # the loop (a shutdown) goes on as a cancellation, as asyncio.timeout does it
         if hasattr(task, "uncancel") and task.uncancel() > cancellations:
             raise
         raise BodyTimeout from None
     finally:
-        watched.discard(task)
+        watched.discard(expire)
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
