@@ -3,8 +3,13 @@ real entry point (so error conversion and exit codes are what a user gets)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +97,48 @@ def metric_value(metrics: str, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+# A real PostgreSQL server for the tests that run on it: the one `.ci/run` started (its URL in
+# MODELCYCLE_TEST_POSTGRES_URL), else one started here from Debian's binaries through the same script; without
+# either, those tests skip and say why.
+POSTGRES_URL = "MODELCYCLE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server's maintenance database (``postgres``)."""
+    given = os.environ.get(POSTGRES_URL)
+    if given:
+        yield given
+        return
+    # directly under /tmp: run as root, the server runs as the postgres user, who cannot enter pytest's folder
+    folder = Path(tempfile.mkdtemp(prefix="modelcycle-test-postgres-"))
+    script = ROOT / ".ci" / "postgres"
+    started = subprocess.run([str(script), "start", str(folder)], capture_output=True, text=True)
+    if started.returncode != 0:
+        reason = started.stderr.strip() or "the start failed"
+        pytest.skip(f"no PostgreSQL server: {reason} (set {POSTGRES_URL})")
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([str(script), "stop", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards: its SQLAlchemy URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
