@@ -1,22 +1,33 @@
 """The prediction store's one API (``PredictionDatabase``): what each method returns, run over every backend
-(today SQLite; a second backend joins ``BACKENDS``), that a store written by round one's code still opens
-and reads, and that no SQL is written anywhere else in the package."""
+(SQLite and PostgreSQL), that a store written by round one's code still opens and reads, that servers on
+several machines share one PostgreSQL store (each record stored once, one leader of a model's rounds), and
+that no SQL is written anywhere else in the package."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 import tokenize
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from modelcycle.errors import OverloadedError
+from modelcycle.data import TargetEncoder
+from modelcycle.errors import ConfigError, OverloadedError
 from modelcycle.monitor import writer
 from modelcycle.monitor.database import connect, open_database
+from modelcycle.monitor.leadership import round_leader
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import (
     PREDICTION_COLUMNS,
     DatabaseError,
@@ -28,24 +39,26 @@ from modelcycle.monitor.predictions import (
     StoredInput,
     Traffic,
 )
+from modelcycle.monitor.store import PredictionRecord, PredictionStore
 
+pytest_plugins = ["tests.store_backends"]  # store_location: every test that takes it runs on each backend
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelcycle"
-# the modules allowed to hold SQL: the prediction store's implementation, and the registry (its own database)
-SQL_HOMES = ("monitor/database.py", "registry/")
+# the modules allowed to hold SQL: the prediction store's backends and what they share, and the registry (its
+# own database)
+SQL_HOMES = ("monitor/database.py", "monitor/postgres.py", "monitor/tables.py", "registry/")
 SQL_STATEMENT = re.compile(
     r"\b(SELECT\b.*\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|"
     r"(UNIQUE\s+)?INDEX|VIEW|TRIGGER))\b",
     re.DOTALL,
 )
+CLASSIFIER = TargetEncoder("classification")
+CLASSIFIER.classes_ = ["no", "yes"]
 EXECUTE = re.compile(r"\.(execute|executemany|executescript|exec_driver_sql)\(")
-BACKENDS: dict[str, Callable[[Path], PredictionDatabase]] = {
-    "sqlite": lambda tmp_path: open_database(tmp_path / "monitor.db"),
-}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionDatabase]:
-    with BACKENDS[request.param](tmp_path) as opened:
+@pytest.fixture
+def database(store_location: str) -> Iterator[PredictionDatabase]:
+    with open_database(store_location) as opened:
         yield opened
 
 
@@ -289,3 +302,116 @@ def test_no_sql_outside_the_store_implementation_and_the_registry() -> None:
         and (found := _sql_in(path.read_text(encoding="utf-8")))
     }
     assert offenders == {}, "SQL belongs in modelcycle.monitor.database (PredictionDatabase)"
+
+
+def test_a_store_location_is_a_postgres_url_or_a_file_and_never_shows_the_password() -> None:
+    location = StoreLocation("postgresql+psycopg://ann:s3cret@db.example:5432/store?sslmode=require")
+    assert location.url == "postgresql://ann:s3cret@db.example:5432/store?sslmode=require"
+    assert location.path is None
+    assert str(location) == "postgresql+psycopg://ann:***@db.example:5432/store?sslmode=require"
+    assert "s3cret" not in str(StoreLocation("postgresql://db.example/store?user=ann&password=s3cret"))
+    assert StoreLocation("/srv/monitor.db").path == Path("/srv/monitor.db")
+    assert StoreLocation("/srv/monitor.db").url is None
+    with pytest.raises(ConfigError, match="neither a file path nor a PostgreSQL URL") as raised:
+        StoreLocation("mysql://ann:s3cret@db.example/store")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_an_unreachable_postgres_store_is_a_database_error_naming_it_without_the_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://ann:s3cret@127.0.0.1:{port}/store"
+    with pytest.raises(DatabaseError, match=rf"ann:\*\*\*@127\.0\.0\.1:{port}/store: open: ") as raised:
+        open_database(url)
+    assert "s3cret" not in str(raised.value)
+    assert raised.value.http_status == 503
+
+
+def test_replicas_opening_one_new_postgres_store_at_once_all_find_its_tables(postgres_url: str) -> None:
+    def first_read(_: int) -> int:
+        with open_database(postgres_url) as database:
+            return database.count_labelled("m", since=0.0)
+
+    with ThreadPoolExecutor(4) as pool:  # each its own connection: the schema is created once, under a lock
+        assert list(pool.map(first_read, range(4))) == [0, 0, 0, 0]
+
+
+def _records(store: PredictionStore, request_ids: list[str]) -> None:
+    for request_id in request_ids:
+        store.record(
+            PredictionRecord(
+                request_id, "m", 1, "v1", time.time(), 1.0, [{"x": 1}], np.array([[0.2, 0.8]]), CLASSIFIER
+            )
+        )
+
+
+def test_two_replicas_write_into_one_postgres_store_each_record_once(postgres_url: str) -> None:
+    """Two servers' stores (each with its writer process), as two Ray Serve replicas on two machines would;
+    a request retried on both (the same id) is stored once, its later copy standing."""
+    replicas = [PredictionStore(postgres_url), PredictionStore(postgres_url)]
+    shared = [f"shared-{index}" for index in range(50)]
+    for number, replica in enumerate(replicas):
+        _records(replica, [f"replica{number}-{index}" for index in range(300)] + shared)
+    try:
+        assert all(replica.flush(timeout=30) for replica in replicas)
+        assert [replica.failed for replica in replicas] == [0, 0]
+    finally:
+        for replica in replicas:
+            replica.close()
+    with open_database(postgres_url) as database:
+        assert len(database.traffic("m", since=0.0)) == 2 * 300 + 50
+        assert database.add_feedback("shared-7", 0, "yes", None, created=time.time()) is None
+        assert database.add_feedback("shared-7", 0, "no", None, created=time.time()) == ("yes", None)
+
+
+HOLD_THE_LEAD = """
+import sys, time
+from modelcycle.monitor.leadership import round_leader
+from modelcycle.monitor.location import StoreLocation
+leader = round_leader(StoreLocation(sys.argv[1]))
+print(leader.leads("m"), flush=True)
+time.sleep(60)
+"""
+
+
+def test_one_process_leads_a_models_rounds_until_it_dies(store_location: str) -> None:
+    """The lock file beside a SQLite store, an advisory lock for a PostgreSQL one: a second process does not
+    lead while the first lives, and leads once it is killed (the system or the server frees the lock)."""
+    if StoreLocation(store_location).path is not None:
+        open_database(store_location).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LEAD, store_location], stdout=subprocess.PIPE, text=True
+    )
+    leader = round_leader(StoreLocation(store_location))
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "True"
+        assert not leader.leads("m")
+        assert leader.leads("other")  # a lock a model
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not leader.leads("m") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leader.leads("m")
+    finally:
+        holder.kill()
+        holder.wait()
+        leader.release()
+
+
+def test_a_failure_of_postgres_is_a_database_error_naming_the_operation(postgres_url: str) -> None:
+    import psycopg
+
+    with open_database(postgres_url) as database:
+        database.append([_row("a", 10.0)])
+    with psycopg.connect(str(StoreLocation(postgres_url).url), autocommit=True) as connection:
+        connection.execute(  # a database that refuses feedback, as a full or read-only one would
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$"
+        )
+        connection.execute("CREATE TRIGGER refused BEFORE INSERT ON feedback EXECUTE FUNCTION refuse()")
+    with open_database(postgres_url) as database:
+        with pytest.raises(DatabaseError, match="add_feedback: refused"):
+            database.add_feedback("a", 0, "yes", None, created=20.0)
+        assert database.find("a", 0) == ("m", 1)  # the connection goes on serving

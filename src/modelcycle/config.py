@@ -316,7 +316,9 @@ class MonitorConfig(Section):
     # 500 a second still fills the drift window (2,000 rows) in 4 s and labels a live-quality window
     # with thousands of samples an hour. None: store all.
     max_records_per_s: PositiveInt | None = 500
-    store: str | None = None  # SQLite file; default: monitor.db under MODELCYCLE_HOME
+    # a SQLite file, or a PostgreSQL URL (postgresql:// or postgresql+psycopg://) for a store that servers on
+    # several machines share; default: monitor.db under MODELCYCLE_HOME
+    store: str | None = None
     buffer_size: PositiveInt = 10_000
     retention_days: float = Field(30.0, gt=0)
     max_rows: PositiveInt = 1_000_000

@@ -15,6 +15,7 @@ from modelcycle.cli.state import open_registry
 from modelcycle.config import MonitorConfig, load_config
 
 if TYPE_CHECKING:
+    from modelcycle.monitor.location import StoreLocation
     from modelcycle.registry import Registry
 
 app = typer.Typer(help="Drift checks and monitoring reports.", no_args_is_help=True)
@@ -136,8 +137,9 @@ def _monitor_config(config_file: Path | None) -> MonitorConfig:
     return load_config(config_file).monitor if config_file is not None else MonitorConfig()
 
 
-def _existing_store(monitor: MonitorConfig, registry: Registry) -> Path:
-    """The prediction store ``monitor`` names; a NotFoundError when nothing was stored yet."""
+def _existing_store(monitor: MonitorConfig, registry: Registry) -> StoreLocation:
+    """The prediction store ``monitor`` names (a file or a database URL; it prints without the password); a
+    NotFoundError when nothing was stored in the file yet."""
     from modelcycle.errors import NotFoundError
     from modelcycle.monitor.live import store_path
 

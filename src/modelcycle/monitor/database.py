@@ -1,15 +1,15 @@
-"""The prediction store in SQLite: the one module that knows its schema and holds its SQL
-(``PredictionDatabase`` in ``modelcycle.monitor.predictions`` is the API every caller uses). One database
-file in WAL mode, so reports, feedback and the monitoring round read while the writer process writes.
-Light on purpose (no numpy, no torch): the writer process imports it and should start in a fraction of a
-second; and plain ``sqlite3``, not SQLAlchemy, on the writer's path: SQLAlchemy Core inserted a batch
-2.8× slower here (64k against 179k rows/s) and took 1.6 s to import.
+"""The prediction store in SQLite, and ``open_database``, which picks the backend by the store's location
+(``PredictionDatabase`` in ``modelcycle.monitor.predictions`` is the API every caller uses;
+``modelcycle.monitor.postgres`` is the PostgreSQL backend for a store that servers on several machines
+share). One database file in WAL mode, so reports, feedback and the monitoring round read while the writer
+process writes. Light on purpose (no numpy, no torch, no psycopg): the writer process imports it and should
+start in a fraction of a second; and plain ``sqlite3``, not SQLAlchemy, on the writer's path: SQLAlchemy
+Core inserted a batch 2.8× slower here (64k against 179k rows/s) and took 1.6 s to import.
 
-The statements are standard SQL but for what SQLite does its own way, marked where it is done: the
-replacing insert, retention and re-sealing by rowid, the PRAGMAs and ``?`` placeholders. A second backend
-writes its own behind the same methods and keeps these tables and columns (in PostgreSQL ``window`` is a
-reserved word: quote it there; and a sealed score or value is text in a REAL column, which SQLite's typing
-allows and PostgreSQL would store as text).
+The schema and what SQLite does its own way live here, marked where it is done: the replacing insert,
+retention and re-sealing by rowid, the PRAGMAs, ``?`` placeholders and a sealed score or value stored as
+text in a REAL column (SQLite's typing allows it). The reads both backends share, and which columns are
+sealed, are in ``modelcycle.monitor.tables``.
 
 Opened with keys (``modelcycle.monitor.encryption``), it seals the columns in ``SEALED_PREDICTION`` and
 ``SEALED_FEEDBACK`` on writing, and opens every sealed value it reads; plain values (rows stored while
@@ -19,24 +19,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 
-from modelcycle.errors import ConfigError, EncryptionError
-from modelcycle.monitor.encryption import (
-    GIVE_KEYS,
-    Keyring,
-    key_id,
-    reveal,
-    reveal_number,
-    seal,
-    stored_plain,
-)
+from modelcycle.errors import ConfigError
+from modelcycle.monitor import tables
+from modelcycle.monitor.encryption import GIVE_KEYS, Keyring, key_id
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import (
     PREDICTION_COLUMNS,
     DatabaseError,
@@ -49,9 +43,23 @@ from modelcycle.monitor.predictions import (
     StoredInput,
     Traffic,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from modelcycle.monitor.tables import (
+    COUNT_LABELLED,
+    FEEDBACK_OF,
+    FIND,
+    INSERT_DRIFT,
+    INSERT_QUALITY,
+    LABELLED,
+    LABELLED_INPUTS,
+    LABELLED_OF_VERSION,
+    LATEST_DRIFT,
+    QUALITY,
+    RECENT_INPUTS,
+    RESEAL_PAGE,
+    SEALED_FEEDBACK,
+    SEALED_PREDICTION,
+    TRAFFIC,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -71,61 +79,13 @@ CREATE TABLE IF NOT EXISTS drift (
     drifted INTEGER NOT NULL, rows INTEGER NOT NULL, created REAL NOT NULL);
 """
 
-# What a row says about one person: sealed when the database has keys. The rest stays plain for the joins,
-# retention, the report's plots and alerts; NULL stays NULL (it only says that a model gives no score).
-SEALED_PREDICTION = ("inputs", "prediction", "score", "probabilities")
-SEALED_FEEDBACK = ("label", "value")
-SEALED_AT = [(PREDICTION_COLUMNS.index(column), f"predictions.{column}") for column in SEALED_PREDICTION]
-RESEAL_PAGE = 1000  # rows a transaction: the writer waits for one page at most (milliseconds)
-
 # SQLite's own: OR REPLACE (PostgreSQL writes ON CONFLICT ... DO UPDATE)
 INSERT_PREDICTION = (
     f"INSERT OR REPLACE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in PREDICTION_COLUMNS)})"
 )
 INSERT_FEEDBACK = "INSERT INTO feedback (request_id, row, label, value, created) VALUES (?, ?, ?, ?, ?)"
-FEEDBACK_OF = "SELECT label, value FROM feedback WHERE request_id = ? AND row = ?"
-INSERT_QUALITY = (
-    "INSERT INTO quality (model, version, window, metric, value, samples, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-INSERT_DRIFT = (
-    "INSERT INTO drift (model, feature, method, score, drifted, rows, created) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-FIND = "SELECT model, version FROM predictions WHERE request_id = ? AND row = ?"
-LABELLED = (
-    "SELECT p.request_id, p.row, f.label, f.value, p.score, p.probabilities "
-    "FROM predictions p JOIN feedback f ON f.request_id = p.request_id AND f.row = p.row "
-    "WHERE p.model = ? AND p.created >= ?"
-)
-LABELLED_INPUTS = (
-    "SELECT p.request_id, p.row, p.inputs, f.label, f.value FROM predictions p JOIN feedback f "
-    "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ? "
-    "ORDER BY p.created"
-)
-COUNT_LABELLED = (
-    "SELECT COUNT(*) FROM feedback f JOIN predictions p "
-    "ON p.request_id = f.request_id AND p.row = f.row WHERE p.model = ? AND p.created >= ?"
-)
-RECENT_INPUTS = (
-    "SELECT request_id, row, inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
-    "ORDER BY created DESC LIMIT ?"
-)
-# a class has a score; generated text (a language model's answer) is no class to count
-TRAFFIC = (
-    "SELECT request_id, row, created, latency_ms, version, "
-    "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
-    "FROM predictions WHERE model = ? AND created >= ? ORDER BY created"
-)
-QUALITY = (
-    "SELECT model, version, window, metric, value, samples, created FROM quality "
-    "WHERE model = ? AND created >= ? ORDER BY created"
-)
 NEWEST_INPUTS = "SELECT inputs FROM predictions ORDER BY rowid DESC LIMIT 1"  # rowid: SQLite's own
-LATEST_DRIFT = (
-    "SELECT model, feature, method, score, drifted, rows, created FROM drift WHERE model = ? AND created = "
-    "(SELECT MAX(created) FROM drift WHERE model = ? AND created >= ?) ORDER BY score"
-)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -145,22 +105,7 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
-def _translated(
-    method: Callable[Concatenate[SQLiteDatabase, P], R],
-) -> Callable[Concatenate[SQLiteDatabase, P], R]:
-    """``method`` with SQLite's own errors raised as ``DatabaseError`` naming the file and the operation, so
-    callers (the writer, the server, update) handle one error whatever the backend; a value that does not
-    open names the file too."""
-
-    def translated(self: SQLiteDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as error:
-            raise DatabaseError(f"{self.path}: {method.__name__}: {error}") from error
-        except EncryptionError as error:
-            raise EncryptionError(f"{self.path}: {error.detail}", hint=error.hint) from None
-
-    return translated
+_translated = tables.translated(sqlite3.Error)
 
 
 class SQLiteDatabase:
@@ -170,6 +115,7 @@ class SQLiteDatabase:
 
     def __init__(self, path: Path, keys: Keyring | None = None) -> None:
         self.path = path
+        self.where = str(path)
         self.keys = keys
         try:
             self._connection = _open(path)
@@ -179,7 +125,7 @@ class SQLiteDatabase:
     @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
         # before the transaction, which then holds the lock briefly
-        rows = list(_stored(rows, self.keys))
+        rows = list(tables.stored(rows, self.keys))
         with self._connection:
             self._connection.executemany(INSERT_PREDICTION, rows)
 
@@ -210,12 +156,7 @@ class SQLiteDatabase:
     def add_feedback(
         self, request_id: str, row: int, label: str | None, value: float | None, *, created: float
     ) -> tuple[str | None, float | None] | None:
-        truth: tuple[Any, ...] = (stored_plain(label), value)
-        if self.keys is not None:
-            truth = tuple(
-                seal(self.keys, given, f"feedback.{column}", request_id, row)
-                for column, given in zip(SEALED_FEEDBACK, (label, value), strict=True)
-            )
+        truth = tables.stored_truth(self.keys, request_id, row, label, value)
         try:
             with self._connection:
                 self._connection.execute(INSERT_FEEDBACK, (request_id, row, *truth, created))
@@ -223,71 +164,29 @@ class SQLiteDatabase:
             earlier = self._connection.execute(FEEDBACK_OF, (request_id, row)).fetchone()
             if earlier is None:  # not the primary key: something else refused it
                 raise
-            earlier_label, earlier_value = earlier  # given before: the first answer stands
-            return (
-                reveal(self.keys, earlier_label, "feedback.label", request_id, row),
-                reveal_number(self.keys, earlier_value, "feedback.value", request_id, row),
-            )
+            return tables.revealed_truth(self.keys, request_id, row, earlier)  # given before: it stands
         return None
 
     @_translated
     def labelled(self, model: str, *, since: float, version: int | None = None) -> list[LabelledPrediction]:
-        query, arguments = LABELLED, [model, since]
-        if version is not None:
-            query += " AND p.version = ?"
-            arguments.append(version)
-        keys = self.keys
-        labelled = []
-        for request_id, row, label, value, score, shares in self._connection.execute(query, arguments):
-            probabilities = reveal(keys, shares, "predictions.probabilities", request_id, row)
-            labelled.append(
-                LabelledPrediction(
-                    reveal(keys, label, "feedback.label", request_id, row),
-                    reveal_number(keys, value, "feedback.value", request_id, row),
-                    reveal_number(keys, score, "predictions.score", request_id, row),
-                    json.loads(probabilities) if probabilities else None,
-                )
-            )
-        return labelled
+        if version is None:
+            rows = self._connection.execute(LABELLED, (model, since))
+        else:
+            rows = self._connection.execute(LABELLED_OF_VERSION, (model, since, version))
+        return tables.labelled_predictions(self.keys, rows)
 
     @_translated
     def labelled_inputs(self, model: str, *, since: float) -> list[LabelledInput]:
-        keys = self.keys
-        return [
-            LabelledInput(
-                json.loads(reveal(keys, inputs, "predictions.inputs", request_id, row)),
-                reveal(keys, label, "feedback.label", request_id, row),
-                reveal_number(keys, value, "feedback.value", request_id, row),
-            )
-            for request_id, row, inputs, label, value in self._connection.execute(
-                LABELLED_INPUTS, (model, since)
-            )
-        ]
+        return tables.labelled_inputs(self.keys, self._connection.execute(LABELLED_INPUTS, (model, since)))
 
     @_translated
     def recent_inputs(self, model: str, *, since: float, limit: int) -> list[StoredInput]:
-        keys = self.keys
-        return [
-            StoredInput(
-                json.loads(reveal(keys, inputs, "predictions.inputs", request_id, row)),
-                reveal(keys, prediction, "predictions.prediction", request_id, row),
-            )
-            for request_id, row, inputs, prediction in self._connection.execute(
-                RECENT_INPUTS, (model, since, limit)
-            )
-        ]
+        rows = self._connection.execute(RECENT_INPUTS, (model, since, limit))
+        return tables.stored_inputs(self.keys, rows)
 
     @_translated
     def traffic(self, model: str, *, since: float) -> list[Traffic]:
-        keys = self.keys
-        return [
-            Traffic(
-                created, latency, version, reveal(keys, predicted, "predictions.prediction", request_id, row)
-            )
-            for request_id, row, created, latency, version, predicted in self._connection.execute(
-                TRAFFIC, (model, since)
-            )
-        ]
+        return tables.traffic(self.keys, self._connection.execute(TRAFFIC, (model, since)))
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:
@@ -309,11 +208,7 @@ class SQLiteDatabase:
 
     @_translated
     def latest_drift(self, model: str, *, since: float) -> list[DriftRow]:
-        rows = self._connection.execute(LATEST_DRIFT, (model, model, since))
-        return [
-            DriftRow(name, feature, method, score, bool(drifted), count, created)
-            for name, feature, method, score, drifted, count, created in rows
-        ]
+        return tables.drift_rows(self._connection.execute(LATEST_DRIFT, (model, model, since)))
 
     @_translated
     def sealing_key(self) -> str | None:
@@ -339,26 +234,21 @@ class SQLiteDatabase:
         page a transaction; IMMEDIATE (SQLite's own too), so the writer cannot replace a row between its read
         and its write. A crash leaves each row sealed with the old key or the new one, both readable."""
         read = (
-            f"SELECT rowid, request_id, row, {', '.join(columns)} FROM {table} "
+            f"SELECT request_id, row, {', '.join(columns)}, rowid FROM {table} "
             "WHERE rowid > ? ORDER BY rowid LIMIT ?"
         )
         write = f"UPDATE {table} SET {', '.join(f'{column} = ?' for column in columns)} WHERE rowid = ?"
-        names = [f"{table}.{column}" for column in columns]
         after, resealed = 0, 0
         while True:
             with self._connection as connection:
                 connection.execute("BEGIN IMMEDIATE")
                 page = connection.execute(read, (after, RESEAL_PAGE)).fetchall()
-                changed = [
-                    (*_resealed(keys, names, request_id, row, values), rowid)
-                    for rowid, request_id, row, *values in page
-                    if any(value is not None and key_id(value) != keys.current for value in values)
-                ]
+                changed = tables.resealed_page(keys, table, columns, page)
                 connection.executemany(write, changed)
             resealed += len(changed)
             if len(page) < RESEAL_PAGE:
                 return resealed
-            after = page[-1][0]
+            after = page[-1][-1]
 
     def close(self) -> None:
         self._connection.close()
@@ -375,35 +265,17 @@ class SQLiteDatabase:
         self.close()
 
 
-def open_database(location: str | Path, keys: Keyring | None = None) -> PredictionDatabase:
-    """The prediction store at ``location``: today a SQLite file (created with its schema if absent); the
-    place where a second backend is chosen by its URL. With ``keys`` it seals what it stores about people
-    and reads what they sealed; without, a sealed value read is an EncryptionError naming its key."""
-    return SQLiteDatabase(Path(location), keys)
+def open_database(location: StoreLocation | str | Path, keys: Keyring | None = None) -> PredictionDatabase:
+    """The prediction store at ``location``: a PostgreSQL database for a ``postgresql://`` (or SQLAlchemy's
+    ``postgresql+psycopg://``) URL, else a SQLite file; either is created with its schema if absent. With
+    ``keys`` it seals what it stores about people and reads what they sealed; without, a sealed value read
+    is an EncryptionError naming its key."""
+    place = StoreLocation.of(location)
+    if place.path is not None:
+        return SQLiteDatabase(place.path, keys)
+    from modelcycle.monitor.postgres import PostgresDatabase  # psycopg only where a URL asks for it
 
-
-def _resealed(
-    keys: Keyring, columns: list[str], request_id: str, row: int, values: list[Any]
-) -> list[str | None]:
-    """One row's values sealed with the current key, opened first when sealed with another."""
-    return [
-        seal(keys, reveal(keys, value, column, request_id, row), column, request_id, row)
-        for column, value in zip(columns, values, strict=True)
-    ]
-
-
-def _stored(rows: Iterable[tuple[Any, ...]], keys: Keyring | None) -> Iterator[tuple[Any, ...]]:
-    """Stored predictions with their ``SEALED_PREDICTION`` values as they go to disk: sealed in place
-    (request id and row) with ``keys``; without, as they are unless one would read as sealed
-    (``encryption.stored_plain``)."""
-    for row in rows:
-        values = list(row)
-        for position, column in SEALED_AT:
-            value = values[position]
-            values[position] = (
-                stored_plain(value) if keys is None else seal(keys, value, column, values[0], values[1])
-            )
-        yield tuple(values)
+    return PostgresDatabase(place, keys)
 
 
 def dumps(value: Any) -> bytes:

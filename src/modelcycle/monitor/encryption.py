@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from modelcycle.errors import ConfigError, EncryptionError
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import PredictionDatabase
 
 if TYPE_CHECKING:  # the writer process imports this module: no pydantic there
@@ -201,7 +202,7 @@ def store_keys(config: EncryptionConfig) -> Keyring | None:
     return Keyring.parse(text, f"{KEY_FILE} {path}")
 
 
-def check_readable(database: PredictionDatabase, keys: Keyring | None, store: Path) -> None:
+def check_readable(database: PredictionDatabase, keys: Keyring | None, store: StoreLocation) -> None:
     """Refuse (ConfigError) to serve from a store whose newest predictions ``keys`` cannot open: the server
     would store on but fail every monitoring round."""
     newest = database.sealing_key()

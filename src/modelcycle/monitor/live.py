@@ -9,12 +9,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock, Timeout
 
 from modelcycle.config import MonitorConfig, duration_seconds
 from modelcycle.data import TargetEncoder
@@ -23,6 +21,8 @@ from modelcycle.errors import ConflictError, NotFoundError, RequestError
 from modelcycle.monitor.alerts import Alert, Alerter
 from modelcycle.monitor.drift import DriftReport
 from modelcycle.monitor.encryption import store_keys
+from modelcycle.monitor.leadership import round_leader
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.metrics import ServerMetrics
 from modelcycle.monitor.predictions import DriftRow, PredictionDatabase, QualityRow
 from modelcycle.monitor.quality import LiveQuality, live_quality
@@ -66,37 +66,10 @@ class TokenBucket:
         return True
 
 
-class RoundLeader:
-    """Which of the servers sharing a store runs a model's monitoring rounds: the first to take the model's
-    lock file beside the store, for as long as it lives. Without it ``--workers N`` (or two servers on one
-    store) computed every round N times and sent every alert N times. The system frees the lock of a process
-    that dies, and another server takes it at its next round."""
-
-    def __init__(self, store: Path) -> None:
-        self.store = store
-        self._locks: dict[str, FileLock] = {}
-
-    def leads(self, model: str) -> bool:
-        lock = self._locks.get(model)
-        if lock is None:  # not thread-local: each round runs in whichever executor thread is free
-            path = self.store.with_name(f"{self.store.name}.{model}.rounds.lock")
-            # no soft (file-exists) lock where flock is missing: a leader that died would keep it forever
-            lock = self._locks[model] = FileLock(path, thread_local=False, fallback_to_soft=False)
-        if lock.is_locked:
-            return True
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        return True
-
-    def release(self) -> None:
-        for lock in self._locks.values():
-            lock.release(force=True)
-
-
-def store_path(config: MonitorConfig, registry: Registry) -> Path:
-    return Path(config.store) if config.store else registry.home / "monitor.db"
+def store_path(config: MonitorConfig, registry: Registry) -> StoreLocation:
+    """Where ``config`` keeps the prediction store: its ``store`` (a SQLite file or a PostgreSQL URL), else
+    monitor.db under the registry's home."""
+    return StoreLocation(config.store or registry.home / "monitor.db")
 
 
 def check_monitoring(config: MonitorConfig, registry: Registry) -> None:
@@ -117,7 +90,7 @@ class LiveMonitor:
             max_rows=config.max_rows,
         )
         self.alerter = Alerter(registry, config.alerts, config.webhook)
-        self.leader = RoundLeader(self.store.path)
+        self.leader = round_leader(self.store.location)
         self.budget = TokenBucket(config.max_records_per_s) if config.max_records_per_s else None
         self.sampled_out = 0
         store = self.store
@@ -210,7 +183,7 @@ class LiveMonitor:
     def check(self, watched: list[Watched], now: float | None = None) -> list[Alert]:
         """One monitoring round (blocking; the server runs it in a thread): live quality per version and
         window, drift per model, then alerts. Results go to the metrics and to the store. Of the servers
-        sharing the store, only the one that leads a model (``RoundLeader``) checks it."""
+        sharing the store, only the one that leads a model (``leadership.RoundLeader``) checks it."""
         now = time.time() if now is None else now
         started = time.perf_counter()
         self.store.flush()

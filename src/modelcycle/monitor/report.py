@@ -16,6 +16,7 @@ import numpy as np
 from modelcycle.bundle.files import write_text_atomic
 from modelcycle.monitor.database import open_database
 from modelcycle.monitor.encryption import Keyring
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import DriftRow, QualityRow, Traffic
 from modelcycle.plots import png_base64
 from modelcycle.registry.events import EventRecord
@@ -69,7 +70,7 @@ class Summary:
 
 
 def monitor_report(
-    store: Path,
+    store: StoreLocation | Path,
     model: str,
     *,
     since_seconds: float,

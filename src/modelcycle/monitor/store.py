@@ -1,6 +1,7 @@
 """The prediction store's server side: every answered request (or a sample) is handed to a writer process
-(``modelcycle.monitor.writer``) that masks personal data and writes it to SQLite (``database``), encrypted
-when the store has keys (``encryption``).
+(``modelcycle.monitor.writer``) that masks personal data and writes it to the store (``database``: a
+SQLite file, or a PostgreSQL database that servers on several machines share), encrypted when the store
+has keys (``encryption``).
 
 Requests never wait for the disk: ``record`` appends to a bounded buffer and returns. A feeder thread wakes
 every 0.2 s, decodes the outputs of what accumulated (one softmax per version), serialises it as one JSON
@@ -26,6 +27,7 @@ import numpy as np
 from modelcycle.data import TargetEncoder
 from modelcycle.monitor.database import dumps, open_database
 from modelcycle.monitor.encryption import Keyring, check_readable
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.predictions import PredictionDatabase
 from modelcycle.monitor.writer import RETENTION_EVERY_S, read_frame, write_frame
@@ -57,13 +59,14 @@ class PredictionRecord:
     generated: str | None = None  # a language model's answer: stored as the prediction, always masked
 
 
-def check_store(path: Path, keys: Keyring | None) -> None:
+def check_store(location: StoreLocation, keys: Keyring | None) -> None:
     """Create the store if absent, so that its tables exist before the first reader looks, and refuse
     (ConfigError) ``keys`` that cannot read its newest predictions: a server would store on but fail every
     monitoring round."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_database(path, keys) as database:
-        check_readable(database, keys, path)
+    if location.path is not None:
+        location.path.parent.mkdir(parents=True, exist_ok=True)
+    with open_database(location, keys) as database:
+        check_readable(database, keys, location)
 
 
 class WriterGone(Exception):
@@ -77,7 +80,7 @@ class PredictionStore:
 
     def __init__(
         self,
-        path: Path,
+        location: StoreLocation | str | Path,
         *,
         masking: dict[str, Any] | None = None,
         keys: Keyring | None = None,
@@ -85,12 +88,12 @@ class PredictionStore:
         retention_days: float = 30.0,
         max_rows: int = 1_000_000,
     ) -> None:
-        self.path = Path(path)
+        self.location = StoreLocation.of(location)
         if masking is not None:
             Masker(**masking)  # a bad rule or pattern is a configuration error now, not a dead writer later
         self.keys = keys
         self.settings = {
-            "path": str(self.path),
+            "path": self.location.url or str(self.location.path),  # the writer's own pipe: the password too
             "masking": masking,
             "keys": None if keys is None else keys.text(),
             "retention_seconds": retention_days * 86_400,
@@ -110,13 +113,13 @@ class PredictionStore:
         self._committed = threading.Condition()
         self._writer: subprocess.Popen[bytes] | None = None
         self._restart_at = 0.0
-        check_store(self.path, keys)
+        check_store(self.location, keys)
         self._thread = threading.Thread(target=self._feed, name="modelcycle-store", daemon=True)
         self._thread.start()
 
     def open(self) -> PredictionDatabase:
         """The store's database, with its keys: how the server reads what it stored."""
-        return open_database(self.path, self.keys)
+        return open_database(self.location, self.keys)
 
     def record(self, record: PredictionRecord) -> bool:
         """Buffer a record for writing; False (and counted in ``dropped``) when the buffer is full."""
@@ -172,11 +175,12 @@ class PredictionStore:
             self.failed += outcome["failed"]
             self.masked.update(outcome["masked"])
         except (OSError, WriterGone) as error:
-            logger.error("prediction store %s: %d records lost, writer: %s", self.path, len(records), error)
+            lost = len(records)
+            logger.error("prediction store %s: %d records lost, writer: %s", self.location, lost, error)
             self.failed += len(records)
             self._stop_writer()
         except Exception:  # the feeder is a boundary: if it died, storing would stop without a word
-            logger.exception("prediction store %s: %d records lost", self.path, len(records))
+            logger.exception("prediction store %s: %d records lost", self.location, len(records))
             self.failed += len(records)
         with self._committed:
             self.written += len(records)

@@ -25,6 +25,7 @@ import orjson
 
 from modelcycle.monitor.database import dumps, open_database
 from modelcycle.monitor.encryption import Keyring
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.pii import Masker
 from modelcycle.monitor.predictions import DatabaseError
 
@@ -111,7 +112,8 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
     masking = settings["masking"]
     masker = Masker(**masking) if masking is not None else None
     keys = Keyring.parse(settings["keys"], "the server's keys") if settings.get("keys") else None
-    with open_database(settings["path"], keys) as database:
+    store = StoreLocation(settings["path"])  # logged without its password
+    with open_database(store, keys) as database:
         last_retention = -math.inf
         while (records := read_frame(source)) is not None:
             if time.monotonic() - last_retention > RETENTION_EVERY_S:
@@ -119,12 +121,12 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
                 try:
                     database.retain(settings["retention_seconds"], settings["max_rows"], now=time.time())
                 except DatabaseError as error:  # the next round tries again
-                    logger.error("prediction store %s: retention failed: %s", settings["path"], error)
+                    logger.error("prediction store %s: retention failed: %s", store, error)
             failed = 0
             try:
                 database.append(stored_rows(records, masker))
             except Exception:  # a boundary: a bad batch is reported and counted, the next one is written
-                logger.exception("prediction store %s: %d records lost", settings["path"], len(records))
+                logger.exception("prediction store %s: %d records lost", store, len(records))
                 failed = len(records)
             masked = dict(masker.counts) if masker is not None else {}
             if masker is not None:
