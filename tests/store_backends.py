@@ -1,6 +1,7 @@
 """The prediction store's backends for tests that should hold on each: ``store_location`` is a new, empty
 store's location, a SQLite file or a PostgreSQL database (skipped, with the reason, where no server can be
-started). A test module names this module in its ``pytest_plugins`` to run its tests once per backend."""
+started). A test module names this module in its ``pytest_plugins`` (and does not import it) to run its
+tests once per backend; ``tests.store_inspection`` looks into a store by hand on either."""
 
 from __future__ import annotations
 

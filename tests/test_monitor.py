@@ -34,7 +34,7 @@ from modelcycle.data import TargetEncoder
 from modelcycle.errors import ConfigError
 from modelcycle.monitor import store as store_module
 from modelcycle.monitor.alerts import Alerter
-from modelcycle.monitor.database import connect
+from modelcycle.monitor.database import connect, open_database
 from modelcycle.monitor.drift import DriftReport, FeatureDrift
 from modelcycle.monitor.live import LiveMonitor, TokenBucket
 from modelcycle.monitor.metrics import ServerMetrics
@@ -48,6 +48,7 @@ from modelcycle.serve import create_app
 from tests.conftest import EXAMPLES, metric_value, train_into
 from tests.test_serve import wait_ready
 
+pytest_plugins = ["tests.store_backends"]  # store_location: the tests that take it run on each backend
 CLASSIFIER = TargetEncoder("classification")
 CLASSIFIER.classes_ = ["no", "yes"]
 
@@ -165,19 +166,20 @@ def test_a_writer_that_dies_is_counted_and_started_again(
     assert stored == {"before", "after"}
 
 
-def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
-    store = PredictionStore(tmp_path / "monitor.db")
+def test_retention_by_age_and_by_size(store_location: str) -> None:
+    store = PredictionStore(store_location)
     now = time.time()
     store.record(_record("ancient", [{}], created=now - 8 * 86_400))
     for index in range(5):
         store.record(_record(f"r{index}", [{}], created=now - 100 + index))
     store.close()
     # the writer runs retention when it starts, then every minute
-    restarted = PredictionStore(tmp_path / "monitor.db", retention_days=7, max_rows=3)
+    restarted = PredictionStore(store_location, retention_days=7, max_rows=3)
     restarted.record(_record("r5", [{}], created=now))
     restarted.close()
-    with connect(tmp_path / "monitor.db") as connection:
-        kept = [row[0] for row in connection.execute("SELECT request_id FROM predictions ORDER BY created")]
+    written = ["ancient"] + [f"r{index}" for index in range(6)]
+    with open_database(store_location) as database:
+        kept = [request_id for request_id in written if database.find(request_id, 0) is not None]
     assert kept == ["r2", "r3", "r4", "r5"]
 
 
@@ -189,11 +191,12 @@ def mlp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def served(mlp_home: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Registry]]:
-    """A server on a copy of the trained home: alerts one test raised are not firing in the next."""
+def served(mlp_home: Path, tmp_path: Path, store_location: str) -> Iterator[tuple[TestClient, Registry]]:
+    """A server on a copy of the trained home (alerts one test raised are not firing in the next), its
+    store on each backend."""
     home = shutil.copytree(mlp_home, tmp_path / "home")
     registry = Registry(home)
-    monitoring = MonitorConfig(store=str(tmp_path / "monitor.db"), interval_s=3600, drift_min_rows=100)
+    monitoring = MonitorConfig(store=store_location, interval_s=3600, drift_min_rows=100)
     app = create_app(registry, ["breast-cancer-mlp@1"], ServeConfig(), monitoring=monitoring)
     with TestClient(app) as client:
         wait_ready(client)
@@ -290,9 +293,10 @@ def test_shifted_traffic_raises_a_drift_alert_in_the_registry(served: tuple[Test
 
 
 def test_of_two_servers_on_one_store_only_one_runs_a_models_rounds(
-    served: tuple[TestClient, Registry],
+    served: tuple[TestClient, Registry], store_location: str
 ) -> None:
-    """As with ``serve --workers 2``: both would compute every round and send every alert."""
+    """As with ``serve --workers 2`` (or Ray Serve replicas on a PostgreSQL store): both would compute every
+    round and send every alert."""
     client, registry = served
     state = client.app.state.serving  # type: ignore[attr-defined]
     instances, _ = _instances(registry, 60)
@@ -302,7 +306,7 @@ def test_of_two_servers_on_one_store_only_one_runs_a_models_rounds(
             client.post("/v1/models/breast-cancer-mlp:predict", json={"instances": shifted}).status_code
             == 200
         )
-    config = MonitorConfig(store=str(state.monitor.store.path), interval_s=3600, drift_min_rows=100)
+    config = MonitorConfig(store=store_location, interval_s=3600, drift_min_rows=100)
     rival = LiveMonitor(config, registry, ServerMetrics())
     try:
         assert [alert.name for alert in state.monitor.check(state.watched())] == ["drift"]  # the first leads

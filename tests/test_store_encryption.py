@@ -28,8 +28,10 @@ from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from modelcycle.update.feedback import labelled_traffic
 from tests.conftest import EXAMPLES, train_into
+from tests.store_inspection import run_sql, stored_text
 from tests.test_serve import wait_ready
 
+pytest_plugins = ["tests.store_backends"]  # store_location: the tests that take it run on each backend
 KEYS = {name: base64.b64encode(bytes([index]) * 32).decode() for index, name in enumerate(("a", "b"))}
 CLASSIFIER = TargetEncoder("classification")
 CLASSIFIER.classes_ = ["approved-xyzzy", "declined-plugh"]
@@ -44,11 +46,11 @@ def ring(*ids: str) -> Keyring:
 
 
 def store_bytes(path: Path) -> str:
-    """Every byte of the store on disk (the database, its write-ahead log and index), as text to search."""
-    return b"".join(part.read_bytes() for part in path.parent.glob(f"{path.name}*")).decode("latin-1")
+    """Every byte of a SQLite store on disk (the database, its write-ahead log and index), as text."""
+    return stored_text(str(path))
 
 
-def write(path: Path, keys: Keyring | None, request_id: str = "r1") -> None:
+def write(path: str | Path, keys: Keyring | None, request_id: str = "r1") -> None:
     """Two rows of a request through the server's store and its writer process, and feedback on the first."""
     store = PredictionStore(path, keys=keys)
     outputs = np.array([[0.0, 1.0], [1.0, 0.0]])
@@ -60,12 +62,12 @@ def write(path: Path, keys: Keyring | None, request_id: str = "r1") -> None:
     store.close()
 
 
-def test_an_encrypted_store_holds_no_plaintext_of_what_was_sent(tmp_path: Path) -> None:
-    plain, sealed = tmp_path / "plain" / "monitor.db", tmp_path / "sealed" / "monitor.db"
+def test_an_encrypted_store_holds_no_plaintext_of_what_was_sent(tmp_path: Path, store_location: str) -> None:
+    plain, sealed = tmp_path / "plain" / "monitor.db", store_location
     write(plain, None)
     write(sealed, ring("a"))
     assert all(text in store_bytes(plain) for text in PLAINTEXT)  # the search finds what is there
-    on_disk = store_bytes(sealed)
+    on_disk = stored_text(sealed)
     assert [text for text in PLAINTEXT if text in on_disk] == []
     assert "enc:v1:a:" in on_disk
     with open_database(sealed, ring("a")) as database:
@@ -82,21 +84,20 @@ def test_an_encrypted_store_holds_no_plaintext_of_what_was_sent(tmp_path: Path) 
         assert database.sealing_key() == "a"
 
 
-def test_regression_values_and_their_feedback_are_sealed_as_numbers(tmp_path: Path) -> None:
-    path = tmp_path / "monitor.db"
+def test_regression_values_and_their_feedback_are_sealed_as_numbers(store_location: str) -> None:
+    path = store_location
     with open_database(path, ring("a")) as database:
         row = ("r", 0, "m", 1, "v1", 10.0, 2.0, '{"income": 71234.5}', None, 68421.25, None)
         database.append([row])
         database.add_feedback("r", 0, None, 70123.75, created=11.0)
         assert database.labelled("m", since=0.0) == [LabelledPrediction(None, 70123.75, 68421.25, None)]
         assert database.traffic("m", since=0.0)[0].predicted_class is None  # a value is no class
-    with connect(path) as connection:
-        stored = connection.execute("SELECT p.score, f.value FROM predictions p, feedback f").fetchone()
+    (stored,) = run_sql(path, "SELECT p.score, f.value FROM predictions p, feedback f")
     assert all(value.startswith("enc:v1:a:") for value in stored)
 
 
-def test_without_its_key_an_encrypted_store_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "monitor.db"
+def test_without_its_key_an_encrypted_store_is_a_clear_error(store_location: str) -> None:
+    path = store_location
     write(path, ring("a"))
     with open_database(path) as database, pytest.raises(EncryptionError) as raised:
         database.recent_inputs("m", since=0.0, limit=10)
@@ -115,8 +116,8 @@ def test_without_its_key_an_encrypted_store_is_a_clear_error(tmp_path: Path) -> 
         PredictionStore(path, keys=ring("b"))
 
 
-def test_rows_sealed_with_an_older_key_read_after_rotation_and_rotate_moves_them(tmp_path: Path) -> None:
-    path = tmp_path / "monitor.db"
+def test_rows_sealed_with_an_older_key_read_after_rotation_and_rotate_moves_them(store_location: str) -> None:
+    path = store_location
     write(path, ring("a"), "old")
     write(path, ring("b", "a"), "new")  # b is current now, a still opens
     with open_database(path, ring("b", "a")) as database:
@@ -126,7 +127,7 @@ def test_rows_sealed_with_an_older_key_read_after_rotation_and_rotate_moves_them
         assert database.reseal() == Resealed(predictions=0, feedback=0)
     with open_database(path, ring("b")) as database:  # a can go
         assert [row.inputs for row in database.labelled_inputs("m", since=0.0)] == [SENT, SENT]
-    assert "enc:v1:a:" not in store_bytes(path)
+    assert "enc:v1:a:" not in stored_text(path)
 
 
 def test_turning_encryption_on_later_seals_the_plain_rows_and_leaves_no_plaintext(tmp_path: Path) -> None:
@@ -142,27 +143,24 @@ def test_turning_encryption_on_later_seals_the_plain_rows_and_leaves_no_plaintex
     assert [text for text in PLAINTEXT if text in on_disk] == []  # nor in free space or the log
 
 
-def test_a_tampered_or_moved_value_is_an_error_not_garbage(tmp_path: Path) -> None:
-    path = tmp_path / "monitor.db"
+def test_a_tampered_or_moved_value_is_an_error_not_garbage(store_location: str) -> None:
+    path = store_location
     write(path, ring("a"))
     write(path, ring("a"), "r2")
-    with connect(path) as connection:
-        (sealed,) = connection.execute("SELECT inputs FROM predictions WHERE request_id = 'r2'").fetchone()
-        flipped = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]
-        connection.execute(
-            "UPDATE predictions SET inputs = ? WHERE request_id = 'r2' AND row = 0", (flipped,)
-        )
+    ((sealed,),) = run_sql(path, "SELECT inputs FROM predictions WHERE request_id = 'r2' AND row = 0")
+    flipped = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]
+    run_sql(path, "UPDATE predictions SET inputs = ? WHERE request_id = 'r2' AND row = 0", (flipped,))
     with open_database(path, ring("a")) as database, pytest.raises(EncryptionError) as raised:
         database.recent_inputs("m", since=0.0, limit=10)
     assert "predictions.inputs of request 'r2' row 0: does not authenticate under key 'a'" in str(
         raised.value
     )
-    with connect(path) as connection:  # the first row's inputs copied onto another's, and into another column
-        connection.execute(
-            "UPDATE predictions SET inputs = "
-            "(SELECT inputs FROM predictions WHERE request_id = 'r1' AND row = 0) WHERE request_id = 'r2'"
-        )
-        connection.execute("UPDATE predictions SET prediction = inputs WHERE request_id = 'r1'")
+    run_sql(  # the first row's inputs copied onto another's, and into another column
+        path,
+        "UPDATE predictions SET inputs = "
+        "(SELECT inputs FROM predictions WHERE request_id = 'r1' AND row = 0) WHERE request_id = 'r2'",
+    )
+    run_sql(path, "UPDATE predictions SET prediction = inputs WHERE request_id = 'r1'")
     with open_database(path, ring("a")) as database:
         with pytest.raises(
             EncryptionError, match=r"predictions\.inputs of request 'r2'.*moved from another row"
@@ -206,7 +204,7 @@ def test_keys_come_from_the_environment_or_a_key_file(
         assert short not in str(raised.value)
 
 
-def _config(tmp_path: Path, store: Path, encryption: bool) -> Path:
+def _config(tmp_path: Path, store: str | Path, encryption: bool) -> Path:
     config = tmp_path / f"config-{encryption}.yaml"
     section = f"\nmonitor:\n  store: {store}\n  encryption:\n    enabled: {str(encryption).lower()}\n"
     config.write_text((EXAMPLES / "breast-cancer-mlp.yaml").read_text() + section)
@@ -214,9 +212,9 @@ def _config(tmp_path: Path, store: Path, encryption: bool) -> Path:
 
 
 def test_rotate_key_re_encrypts_the_store_and_says_what_it_did(
-    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, store_location: str
 ) -> None:
-    store = tmp_path / "monitor.db"
+    store = store_location
     write(store, ring("a"))
     monkeypatch.setenv(ENVIRONMENT, f"b:{KEYS['b']},a:{KEYS['a']}")
     done = cli("monitor", "rotate-key", "--config", str(_config(tmp_path, store, encryption=True)))
@@ -238,12 +236,12 @@ def mlp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_server_on_an_encrypted_store_stores_nothing_readable_and_every_reader_reads_it(
-    mlp_home: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+    mlp_home: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, store_location: str
 ) -> None:
     monkeypatch.setenv(ENVIRONMENT, f"a:{KEYS['a']}")
     home = shutil.copytree(mlp_home, tmp_path / "home")
     monkeypatch.setenv("MODELCYCLE_HOME", str(home))
-    store = tmp_path / "monitor.db"
+    store = store_location
     registry = Registry(home)
     dataset = training_split(registry.open("breast-cancer-mlp@1"), "test")
     frame = dataset.frame.iloc[:12]
@@ -267,7 +265,7 @@ def test_a_server_on_an_encrypted_store_stores_nothing_readable_and_every_reader
     assert (
         'modelcycle_live_quality_samples{model="breast-cancer-mlp",version="1",window="1h"} 12.0' in metrics
     )
-    on_disk = store_bytes(store)
+    on_disk = stored_text(store)
     sent = [json.dumps(instance["mean radius"]) for instance in instances]
     assert [text for text in [*sent, "malignant", "benign"] if text in on_disk] == []
     traffic = labelled_traffic(
@@ -308,12 +306,12 @@ def test_a_reseal_says_when_another_connection_kept_the_log_from_being_emptied(t
         assert database.reseal() == Resealed(predictions=0, feedback=0, log_emptied=True)
 
 
-def test_a_plain_answer_that_looks_sealed_reads_back_as_written(tmp_path: Path) -> None:
+def test_a_plain_answer_that_looks_sealed_reads_back_as_written(store_location: str) -> None:
     """Without encryption a generated answer is stored as it is; one a client steered to begin with the
     sealed form read as sealed, so every read of the model failed (503) and rotate-key stopped on it."""
     from modelcycle.monitor.predictions import PREDICTION_COLUMNS
 
-    path = tmp_path / "monitor.db"
+    path = store_location
     looks_sealed, marked = "enc:v1:a:AAAAAAAAAAAAAAAA", "plain:as typed"
     rows = []
     for number, answer in enumerate((looks_sealed, marked)):
