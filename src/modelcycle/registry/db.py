@@ -1,5 +1,7 @@
-"""The registry's tables and engine: SQLite in WAL mode by default, any SQLAlchemy URL (e.g. PostgreSQL)
-for a team. Version numbers are allocated inside write transactions, so concurrent writers never collide."""
+"""The registry's tables and engine: SQLite in WAL mode by default, any SQLAlchemy URL (PostgreSQL for a
+team). Version numbers are allocated inside write transactions, so concurrent writers never collide. The
+tables here describe the newest schema revision; the revisions in ``migrations/versions`` make them in the
+database (tests/test_migrations.py checks that the two agree)."""
 
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
 )
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
 
 from modelcycle.errors import ConfigError, MissingDependencyError, RegistryError
+from modelcycle.registry import migration
 
 metadata = MetaData()
 _WAL_ATTEMPTS = 40
@@ -102,22 +104,16 @@ events = Table(
     Column("details", Text, nullable=False),
 )
 
-# The audit log is append-only in the database itself, not only by convention.
-_SQLITE_APPEND_ONLY = [
-    f"CREATE TRIGGER IF NOT EXISTS events_no_{verb} BEFORE {verb} ON events "
-    "BEGIN SELECT RAISE(ABORT, 'the events table is append-only'); END"
-    for verb in ("UPDATE", "DELETE")
-]
-
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def create(url: str) -> Engine:
-    """Create the engine and the tables. For SQLite: WAL (readers never wait for writers), a 30 s busy
-    timeout, and write transactions (``write``) that take the write lock at BEGIN, so that reading
-    max(version) and inserting the next one cannot race. Database failures become RegistryError."""
+    """Create the engine and bring the schema to the newest revision (``migration``). For SQLite: WAL
+    (readers never wait for writers), a 30 s busy timeout, and write transactions (``write``) that take the
+    write lock at BEGIN, so that reading the next version number and inserting it cannot race. Database
+    failures become RegistryError."""
     try:
         engine = create_engine(url)
     except NoSuchModuleError as error:
@@ -131,14 +127,11 @@ def create(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
-    with engine.connect() as connection:  # a read: opening an existing registry never waits for a writer
-        missing = not all(inspect(connection).has_table(table.name) for table in metadata.sorted_tables)
-    if missing:
+    with engine.connect() as connection:  # a read: opening an up-to-date registry never waits for a writer
+        current = migration.revision(connection)
+    if current != migration.HEAD:
         with write(engine) as connection:
-            metadata.create_all(connection)
-            if engine.dialect.name == "sqlite":
-                for statement in _SQLITE_APPEND_ONLY:
-                    connection.exec_driver_sql(statement)
+            migration.upgrade(connection)
     return engine
 
 
