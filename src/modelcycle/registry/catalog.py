@@ -1,9 +1,10 @@
 """The registry proper: models, their numbered versions (bundles under the artifact root) and aliases.
 
 Every change checks what it depends on and commits together with its audit event, in one write
-transaction. Registration hashes the bundle before taking the write lock, then takes the model's next
-number, inserts the row and renames the bundle into place last: a crash at any point leaves either a whole
-version or none, and numbers are never reused.
+transaction that holds the model's row (SQLite's write lock already makes all writers take turns; on
+PostgreSQL the row lock makes writers to one model take turns). Registration hashes the bundle before
+taking the write lock, then takes the model's next number, inserts the row and renames the bundle into
+place last: a crash at any point leaves either a whole version or none, and numbers are never reused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from modelcycle.registry.lookup import (
     aliases_by_version,
     aliases_of,
     find_version,
+    lock_model,
     require_model,
 )
 from modelcycle.registry.refs import ModelRef, check_alias, parse_ref
@@ -236,8 +238,10 @@ class Registry:
         """Point ``alias`` at the version ``ref`` names. Moving ``production`` keeps the old one as
         ``previous``, so a rollback is one alias away."""
         check_alias(alias)
+        parsed = parse_ref(ref)
         with db.write(self.engine) as connection:
-            record = find_version(connection, parse_ref(ref))
+            lock_model(connection, parsed.name)
+            record = find_version(connection, parsed)
             old = aliases_of(connection, record.name).get(alias)
             self._upsert_alias(connection, record.name, alias, record.version)
             if alias == PRODUCTION and old is not None and old != record.version:
@@ -281,9 +285,9 @@ class Registry:
     ) -> None:
         name = parse_ref(name).name
         with db.write(self.engine) as connection:
+            lock_model(connection, name)
             old = aliases_of(connection, name).get(alias)
             if old is None:
-                require_model(connection, name)
                 raise NotFoundError(f"{name}: no alias '{alias}'")
             connection.execute(
                 delete(db.aliases).where(db.aliases.c.name == name, db.aliases.c.alias == alias)
@@ -307,6 +311,7 @@ class Registry:
         if parsed.version is None:
             raise ConfigError(f"'{ref}': name the version to remove by number, e.g. {parsed.name}@3")
         with db.write(self.engine) as connection:
+            lock_model(connection, parsed.name)
             record = find_version(connection, parsed)
             if record.aliases:
                 raise RegistryError(

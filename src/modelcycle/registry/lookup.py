@@ -44,6 +44,15 @@ def require_model(connection: Connection, name: str) -> None:
         )
 
 
+def lock_model(connection: Connection, name: str) -> None:
+    """Hold the model's row until the transaction ends, so that writes to one model take turns on a server
+    database (PostgreSQL reads committed rows, so two promotions could each keep the same ``previous``), as
+    every writer already does on SQLite (``BEGIN IMMEDIATE``). Raises NotFoundError for an unknown model."""
+    query = select(db.models.c.name).where(db.models.c.name == name).with_for_update()
+    if connection.execute(query).first() is None:
+        require_model(connection, name)
+
+
 def aliases_of(connection: Connection, name: str) -> dict[str, int]:
     query = select(db.aliases.c.alias, db.aliases.c.version).where(db.aliases.c.name == name)
     return {alias: int(version) for alias, version in connection.execute(query)}
