@@ -211,3 +211,30 @@ def test_a_database_from_a_newer_modelcycle_is_refused(database_url: str) -> Non
     ) as raised:
         db.create(database_url)
     assert "upgrade modelcycle" in str(raised.value)
+
+
+def test_an_optuna_study_shares_the_database(database_url: str, tmp_path: Path) -> None:
+    """Optuna versions its tables in Alembic's default table; the registry keeps its own, so neither takes
+    the other's revision for its own. The study gets the URL with its password (``str`` would mask it)."""
+    import optuna
+
+    from modelcycle.tuning import study_storage
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password="s3cret")  # the test server trusts every connection, whatever its password
+    registry = Registry(tmp_path / "home", database_url=url.render_as_string(hide_password=False))
+    try:
+        storage = study_storage(registry)
+        assert storage.engine.url.password == url.password
+        study = optuna.create_study(study_name="shared", storage=storage)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+        storage.engine.dispose()
+        again = Registry(tmp_path / "home", database_url=registry.url)
+        assert again.list_models() == []
+        again.close()
+        assert revision_of(registry.url) == migration.HEAD
+        reloaded = optuna.load_study(study_name="shared", storage=study_storage(registry))
+        assert len(reloaded.trials) == 1
+    finally:
+        registry.close()

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelcycle.config import PipelineConfig, SearchDimension, TuneConfig, validate_config
 from modelcycle.data import fingerprint, load_dataset
@@ -21,6 +21,9 @@ from modelcycle.registry import Registry
 from modelcycle.tasks import TASKS, lower_is_better
 from modelcycle.train import Hooks
 from modelcycle.train.monitor import VALID_PREFIX
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +141,7 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
             return float("nan")
         return min(best) if direction == "minimize" else max(best)
 
-    storage = optuna.storages.RDBStorage(
-        str(registry.engine.url),
-        engine_kwargs={"connect_args": {"timeout": 30}} if registry.engine.dialect.name == "sqlite" else {},
-    )
+    storage = study_storage(registry)
     pruner = (
         optuna.pruners.MedianPruner(
             n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs
@@ -180,6 +180,18 @@ def tune(config: PipelineConfig, registry: Registry, *, trials: int | None = Non
         trials_pruned=states.count(optuna.trial.TrialState.PRUNED),
         trials_failed=states.count(optuna.trial.TrialState.FAIL),
         registered=registered,
+    )
+
+
+def study_storage(registry: Registry) -> optuna.storages.RDBStorage:
+    """Optuna's storage in the registry's own database (its tables beside the registry's), so that a study
+    resumes wherever the registry is reachable."""
+    import optuna
+
+    engine = registry.engine
+    return optuna.storages.RDBStorage(
+        engine.url.render_as_string(hide_password=False),  # str(url) masks the password as ***
+        engine_kwargs={"connect_args": {"timeout": 30}} if engine.dialect.name == "sqlite" else {},
     )
 
 
