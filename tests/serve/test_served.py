@@ -12,7 +12,7 @@ import pytest
 
 from modelcycle.errors import ConfigError, NotFoundError
 from modelcycle.serve.gateway import Gateway
-from modelcycle.serve.served import ServedModel
+from modelcycle.serve.served import Lineup, ServedModel
 from tests.serve.fakes import FakeLedger, FakeLoader, FakeVersion
 
 ACTOR = "test"
@@ -186,3 +186,32 @@ def test_concurrent_canaries_take_turns_so_the_replaced_one_is_closed() -> None:
     assert model.gateway.canary is loader.loaded[1]
     assert model.gateway.canary_percent == 20
     assert loader.loaded[0].closed  # type: ignore[attr-defined]
+
+
+def test_adopting_a_lineup_made_elsewhere_loads_swaps_and_records_nothing() -> None:
+    """What a cluster's replica does with the line-up another replica decided (Ray's ``user_config``)."""
+    model, loader, ledger, changes = served()
+    old_primary = model.gateway.primary
+    lineup = Lineup(primary=2, canary=3, canary_percent=25, previous=[1])
+    run(lambda: model.adopt(lineup))
+    assert model.lineup() == lineup
+    assert [loaded.version for loaded in loader.loaded] == [2, 3]
+    assert old_primary.closed  # type: ignore[attr-defined]
+    assert ledger.aliases == []
+    assert ledger.events == []
+    assert changes == [1]
+    run(lambda: model.adopt(lineup))  # the replica that made the change gets it back: nothing moves
+    assert len(loader.loaded) == 2
+    assert not any(loaded.closed for loaded in loader.loaded)
+    run(lambda: model.rollback(actor=ACTOR))  # the earlier primaries came with it
+    assert model.lineup() == Lineup(primary=1)
+
+
+def test_a_lineup_naming_a_version_that_cannot_load_changes_nothing_and_closes_what_it_loaded() -> None:
+    model, loader, _, changes = served(available={1, 2})
+    with pytest.raises(NotFoundError):
+        run(lambda: model.adopt(Lineup(primary=2, shadow=3)))
+    assert model.lineup() == Lineup(primary=1)
+    assert [loaded.version for loaded in loader.loaded] == [2]
+    assert loader.loaded[0].closed  # not left running beside the line-up
+    assert changes == []

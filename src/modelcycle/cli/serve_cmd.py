@@ -13,6 +13,7 @@ import typer
 
 from modelcycle.cli.render import say
 from modelcycle.cli.state import open_registry
+from modelcycle.errors import ConfigError
 
 
 def serve(
@@ -58,6 +59,21 @@ def serve(
             "--allow-plain-http", help="Serve beyond this machine without TLS (a proxy in front has it)."
         ),
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Serve on this Ray cluster (HOST:PORT of its head) as a Ray Serve application."
+        ),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", min=1, help="With --ray: replicas of the deployment [1].")
+    ] = None,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            "--autoscale", help="With --ray: MIN:MAX replicas, scaled by Ray on the requests in flight."
+        ),
+    ] = None,
 ) -> None:
     """Serve versions over HTTP: Open Inference Protocol v2 (/v2), simple JSON (/v1/models/NAME:predict),
     OpenAI-compatible (/v1/completions, /v1/chat/completions), admin (/admin, token from
@@ -95,6 +111,15 @@ def serve(
         from modelcycle.monitor.live import check_monitoring
 
         check_monitoring(monitoring, registry)  # and missing keys to the prediction store
+    if ray_address is not None:
+        from modelcycle.cli.serve_ray import serve_on_ray
+
+        serve_on_ray(
+            ray_address, refs, settings, monitoring, registry, token, replicas=replicas, autoscale=autoscale
+        )
+        return
+    if replicas is not None or autoscale is not None:
+        raise ConfigError("--replicas and --autoscale need --ray ADDRESS", parameter="--replicas")
     scheme = "http" if certfile is None else "https"
     say(
         f"serving {', '.join(refs)} on {scheme}://{settings.host}:{settings.port} "

@@ -15,6 +15,7 @@ from modelcycle.errors import AuthError
 from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.served import ServedModel
 from modelcycle.serve.state import ServerState, serving_state
+from modelcycle.serve.transport import token_digest
 from modelcycle.serve.versions import LoadedVersion
 
 ACTOR = "modelcycle serve (admin API)"
@@ -23,13 +24,13 @@ ACTOR = "modelcycle serve (admin API)"
 def admin_state(request: Request) -> ServerState:
     """The server state, once the bearer token checks out (compared in constant time)."""
     state = serving_state(request)
-    if state.admin_token is None:
+    if state.admin_digest is None:
         raise AuthError(
             "the admin API is disabled",
             hint="start a single server process (one worker) with MODELCYCLE_ADMIN_TOKEN set",
         )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token_digest(token), state.admin_digest):
         raise AuthError("a valid 'Authorization: Bearer <token>' header is required")
     return state
 
@@ -77,6 +78,7 @@ def model_status(name: str, state: Admin) -> dict[str, Any]:
 async def promote(name: str, body: VersionBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
     await served.promote(body.version, actor=ACTOR)
+    await state.share_lineups()
     return status(served)
 
 
@@ -84,6 +86,7 @@ async def promote(name: str, body: VersionBody, state: Admin) -> dict[str, Any]:
 async def canary(name: str, body: CanaryBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
     await served.canary(body.version, body.percent, actor=ACTOR)
+    await state.share_lineups()
     return status(served)
 
 
@@ -91,6 +94,7 @@ async def canary(name: str, body: CanaryBody, state: Admin) -> dict[str, Any]:
 async def shadow(name: str, body: ShadowBody, state: Admin) -> dict[str, Any]:
     served = state.model(name)
     await served.shadow(body.version, actor=ACTOR)
+    await state.share_lineups()
     return status(served)
 
 
@@ -99,4 +103,5 @@ async def rollback(name: str, state: Admin) -> dict[str, Any]:
     """Back to the version that was primary before the last promotion (and no canary)."""
     served = state.model(name)
     await served.rollback(actor=ACTOR)
+    await state.share_lineups()
     return status(served)

@@ -17,6 +17,7 @@ from modelcycle.serve.lifespan import lifespan
 from modelcycle.serve.protocols import openai, simple, v2
 from modelcycle.serve.rendering import plain_http_error
 from modelcycle.serve.state import ServerState
+from modelcycle.serve.transport import token_digest
 
 ROUTERS = (
     v2.router,
@@ -35,11 +36,15 @@ def create_app(
     settings: ServeConfig | None = None,
     *,
     admin_token: str | None = None,
+    admin_digest: str | None = None,
     monitoring: MonitorConfig | None = None,
 ) -> FastAPI:
     """The application; models load in the background after start-up (``/v2/health/ready`` tells when).
-    Monitoring is on unless ``monitoring.enabled`` is false."""
-    state = ServerState(registry, refs, settings or ServeConfig(), admin_token)
+    Monitoring is on unless ``monitoring.enabled`` is false. The admin API is on with ``admin_token`` (or
+    only its ``admin_digest``, ``transport.token_digest``)."""
+    if admin_token is not None:
+        admin_digest = token_digest(admin_token)
+    state = ServerState(registry, refs, settings or ServeConfig(), admin_digest)
     app = FastAPI(
         title="modelcycle", version=__version__, lifespan=lifespan(state, monitoring or MonitorConfig())
     )

@@ -3,7 +3,12 @@
 so a version that cannot load changes nothing; then it swaps the gateway's references (atomic in the event
 loop), lets the replaced version drain what it accepted before closing it (so no request fails), and records
 the change in the registry: the ``production`` alias follows the primary, and canaries, shadows and rollbacks
-are events. The admin API calls these methods (and ``modelcycle update`` calls the admin API)."""
+are events. The admin API calls these methods (and ``modelcycle update`` calls the admin API).
+
+On a Ray cluster every replica holds its own ``ServedModel``: the replica that took the admin call makes the
+change and records it, then the new ``Lineup`` goes to every replica through Ray Serve's ``user_config``,
+and each one ``adopt``s it, which loads and swaps as the transitions do but records nothing (it was
+recorded once)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
 
 from modelcycle.errors import ConfigError, NotFoundError
 from modelcycle.registry.lookup import PRODUCTION
@@ -37,6 +44,17 @@ class Ledger(Protocol):
         details: dict[str, Any] | None = None,
     ) -> None:
         """Append an event to the model's history."""
+
+
+class Lineup(BaseModel):
+    """Which versions of one model answer (primary, canary with its share, shadow) and the earlier primaries
+    (for ``rollback``): what every replica of a cluster must agree on, as JSON."""
+
+    primary: int = Field(ge=1)
+    canary: int | None = Field(default=None, ge=1)
+    canary_percent: float = Field(default=0.0, ge=0, le=100)
+    shadow: int | None = Field(default=None, ge=1)
+    previous: list[int] = Field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +140,48 @@ class ServedModel:
             self.ledger.log_event(
                 self.name, "rollback", version=target, actor=actor, details={"from_version": outgoing.version}
             )
+            self.changed()
+
+    def lineup(self) -> Lineup:
+        """The line-up as it stands."""
+        gateway = self.gateway
+        canary = gateway.canary
+        return Lineup(
+            primary=gateway.primary.version,
+            canary=None if canary is None else canary.version,
+            canary_percent=gateway.canary_percent if canary is not None else 0.0,
+            shadow=None if gateway.shadow is None else gateway.shadow.version,
+            previous=list(self.previous),
+        )
+
+    async def adopt(self, lineup: Lineup) -> None:
+        """Take ``lineup`` as it is, a change made and recorded elsewhere (another replica): load what is not
+        in memory first (if one cannot load, what was loaded for it is closed and nothing changes), swap,
+        retire what left."""
+        async with self._transition:
+            gateway = self.gateway
+            wanted = {version for version in (lineup.primary, lineup.canary, lineup.shadow) if version}
+            on_hand = {loaded.version: loaded for loaded in gateway.versions()}
+            fresh: list[LoadedVersion] = []
+            try:
+                for number in sorted(version for version in wanted if version not in on_hand):
+                    fresh.append(await self.load(number))
+                    on_hand[number] = fresh[-1]
+            except BaseException:
+                for loaded in fresh:
+                    self._retire(loaded)
+                raise
+            leaving = gateway.versions()
+            gateway.primary = on_hand[lineup.primary]
+            gateway.canary = None if lineup.canary is None else on_hand[lineup.canary]
+            gateway.canary_percent = lineup.canary_percent if gateway.canary is not None else 0.0
+            shadow = None if lineup.shadow is None else on_hand[lineup.shadow]
+            if shadow is not gateway.shadow:
+                gateway.shadow_requests = gateway.shadow_disagreements = 0
+            gateway.shadow = shadow
+            self.previous = list(lineup.previous)
+            for loaded in leaving:
+                self._retire(loaded)
             self.changed()
 
     async def close(self) -> None:

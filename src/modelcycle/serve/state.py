@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -19,10 +20,12 @@ from modelcycle.monitor.metrics import ServerMetrics
 from modelcycle.registry import Registry
 from modelcycle.serve.batcher import BatchStats
 from modelcycle.serve.gateway import Gateway
-from modelcycle.serve.served import ServedModel
+from modelcycle.serve.served import Lineup, ServedModel
 from modelcycle.serve.versions import LoadedVersion, load_version
 
 logger = logging.getLogger(__name__)
+
+Publisher = Callable[[dict[str, Lineup]], Awaitable[None]]
 
 
 @dataclass
@@ -32,13 +35,16 @@ class ServerState:
     registry: Registry
     refs: list[str]
     settings: ServeConfig
-    admin_token: str | None
+    admin_digest: str | None  # the admin token's SHA-256 (``transport.token_digest``); None: admin API off
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     monitor: LiveMonitor | None = None
     explaining: asyncio.Semaphore | None = None  # made in the event loop on first use
     models: dict[str, ServedModel] = field(default_factory=dict)
     ready: bool = False
     load_error: str | None = None
+    # On a cluster: hands every model's line-up to the other replicas after an admin change (``ray_app``)
+    publish: Publisher | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # set when loading ends, done or failed
 
     def model(self, name: str) -> ServedModel:
         if not self.ready:
@@ -80,6 +86,26 @@ class ServerState:
         except Exception as error:  # the server stays up and says why it is not ready
             self.load_error = str(error)
             logger.error("could not load the models: %s", error)
+        finally:
+            self.loaded.set()
+
+    def lineups(self) -> dict[str, Lineup]:
+        """Every served model's line-up, by name."""
+        return {name: served.lineup() for name, served in self.models.items()}
+
+    async def share_lineups(self) -> None:
+        """After an admin change: on a cluster, every other replica takes the line-ups this one now has."""
+        if self.publish is not None:
+            await self.publish(self.lineups())
+
+    async def adopt(self, lineups: dict[str, Lineup]) -> None:
+        """Take line-ups decided elsewhere (a cluster's ``user_config``) once the models are loaded; a model
+        this server does not serve is an error (the configuration names another application's models)."""
+        await self.loaded.wait()
+        if not self.ready:
+            raise OverloadedError(f"the models did not load: {self.load_error}")
+        for name, lineup in lineups.items():
+            await self.model(name).adopt(lineup)
 
     def _served(self, name: str, loaded: LoadedVersion) -> ServedModel:
         async def load(version: int) -> LoadedVersion:

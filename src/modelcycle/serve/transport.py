@@ -6,6 +6,7 @@ traceback."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import ssl
 
@@ -13,6 +14,12 @@ from modelcycle.config import ServeConfig
 from modelcycle.errors import ConfigError
 
 ADMIN_TOKEN = "MODELCYCLE_ADMIN_TOKEN"
+
+
+def token_digest(token: str) -> str:
+    """What a server keeps of the admin token: its SHA-256, so a cluster's replicas can check callers without
+    the token itself being written into the cluster's configuration."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,115 @@
+"""``modelcycle serve REF… --ray ADDRESS [--replicas N | --autoscale MIN:MAX]``: the served models as a Ray
+Serve application on a running cluster (``modelcycle.serve.ray_app``), behind Ray's HTTP proxy on
+``--host``/``--port``. The command stays in the foreground, like ``serve run``; Ctrl-C (or SIGTERM) removes
+the application from the cluster and leaves the cluster running."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from modelcycle.cli.render import say
+from modelcycle.config import MonitorConfig, ServeConfig
+from modelcycle.errors import ConfigError, MissingDependencyError
+from modelcycle.registry import Registry
+
+START_TIMEOUT_S = 600.0  # loading a language model on every replica takes minutes on a small machine
+
+
+def autoscale_bounds(text: str | None) -> tuple[int, int] | None:
+    """``MIN:MAX`` as two integers, 1 ≤ MIN ≤ MAX (None when not given)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+):(\d+)", text.strip())
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise ConfigError(f"'{text}' is not MIN:MAX replicas with 1 <= MIN <= MAX", parameter="--autoscale")
+    return int(match[1]), int(match[2])
+
+
+def serve_on_ray(
+    address: str,
+    refs: list[str],
+    settings: ServeConfig,
+    monitoring: MonitorConfig,
+    registry: Registry,
+    token: str | None,
+    *,
+    replicas: int | None,
+    autoscale: str | None,
+) -> None:
+    """Deploy, say where it answers, and keep it until interrupted."""
+    bounds = autoscale_bounds(autoscale)
+    if bounds is not None and replicas is not None:
+        raise ConfigError("give --replicas or --autoscale, not both", parameter="--autoscale")
+    try:
+        import ray
+        from ray import serve
+
+        from modelcycle.serve.ray_app import APPLICATION, ClusterSpec, deploy, proxy_address
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"--ray needs Ray Serve ({error})", hint="pip install 'modelcycle[ray]'"
+        ) from None
+    from modelcycle.serve.transport import token_digest
+
+    store = monitoring.store
+    if store is not None and "://" not in store:  # a file: the same absolute path on every node
+        monitoring = monitoring.model_copy(update={"store": str(Path(store).resolve())})
+    spec = ClusterSpec(
+        refs=refs,
+        settings=settings.model_dump(mode="json"),
+        monitor=monitoring.model_dump(mode="json"),
+        home=str(registry.home.resolve()),
+        database_url=registry.url,
+        admin_digest=None if token is None else token_digest(token),
+        replicas=replicas or 1,
+        autoscale=bounds,
+    )
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(f"cannot join the Ray cluster at '{address}': {error}", parameter="--ray") from None
+    try:
+        http = {"host": settings.host, "port": settings.port}
+        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+            http |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
+        serve.start(http_options=http)
+        count = f"{bounds[0]}..{bounds[1]}" if bounds else str(spec.replicas)
+        say(f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replicas)", style="bold")
+        try:
+            deploy(spec, registry, start_timeout_s=START_TIMEOUT_S)
+            host, port = proxy_address()
+            if (host, port) != (settings.host, settings.port):
+                say(
+                    f"Ray Serve was started on this cluster before, on {host}:{port}: it answers there",
+                    style="yellow",
+                )
+            scheme = "https" if settings.ssl_certfile is not None else "http"
+            say(f"serving on {scheme}://{host}:{port} through Ray Serve; Ctrl-C removes it")
+            _wait_for_interrupt()
+        except (RuntimeError, TimeoutError) as error:
+            raise ConfigError(
+                f"the Ray Serve application did not start: {error}", parameter="--ray"
+            ) from None
+        finally:  # a failed start leaves nothing half-deployed either
+            say("removing the application from the cluster")
+            serve.delete(APPLICATION)
+    finally:
+        ray.shutdown()
+
+
+def _wait_for_interrupt() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def interrupted(_signal: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, interrupted)
+    while not stop.wait(1.0):
+        pass
