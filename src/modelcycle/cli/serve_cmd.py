@@ -13,7 +13,6 @@ import typer
 
 from modelcycle.cli.render import say
 from modelcycle.cli.state import open_registry
-from modelcycle.errors import ConfigError
 
 
 def serve(
@@ -101,6 +100,11 @@ def serve(
         "allow_plain_http": allow_plain_http,
     }
     settings = base.model_copy(update={key: value for key, value in given.items() if value is not None})
+    cluster = None
+    if ray_address is not None or replicas is not None or autoscale is not None or workers > 1:
+        from modelcycle.cli.serve_ray import cluster_options
+
+        cluster = cluster_options(ray_address, replicas, autoscale, workers)
     token = os.environ.get(ADMIN_TOKEN) or None
     certfile, keyfile = tls_files(settings)
     check_exposure(settings, token, tls=certfile is not None)
@@ -111,15 +115,11 @@ def serve(
         from modelcycle.monitor.live import check_monitoring
 
         check_monitoring(monitoring, registry)  # and missing keys to the prediction store
-    if ray_address is not None:
+    if cluster is not None:
         from modelcycle.cli.serve_ray import serve_on_ray
 
-        serve_on_ray(
-            ray_address, refs, settings, monitoring, registry, token, replicas=replicas, autoscale=autoscale
-        )
+        serve_on_ray(cluster, refs, settings, monitoring, registry, token)
         return
-    if replicas is not None or autoscale is not None:
-        raise ConfigError("--replicas and --autoscale need --ray ADDRESS", parameter="--replicas")
     scheme = "http" if certfile is None else "https"
     say(
         f"serving {', '.join(refs)} on {scheme}://{settings.host}:{settings.port} "

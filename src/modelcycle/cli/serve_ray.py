@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -17,34 +19,57 @@ from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.errors import ConfigError, MissingDependencyError
 from modelcycle.registry import Registry
 
+REACH_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 600.0  # loading a language model on every replica takes minutes on a small machine
 
 
-def autoscale_bounds(text: str | None) -> tuple[int, int] | None:
-    """``MIN:MAX`` as two integers, 1 ≤ MIN ≤ MAX (None when not given)."""
-    if text is None:
+@dataclass(frozen=True)
+class ClusterOptions:
+    """``--ray``, ``--replicas`` and ``--autoscale``, checked."""
+
+    address: str
+    replicas: int
+    autoscale: tuple[int, int] | None
+
+
+def cluster_options(
+    address: str | None, replicas: int | None, autoscale: str | None, workers: int
+) -> ClusterOptions | None:
+    """The cluster options, checked before anything is opened (the head node answers, too); None without
+    ``--ray`` (then ``--replicas`` and ``--autoscale`` are errors: they only mean something to Ray)."""
+    if address is None:
+        if replicas is not None or autoscale is not None:
+            flag = "--replicas" if replicas is not None else "--autoscale"
+            raise ConfigError(f"{flag} needs --ray ADDRESS", parameter=flag)
         return None
-    match = re.fullmatch(r"(\d+):(\d+)", text.strip())
-    if match is None or not 1 <= int(match[1]) <= int(match[2]):
-        raise ConfigError(f"'{text}' is not MIN:MAX replicas with 1 <= MIN <= MAX", parameter="--autoscale")
-    return int(match[1]), int(match[2])
+    if workers > 1:
+        raise ConfigError("--workers is for one machine; with --ray give --replicas", parameter="--workers")
+    if replicas is not None and autoscale is not None:
+        raise ConfigError("give --replicas or --autoscale, not both", parameter="--autoscale")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"'{address}' is not HOST:PORT of a Ray head node", parameter="--ray")
+    bounds = None
+    if autoscale is not None:
+        match = re.fullmatch(r"(\d+):(\d+)", autoscale.strip())
+        if match is None or not 1 <= int(match[1]) <= int(match[2]):
+            raise ConfigError(
+                f"'{autoscale}' is not MIN:MAX replicas with 1 <= MIN <= MAX", parameter="--autoscale"
+            )
+        bounds = int(match[1]), int(match[2])
+    _check_reachable(address)
+    return ClusterOptions(address, replicas or 1, bounds)
 
 
 def serve_on_ray(
-    address: str,
+    cluster: ClusterOptions,
     refs: list[str],
     settings: ServeConfig,
     monitoring: MonitorConfig,
     registry: Registry,
     token: str | None,
-    *,
-    replicas: int | None,
-    autoscale: str | None,
 ) -> None:
     """Deploy, say where it answers, and keep it until interrupted."""
-    bounds = autoscale_bounds(autoscale)
-    if bounds is not None and replicas is not None:
-        raise ConfigError("give --replicas or --autoscale, not both", parameter="--autoscale")
     try:
         import ray
         from ray import serve
@@ -66,9 +91,10 @@ def serve_on_ray(
         home=str(registry.home.resolve()),
         database_url=registry.url,
         admin_digest=None if token is None else token_digest(token),
-        replicas=replicas or 1,
-        autoscale=bounds,
+        replicas=cluster.replicas,
+        autoscale=cluster.autoscale,
     )
+    address = cluster.address
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -78,6 +104,7 @@ def serve_on_ray(
         if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
             http |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
         serve.start(http_options=http)
+        bounds = cluster.autoscale
         count = f"{bounds[0]}..{bounds[1]}" if bounds else str(spec.replicas)
         say(f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replicas)", style="bold")
         try:
@@ -100,6 +127,19 @@ def serve_on_ray(
             serve.delete(APPLICATION)
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A clear error at once when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConfigError(
+            f"nothing answers at '{address}' ({error.strerror or error})",
+            hint="start the cluster with `ray start --head --port PORT` and give that address",
+            parameter="--ray",
+        ) from None
 
 
 def _wait_for_interrupt() -> None:
