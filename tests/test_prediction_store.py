@@ -415,3 +415,20 @@ def test_a_failure_of_postgres_is_a_database_error_naming_the_operation(postgres
         with pytest.raises(DatabaseError, match="add_feedback: refused"):
             database.add_feedback("a", 0, "yes", None, created=20.0)
         assert database.find("a", 0) == ("m", 1)  # the connection goes on serving
+
+
+def test_a_postgres_store_that_lost_its_session_fails_once_then_goes_on(postgres_url: str) -> None:
+    """The writer holds one database for its life: a server restart must not fail every later batch."""
+    import psycopg
+
+    with open_database(postgres_url) as database:
+        database.append([_row("a", 10.0)])
+        with psycopg.connect(str(StoreLocation(postgres_url).url), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(DatabaseError, match="append: "):
+            database.append([_row("b", 20.0)])
+        database.append([_row("b", 20.0)])
+        assert [row.created for row in database.traffic("m", since=0.0)] == [10.0, 20.0]

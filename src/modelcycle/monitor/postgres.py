@@ -130,18 +130,33 @@ class PostgresDatabase:
     by one at a time."""
 
     def __init__(self, location: StoreLocation, keys: Keyring | None = None) -> None:
+        self.location = location
         self.where = str(location)
         self.keys = keys
-        self._connection = connect(location, "open")
+        self._session = self._open()
+
+    def _open(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """A session with the schema in place (created if absent) and its table for incoming batches."""
+        connection = connect(self.location, "open")
         try:
-            with self._connection.transaction():
+            with connection.transaction():
                 # several replicas start at once: CREATE ... IF NOT EXISTS alone races on the catalog
-                self._connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                self._connection.execute(SCHEMA)
-            self._connection.execute(INCOMING)
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                connection.execute(SCHEMA)
+            connection.execute(INCOMING)
         except psycopg.Error as error:
-            self._connection.close()
+            connection.close()
             raise DatabaseError(f"{self.where}: open: {error}") from error
+        return connection
+
+    @property
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The session, opened again when the last one was lost (the server restarted, the network broke):
+        the operation that met the loss failed, the next one goes on. The writer holds one database for
+        its whole life."""
+        if self._session.closed:
+            self._session = self._open()
+        return self._session
 
     @_translated
     def append(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -246,8 +261,9 @@ class PostgresDatabase:
 
     @_translated
     def reseal(self) -> Resealed:
-        """Re-seal page by page; PostgreSQL keeps no log that a reader could find the old values in beyond
-        its own WAL and dead tuples, which VACUUM reclaims (``log_emptied`` is True)."""
+        """Re-seal page by page. There is no log of this store's own to empty (``log_emptied``); the
+        server's write-ahead log and the old row versions, until vacuumed and overwritten, may still hold
+        the values as they were, which is the database administrator's to manage."""
         if self.keys is None:
             raise ConfigError(
                 f"{self.where}: reseal: encryption is off, so there is no key to seal with", hint=GIVE_KEYS
@@ -281,7 +297,7 @@ class PostgresDatabase:
             after = (page[-1][0], page[-1][1])
 
     def close(self) -> None:
-        self._connection.close()
+        self._session.close()
 
     def __enter__(self) -> PostgresDatabase:
         return self
