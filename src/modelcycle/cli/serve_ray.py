@@ -84,6 +84,21 @@ def serve_on_ray(
     store = monitoring.store
     if store is not None and "://" not in store:  # a file: the same absolute path on every node
         monitoring = monitoring.model_copy(update={"store": str(Path(store).resolve())})
+    files = [
+        what
+        for what, on_file in (
+            ("the registry (MODELCYCLE_DATABASE_URL)", registry.url.startswith("sqlite")),
+            ("the prediction store (monitor.store)", monitoring.enabled and "://" not in (store or "")),
+        )
+        if on_file
+    ]
+    if files:
+        kind = "is a SQLite file" if len(files) == 1 else "are SQLite files"
+        say(
+            f"{' and '.join(files)} {kind}: fine for nodes of one machine; replicas on several machines "
+            "need PostgreSQL",
+            style="yellow",
+        )
     spec = ClusterSpec(
         refs=refs,
         settings=settings.model_dump(mode="json"),
