@@ -79,16 +79,17 @@ def serve_on_ray(
         raise MissingDependencyError(
             f"--ray needs Ray Serve ({error})", hint="pip install 'modelcycle[ray]'"
         ) from None
+    from modelcycle.monitor.location import is_postgres_url
     from modelcycle.serve.transport import token_digest
 
     store = monitoring.store
-    if store is not None and "://" not in store:  # a file: the same absolute path on every node
+    if store is not None and not is_postgres_url(store):  # a file: the same absolute path on every node
         monitoring = monitoring.model_copy(update={"store": str(Path(store).resolve())})
     files = [
         what
         for what, on_file in (
             ("the registry (MODELCYCLE_DATABASE_URL)", registry.url.startswith("sqlite")),
-            ("the prediction store (monitor.store)", monitoring.enabled and "://" not in (store or "")),
+            ("the prediction store (monitor.store)", monitoring.enabled and not is_postgres_url(store or "")),
         )
         if on_file
     ]

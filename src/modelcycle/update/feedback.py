@@ -12,11 +12,12 @@ from modelcycle.errors import ModelcycleError
 from modelcycle.instances import instances_dataset
 from modelcycle.monitor.database import open_database
 from modelcycle.monitor.encryption import Keyring
+from modelcycle.monitor.location import StoreLocation
 from modelcycle.predictor import Predictor
 
 
 def labelled_traffic(
-    store: Path, predictor: Predictor, *, since: float, keys: Keyring | None = None
+    store: StoreLocation | str | Path, predictor: Predictor, *, since: float, keys: Keyring | None = None
 ) -> Dataset | None:
     """Every labelled prediction of the model since ``since`` whose inputs were stored in the caller's terms
     (``:predict`` instances; model-ready tensors cannot be turned back into features); None if none.
