@@ -1,8 +1,9 @@
 """The application built from the environment, for ``modelcycle serve --workers N``: uvicorn starts N
 processes, each importing this factory, and each loads the models itself. Versions are changed per process,
-so the admin API is off with more than one worker (a promotion must not reach only some of them). Every
-worker writes to the one prediction store (SQLite's WAL, or PostgreSQL, serialises the writers) and keeps its metrics in the
-folder the command sets up for them all; one worker at a time runs a model's monitoring rounds."""
+so the admin API is off with more than one worker (a promotion must not reach only some of them; across
+machines, ``--ray`` does that). Every worker writes to the one prediction store (SQLite's WAL, or PostgreSQL,
+serialises the writers) and keeps its metrics in the folder the command sets up for them all; one worker at a
+time runs a model's monitoring rounds."""
 
 from __future__ import annotations
 
