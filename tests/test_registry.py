@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -352,3 +354,28 @@ def test_a_registered_version_whose_manifest_is_gone_is_a_bundle_error(registry:
     (bundle.path / "bundle.json").unlink()
     with pytest.raises(BundleError, match=r"not a bundle \(bundle\.json is missing\)"):
         registry.open("tiny@1")
+
+
+def test_an_exclusive_lock_is_held_by_one_user_of_the_registry_at_a_time(registry: Registry) -> None:
+    """What a cluster's replicas serialise their changes with: taken in one thread, released in another
+    (an event loop's worker threads), and other writes to the registry go on while it is held."""
+    second = Registry(registry.home, database_url=None if registry.url.startswith("sqlite") else registry.url)
+    order: list[str] = []
+    holding = registry.exclusive("lineup")
+    holding.__enter__()
+
+    def contender() -> None:
+        with second.exclusive("lineup"):
+            order.append("second")
+
+    thread = threading.Thread(target=contender)
+    thread.start()
+    time.sleep(0.3)
+    tiny_bundle(registry)  # a registration: the registry's writes go on under the lock
+    order.append("first still holds it")
+    releasing = threading.Thread(target=holding.__exit__, args=(None, None, None))
+    releasing.start()
+    releasing.join(timeout=30)
+    thread.join(timeout=30)
+    second.close()
+    assert order == ["first still holds it", "second"]

@@ -14,7 +14,7 @@ pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip ins
 
 from ray.serve.schema import ServeDeploySchema
 
-from modelcycle.serve.ray_app import IMPORT_PATH, ClusterSpec, application_config
+from modelcycle.serve.ray_config import IMPORT_PATH, ClusterSpec, application_config
 
 
 def spec(**changes: object) -> ClusterSpec:

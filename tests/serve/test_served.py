@@ -5,14 +5,18 @@ version that cannot load changes nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from modelcycle.config import ServeConfig
 from modelcycle.errors import ConfigError, NotFoundError
 from modelcycle.serve.gateway import Gateway
 from modelcycle.serve.served import Lineup, ServedModel
+from modelcycle.serve.state import ServerState
 from tests.serve.fakes import FakeLedger, FakeLoader, FakeVersion
 
 ACTOR = "test"
@@ -215,3 +219,78 @@ def test_a_lineup_naming_a_version_that_cannot_load_changes_nothing_and_closes_w
     assert [loaded.version for loaded in loader.loaded] == [2]
     assert loader.loaded[0].closed  # not left running beside the line-up
     assert changes == []
+
+
+def _cluster_state(cluster: FakeCluster | None = None) -> tuple[ServerState, ServedModel]:
+    model, _, _, _ = served()
+    state = ServerState(registry=None, refs=[], settings=ServeConfig(), admin_digest=None)  # type: ignore[arg-type]
+    state.models["m"] = model
+    state.ready = True
+    state.cluster = cluster
+    return state, model
+
+
+@dataclass
+class FakeCluster:
+    """One lock and one deployed line-up for every replica, as Ray's user_config is."""
+
+    deployed: dict[str, Lineup]
+    fails: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @contextlib.asynccontextmanager
+    async def changing(self) -> AsyncIterator[dict[str, Lineup]]:
+        async with self.lock:
+            yield dict(self.deployed)
+
+    async def publish(self, lineups: dict[str, Lineup]) -> None:
+        await asyncio.sleep(0.01)  # other replicas' changes could slip in here, were it not for the lock
+        if self.fails:
+            raise RuntimeError("the Serve controller is gone")
+        self.deployed |= lineups
+
+
+def test_changes_on_two_replicas_at_once_apply_one_after_the_other_each_to_the_latest_lineup() -> None:
+    """Replica A promotes while replica B starts a shadow: neither change is lost, and the registry
+    records each once."""
+    cluster = FakeCluster({"m": Lineup(primary=1)})
+    a, _ = _cluster_state(cluster)
+    b, _ = _cluster_state(cluster)
+
+    async def both() -> list[bool | None]:
+        return list(
+            await asyncio.gather(
+                a.change("m", lambda served: served.promote(2, actor=ACTOR)),
+                b.change("m", lambda served: served.shadow(3, actor=ACTOR)),
+            )
+        )
+
+    assert run(both) == [True, True]
+    assert cluster.deployed["m"] == Lineup(primary=2, shadow=3, previous=[1])
+
+
+def test_one_server_changes_alone_and_a_cluster_that_fails_to_take_a_change_is_reported_not_raised() -> None:
+    alone, model = _cluster_state(None)
+    assert run(lambda: alone.change("m", lambda served: served.promote(2, actor=ACTOR))) is None
+    assert model.lineup().primary == 2
+    cluster = FakeCluster({"m": Lineup(primary=1)}, fails=True)
+    state, model = _cluster_state(cluster)
+    assert run(lambda: state.change("m", lambda served: served.promote(3, actor=ACTOR))) is False
+    assert model.lineup().primary == 3  # the change stands here (and in the registry); the answer says so
+
+
+def test_a_replica_adopts_the_clusters_lineup_only_once_its_models_are_loaded() -> None:
+    state, model = _cluster_state()
+    state.ready = False
+
+    async def steps() -> bool:
+        adopting = asyncio.create_task(state.adopt({"m": Lineup(primary=2)}))
+        await asyncio.sleep(0.01)
+        waited = not adopting.done()
+        state.ready = True
+        state.loaded.set()
+        await adopting
+        return waited
+
+    assert run(steps)
+    assert model.lineup() == Lineup(primary=2)

@@ -73,6 +73,12 @@ def serve(
             "--autoscale", help="With --ray: MIN:MAX replicas, scaled by Ray on the requests in flight."
         ),
     ] = None,
+    cpus_per_replica: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus-per-replica", min=0.01, help="With --ray: CPUs Ray reserves for each replica [1]."
+        ),
+    ] = None,
 ) -> None:
     """Serve versions over HTTP: Open Inference Protocol v2 (/v2), simple JSON (/v1/models/NAME:predict),
     OpenAI-compatible (/v1/completions, /v1/chat/completions), admin (/admin, token from
@@ -101,10 +107,10 @@ def serve(
     }
     settings = base.model_copy(update={key: value for key, value in given.items() if value is not None})
     cluster = None
-    if ray_address is not None or replicas is not None or autoscale is not None or workers > 1:
+    if any(option is not None for option in (ray_address, replicas, autoscale, cpus_per_replica)):
         from modelcycle.cli.serve_ray import cluster_options
 
-        cluster = cluster_options(ray_address, replicas, autoscale, workers)
+        cluster = cluster_options(ray_address, replicas, autoscale, workers, cpus_per_replica)
     token = os.environ.get(ADMIN_TOKEN) or None
     certfile, keyfile = tls_files(settings)
     check_exposure(settings, token, tls=certfile is not None)

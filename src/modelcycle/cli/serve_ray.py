@@ -13,11 +13,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import make_url
 
 from modelcycle.cli.render import say
 from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.errors import ConfigError, MissingDependencyError
 from modelcycle.registry import Registry
+from modelcycle.serve.transport import check_exposure
+
+if TYPE_CHECKING:
+    from modelcycle.serve.ray_config import ClusterSpec
 
 REACH_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 600.0  # loading a language model on every replica takes minutes on a small machine
@@ -30,17 +37,23 @@ class ClusterOptions:
     address: str
     replicas: int
     autoscale: tuple[int, int] | None
+    cpus_per_replica: float
 
 
 def cluster_options(
-    address: str | None, replicas: int | None, autoscale: str | None, workers: int
+    address: str | None,
+    replicas: int | None,
+    autoscale: str | None,
+    workers: int,
+    cpus_per_replica: float | None,
 ) -> ClusterOptions | None:
     """The cluster options, checked before anything is opened (the head node answers, too); None without
     ``--ray`` (then ``--replicas`` and ``--autoscale`` are errors: they only mean something to Ray)."""
     if address is None:
-        if replicas is not None or autoscale is not None:
-            flag = "--replicas" if replicas is not None else "--autoscale"
-            raise ConfigError(f"{flag} needs --ray ADDRESS", parameter=flag)
+        given = {"--replicas": replicas, "--autoscale": autoscale, "--cpus-per-replica": cpus_per_replica}
+        for flag, value in given.items():
+            if value is not None:
+                raise ConfigError(f"{flag} needs --ray ADDRESS", parameter=flag)
         return None
     if workers > 1:
         raise ConfigError("--workers is for one machine; with --ray give --replicas", parameter="--workers")
@@ -58,7 +71,7 @@ def cluster_options(
             )
         bounds = int(match[1]), int(match[2])
     _check_reachable(address)
-    return ClusterOptions(address, replicas or 1, bounds)
+    return ClusterOptions(address, replicas or 1, bounds, cpus_per_replica or 1.0)
 
 
 def serve_on_ray(
@@ -74,18 +87,81 @@ def serve_on_ray(
         import ray
         from ray import serve
 
-        from modelcycle.serve.ray_app import APPLICATION, ClusterSpec, deploy, proxy_address
+        from modelcycle.serve.ray_config import APPLICATION
+        from modelcycle.serve.ray_control import deploy, proxy_options, running_lineups
     except ImportError as error:
         raise MissingDependencyError(
             f"--ray needs Ray Serve ({error})", hint="pip install 'modelcycle[ray]'"
         ) from None
+    spec = _cluster_spec(cluster, refs, settings, monitoring, registry, token)
+    address = cluster.address
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(f"cannot join the Ray cluster at '{address}': {error}", parameter="--ray") from None
+    try:
+        http: dict[str, Any] = {"host": settings.host, "port": settings.port}
+        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+            http |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
+        serve.start(http_options=http)
+        if running_lineups() is not None:
+            raise ConfigError(
+                f"the Ray cluster at {address} already serves an application '{APPLICATION}'",
+                hint="stop the command that started it (Ctrl-C), or serve your models from that one",
+                parameter="--ray",
+            )
+        proxy = proxy_options()  # the proxy keeps the options of whoever started Serve on the cluster first
+        host, port = str(proxy.get("host", settings.host)), int(proxy.get("port", settings.port))
+        tls = bool(proxy.get("ssl_certfile"))
+        check_exposure(settings.model_copy(update={"host": host}), token, tls=tls)
+        if (host, port) != (settings.host, settings.port):
+            say(
+                f"Ray Serve was started on this cluster before, on {host}:{port}: it answers there",
+                style="yellow",
+            )
+        count = f"{spec.autoscale[0]}..{spec.autoscale[1]}" if spec.autoscale else str(spec.replicas)
+        say(f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replicas)", style="bold")
+        try:
+            deploy(spec, registry, start_timeout_s=START_TIMEOUT_S)
+            scheme = "https" if tls else "http"
+            say(f"serving on {scheme}://{host}:{port} through Ray Serve; Ctrl-C removes it")
+            _wait_for_interrupt()
+        except (RuntimeError, TimeoutError) as error:
+            raise ConfigError(
+                f"the Ray Serve application did not start: {error}", parameter="--ray"
+            ) from None
+        finally:  # what this command submitted, whether it started or not
+            say("removing the application from the cluster")
+            serve.delete(APPLICATION)
+    finally:
+        ray.shutdown()
+
+
+def _cluster_spec(
+    cluster: ClusterOptions,
+    refs: list[str],
+    settings: ServeConfig,
+    monitoring: MonitorConfig,
+    registry: Registry,
+    token: str | None,
+) -> ClusterSpec:
+    """What every replica starts with: files as absolute paths (the same on every node), the admin token as
+    its digest; and a word on what a cluster of several machines cannot use (SQLite files) or should not be
+    given (a password inside a URL: the cluster's configuration shows it to whoever reads it)."""
     from modelcycle.monitor.location import is_postgres_url
+    from modelcycle.serve.ray_config import ClusterSpec
     from modelcycle.serve.transport import token_digest
 
-    store = monitoring.store
-    if store is not None and not is_postgres_url(store):  # a file: the same absolute path on every node
-        monitoring = monitoring.model_copy(update={"store": str(Path(store).resolve())})
-    files = [
+    store, encryption = monitoring.store, monitoring.encryption
+    changes: dict[str, Any] = {}
+    if store is not None and not is_postgres_url(store):
+        changes["store"] = str(Path(store).resolve())
+    if encryption.key_file is not None:
+        changes["encryption"] = encryption.model_copy(
+            update={"key_file": str(Path(encryption.key_file).resolve())}
+        )
+    monitoring = monitoring.model_copy(update=changes)
+    on_files = [
         what
         for what, on_file in (
             ("the registry (MODELCYCLE_DATABASE_URL)", registry.url.startswith("sqlite")),
@@ -93,14 +169,21 @@ def serve_on_ray(
         )
         if on_file
     ]
-    if files:
-        kind = "is a SQLite file" if len(files) == 1 else "are SQLite files"
+    if on_files:
+        kind = "is a SQLite file" if len(on_files) == 1 else "are SQLite files"
         say(
-            f"{' and '.join(files)} {kind}: fine for nodes of one machine; replicas on several machines "
+            f"{' and '.join(on_files)} {kind}: fine for nodes of one machine; replicas on several machines "
             "need PostgreSQL",
             style="yellow",
         )
-    spec = ClusterSpec(
+    with_password = [url for url in (registry.url, store or "") if "://" in url and make_url(url).password]
+    if with_password:
+        say(
+            "a database URL holds a password, which the cluster's Serve configuration shows to whoever reads "
+            "it: give it to the nodes as PGPASSWORD or ~/.pgpass instead",
+            style="yellow",
+        )
+    return ClusterSpec(
         refs=refs,
         settings=settings.model_dump(mode="json"),
         monitor=monitoring.model_dump(mode="json"),
@@ -109,40 +192,8 @@ def serve_on_ray(
         admin_digest=None if token is None else token_digest(token),
         replicas=cluster.replicas,
         autoscale=cluster.autoscale,
+        cpus_per_replica=cluster.cpus_per_replica,
     )
-    address = cluster.address
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ConfigError(f"cannot join the Ray cluster at '{address}': {error}", parameter="--ray") from None
-    try:
-        http = {"host": settings.host, "port": settings.port}
-        if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
-            http |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
-        serve.start(http_options=http)
-        bounds = cluster.autoscale
-        count = f"{bounds[0]}..{bounds[1]}" if bounds else str(spec.replicas)
-        say(f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replicas)", style="bold")
-        try:
-            deploy(spec, registry, start_timeout_s=START_TIMEOUT_S)
-            host, port = proxy_address()
-            if (host, port) != (settings.host, settings.port):
-                say(
-                    f"Ray Serve was started on this cluster before, on {host}:{port}: it answers there",
-                    style="yellow",
-                )
-            scheme = "https" if settings.ssl_certfile is not None else "http"
-            say(f"serving on {scheme}://{host}:{port} through Ray Serve; Ctrl-C removes it")
-            _wait_for_interrupt()
-        except (RuntimeError, TimeoutError) as error:
-            raise ConfigError(
-                f"the Ray Serve application did not start: {error}", parameter="--ray"
-            ) from None
-        finally:  # a failed start leaves nothing half-deployed either
-            say("removing the application from the cluster")
-            serve.delete(APPLICATION)
-    finally:
-        ray.shutdown()
 
 
 def _check_reachable(address: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ class Registry:
         if self._engine is None:
             self._engine = db.create(self.url)
         return self._engine
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A lock called ``name`` that every process using this registry shares, held for the block (e.g.
+        one change of a cluster's serving configuration at a time)."""
+        return db.exclusive(self.engine, name, self.home)
 
     @property
     def runs(self) -> RunStore:

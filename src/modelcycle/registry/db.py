@@ -5,12 +5,16 @@ database (tests/test_migrations.py checks that the two agree)."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from sqlalchemy import (
     Column,
     Engine,
@@ -24,6 +28,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
@@ -138,6 +143,23 @@ def create(url: str) -> Engine:
 def write(engine: Engine) -> AbstractContextManager[Connection]:
     """A write transaction: on SQLite it holds the write lock from BEGIN (``BEGIN IMMEDIATE``)."""
     return engine.execution_options(registry_write=True).begin()
+
+
+@contextmanager
+def exclusive(engine: Engine, name: str, folder: Path) -> Iterator[None]:
+    """Hold the lock called ``name``, which every process using this registry shares, for the block: on
+    PostgreSQL an advisory lock of a transaction of its own (other writes go on meanwhile); otherwise a lock
+    file in ``folder``, the registry's home. Either is freed when its holder dies; either may be taken in one
+    thread and released in another (an event loop's worker threads)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            lock = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+            connection.execute(lock, {"name": name})
+            yield
+        return
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+    with FileLock(folder / f".{slug}.lock", thread_local=False):
+        yield
 
 
 def _begin_sqlite(connection: Connection) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from modelcycle.errors import AuthError
 from modelcycle.serve.rendering import ProtocolRoute
 from modelcycle.serve.served import ServedModel
-from modelcycle.serve.state import ServerState, serving_state
+from modelcycle.serve.state import ServerState, Transition, serving_state
 from modelcycle.serve.transport import token_digest
 from modelcycle.serve.versions import LoadedVersion
 
@@ -69,6 +69,16 @@ def status(served: ServedModel) -> dict[str, Any]:
     }
 
 
+async def changed(state: ServerState, name: str, transition: Transition) -> dict[str, Any]:
+    """Run ``transition`` on model ``name`` and answer its status, once every replica of a cluster has the
+    change (``propagated``: whether they all took it; absent on a single server)."""
+    propagated = await state.change(name, transition)
+    answer = status(state.model(name))
+    if propagated is not None:
+        answer["propagated"] = propagated
+    return answer
+
+
 @router.get("/{name}")
 def model_status(name: str, state: Admin) -> dict[str, Any]:
     return status(state.model(name))
@@ -76,32 +86,20 @@ def model_status(name: str, state: Admin) -> dict[str, Any]:
 
 @router.post("/{name}/promote")
 async def promote(name: str, body: VersionBody, state: Admin) -> dict[str, Any]:
-    served = state.model(name)
-    await served.promote(body.version, actor=ACTOR)
-    await state.share_lineups()
-    return status(served)
+    return await changed(state, name, lambda served: served.promote(body.version, actor=ACTOR))
 
 
 @router.post("/{name}/canary")
 async def canary(name: str, body: CanaryBody, state: Admin) -> dict[str, Any]:
-    served = state.model(name)
-    await served.canary(body.version, body.percent, actor=ACTOR)
-    await state.share_lineups()
-    return status(served)
+    return await changed(state, name, lambda served: served.canary(body.version, body.percent, actor=ACTOR))
 
 
 @router.post("/{name}/shadow")
 async def shadow(name: str, body: ShadowBody, state: Admin) -> dict[str, Any]:
-    served = state.model(name)
-    await served.shadow(body.version, actor=ACTOR)
-    await state.share_lineups()
-    return status(served)
+    return await changed(state, name, lambda served: served.shadow(body.version, actor=ACTOR))
 
 
 @router.post("/{name}/rollback")
 async def rollback(name: str, state: Admin) -> dict[str, Any]:
     """Back to the version that was primary before the last promotion (and no canary)."""
-    served = state.model(name)
-    await served.rollback(actor=ACTOR)
-    await state.share_lineups()
-    return status(served)
+    return await changed(state, name, lambda served: served.rollback(actor=ACTOR))

@@ -9,7 +9,9 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import Request
 
@@ -25,7 +27,18 @@ from modelcycle.serve.versions import LoadedVersion, load_version
 
 logger = logging.getLogger(__name__)
 
-Publisher = Callable[[dict[str, Lineup]], Awaitable[None]]
+Transition = Callable[[ServedModel], Awaitable[None]]
+
+
+class Cluster(Protocol):
+    """The replicas a server is one of (``ray_app.RayCluster``): where a change of line-up is serialised and
+    from where it reaches them all."""
+
+    def changing(self) -> AbstractAsyncContextManager[dict[str, Lineup]]:
+        """Hold the cluster's one change lock for the block; yields the line-ups as every replica has them."""
+
+    async def publish(self, lineups: dict[str, Lineup]) -> None:
+        """Give every replica these models' line-ups (the others' as they are); returns once all have them."""
 
 
 @dataclass
@@ -42,8 +55,7 @@ class ServerState:
     models: dict[str, ServedModel] = field(default_factory=dict)
     ready: bool = False
     load_error: str | None = None
-    # On a cluster: hands every model's line-up to the other replicas after an admin change (``ray_app``)
-    publish: Publisher | None = None
+    cluster: Cluster | None = None  # the replicas this server is one of (``modelcycle serve --ray``)
     loaded: asyncio.Event = field(default_factory=asyncio.Event)  # set when loading ends, done or failed
 
     def model(self, name: str) -> ServedModel:
@@ -89,14 +101,26 @@ class ServerState:
         finally:
             self.loaded.set()
 
-    def lineups(self) -> dict[str, Lineup]:
-        """Every served model's line-up, by name."""
-        return {name: served.lineup() for name, served in self.models.items()}
-
-    async def share_lineups(self) -> None:
-        """After an admin change: on a cluster, every other replica takes the line-ups this one now has."""
-        if self.publish is not None:
-            await self.publish(self.lineups())
+    async def change(self, name: str, transition: Transition) -> bool | None:
+        """Run an admin ``transition`` of model ``name``. On a cluster, one change at a time: under the
+        cluster's lock this replica first takes the line-up every replica has (another replica may have
+        changed it), then changes it, then gives every replica the result. Says whether they all took it
+        (None: one server). A failed publication is logged, not raised: the change stands on this replica and
+        in the registry, and the next change of the model publishes again."""
+        served = self.model(name)
+        if self.cluster is None:
+            await transition(served)
+            return None
+        async with self.cluster.changing() as current:
+            if name in current:
+                await served.adopt(current[name])
+            await transition(served)
+            try:
+                await self.cluster.publish({name: served.lineup()})
+            except Exception:  # a boundary: Ray's controller may fail in many ways
+                logger.exception("the new line-up of %s did not reach every replica", name)
+                return False
+        return True
 
     async def adopt(self, lineups: dict[str, Lineup]) -> None:
         """Take line-ups decided elsewhere (a cluster's ``user_config``) once the models are loaded; a model
