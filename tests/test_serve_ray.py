@@ -51,27 +51,27 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """Two Ray nodes on 127.0.0.1, one CPU each; stopped afterwards (``ray stop`` ends every Ray process of
-    this user on the machine)."""
+    """Two Ray nodes on 127.0.0.1, one CPU each, each a ``ray start --block`` in the foreground: SIGTERM ends
+    that node's processes and nothing else (``ray stop`` would end every Ray process of the user)."""
     port = free_port()
     head = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1"]
-    quiet = ["--include-dashboard", "false", "--disable-usage-stats"]
-    second = [
-        RAY,
-        "start",
-        "--address",
-        f"127.0.0.1:{port}",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        "1",
-    ]
+    head += ["--include-dashboard", "false", "--disable-usage-stats", "--block"]
+    second = [RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"]
+    second += ["--num-cpus", "1", "--block"]
+    nodes: list[subprocess.Popen[str]] = []
     try:
-        subprocess.run([*head, *quiet], check=True, capture_output=True, timeout=180)
-        subprocess.run(second, check=True, capture_output=True, timeout=180)
+        for command in (head, second):
+            node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            nodes.append(node)
+            _wait_for_line(node, [], "block forever", timeout_s=180)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        for node in reversed(nodes):
+            node.terminate()
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
 
 
 @dataclass
@@ -260,6 +260,7 @@ def test_promotions_under_load_reach_every_replica_and_fail_no_request(deploymen
             promoted_at = time.monotonic()
             status = admin.promote(MODEL, version)
             assert status["primary"]["version"] == version
+            assert status["propagated"] is True
             delays.append(_until_every_answer_is(probe, rows[0], version, promoted_at, deployment))
     print(
         f"\n20 promotions: slowest reached every replica in {max(delays):.2f} s; load {dict(load.statuses)}"
@@ -448,6 +449,16 @@ def test_a_replica_killed_under_load_is_replaced_by_ray(deployment: Deployment) 
     assert len(_replica_pids()) == 2
     assert load.statuses[200] > 0
     assert load.failed <= 4, load.statuses  # at most the requests in flight on that replica
+    # the new replica started from the references (version 1) but took the line-up (version 2, promoted by the
+    # canary) before any traffic: every answer comes from version 2
+    with httpx.Client(base_url=deployment.url, timeout=30) as client:
+        versions = {
+            client.post(f"/v1/models/{MODEL}:predict", json={"instances": [rows[0]]}).headers[
+                "X-Model-Version"
+            ]
+            for _ in range(32)
+        }
+    assert versions == {"2"}
 
 
 def _replica_pids() -> list[int]:

@@ -5,11 +5,12 @@ the application from the cluster and leaves the cluster running."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
 import socket
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -95,6 +96,7 @@ def serve_on_ray(
         ) from None
     spec = _cluster_spec(cluster, refs, settings, monitoring, registry, token)
     address = cluster.address
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -120,7 +122,11 @@ def serve_on_ray(
                 style="yellow",
             )
         count = f"{spec.autoscale[0]}..{spec.autoscale[1]}" if spec.autoscale else str(spec.replicas)
-        say(f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replicas)", style="bold")
+        plural = "" if count == "1" else "s"
+        say(
+            f"deploying {', '.join(refs)} on the Ray cluster at {address} ({count} replica{plural})",
+            style="bold",
+        )
         try:
             deploy(spec, registry, start_timeout_s=START_TIMEOUT_S)
             scheme = "https" if tls else "http"
@@ -210,13 +216,12 @@ def _check_reachable(address: str) -> None:
 
 
 def _wait_for_interrupt() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
+    """Block until Ctrl-C or SIGTERM (which ``_interrupt_on_sigterm`` turns into the same)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(1.0)
 
-    def interrupted(_signal: int, _frame: FrameType | None) -> None:
-        stop.set()
 
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, interrupted)
-    while not stop.wait(1.0):
-        pass
+def _interrupt_on_sigterm(_signal: int, _frame: FrameType | None) -> None:
+    """SIGTERM as Ctrl-C, from the start: a command stopped while it deploys removes what it submitted too."""
+    raise KeyboardInterrupt
