@@ -449,8 +449,8 @@ def test_a_replica_killed_under_load_is_replaced_by_ray(deployment: Deployment) 
     assert len(_replica_pids()) == 2
     assert load.statuses[200] > 0
     assert load.failed <= 4, load.statuses  # at most the requests in flight on that replica
-    # the new replica started from the references (version 1) but took the line-up (version 2, promoted by the
-    # canary) before any traffic: every answer comes from version 2
+    # the command's references name version 1; the canary promoted version 2, and the new replica serves it
+    # from its first request: every answer comes from version 2
     with httpx.Client(base_url=deployment.url, timeout=30) as client:
         versions = {
             client.post(f"/v1/models/{MODEL}:predict", json={"instances": [rows[0]]}).headers[

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from modelcycle.config import MonitorConfig, ServeConfig
-from modelcycle.registry import Registry
+from modelcycle.registry import Registry, parse_ref
 from modelcycle.serve.app import create_app
 from modelcycle.serve.ray_config import APPLICATION, DEPLOYMENT, TARGETS_FOLDER, ClusterSpec
 from modelcycle.serve.ray_control import LINEUP_LOCK, publish, running_lineups
@@ -74,7 +74,7 @@ class ModelServer:
         spec = self.spec
         app = create_app(
             Registry(spec.home, database_url=spec.database_url),
-            spec.refs,
+            _current_refs(spec.refs),
             ServeConfig.model_validate(spec.settings),
             admin_digest=spec.admin_digest,
             monitoring=MonitorConfig.model_validate(spec.monitor),
@@ -103,6 +103,22 @@ class ModelServer:
     def __del__(self) -> None:
         if self.targets is not None:
             self.targets.close()
+
+
+def _current_refs(refs: list[str]) -> list[str]:
+    """The references with each model's primary as deployed now, so a replica Ray starts after promotions
+    loads the version it is about to serve rather than first the one the command named (twice the time and
+    memory, for a language model); as given when the controller has no line-up to say."""
+    try:
+        deployed = running_lineups() or {}
+    except Exception:  # a boundary: the line-up still arrives through reconfigure, after one more load
+        logger.warning("could not read the deployed line-up; loading the references as given", exc_info=True)
+        return refs
+    current = []
+    for ref in refs:
+        name = parse_ref(ref).name
+        current.append(f"{name}@{deployed[name].primary}" if name in deployed else ref)
+    return current
 
 
 def application(args: dict[str, Any]) -> serve.Application:
