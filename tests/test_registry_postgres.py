@@ -4,6 +4,7 @@ password to itself, and the audit log refuses even the statements SQLite's row t
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +68,24 @@ def test_the_audit_log_refuses_any_statement_that_would_change_it(
         assert len(registry.history("tiny")) == 1
     finally:
         registry.close()
+
+
+def test_a_server_that_never_answers_is_an_error_within_the_connect_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that takes the connection but never speaks (a host behind a black hole looks the same to the
+    client): without a bound, every command hung until the operating system's TCP timeout."""
+    pytest.importorskip("psycopg")
+    from modelcycle.registry import db
+
+    monkeypatch.setattr(db, "CONNECT_TIMEOUT_S", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=r"modelcycle:\*\*\*@127\.0\.0\.1"):
+            Registry(
+                tmp_path, database_url=f"postgresql+psycopg://modelcycle:s3cret@127.0.0.1:{port}/r"
+            ).history("m")
+        assert time.monotonic() - started < 10

@@ -37,6 +37,7 @@ from modelcycle.errors import ConfigError, MissingDependencyError, RegistryError
 from modelcycle.registry import migration
 
 metadata = MetaData()
+CONNECT_TIMEOUT_S = 10
 _WAL_ATTEMPTS = 40
 
 runs = Table(
@@ -120,7 +121,7 @@ def create(url: str) -> Engine:
     write lock at BEGIN, so that reading the next version number and inserting it cannot race. Database
     failures become RegistryError."""
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, connect_args=_connect_arguments(url))
     except NoSuchModuleError as error:
         raise MissingDependencyError(
             f"registry database '{_safe(url)}': no driver ({error})",
@@ -198,6 +199,18 @@ def _as_registry_error(context: ExceptionContext) -> Exception | None:
             hint="check MODELCYCLE_HOME / MODELCYCLE_DATABASE_URL; retry if it was busy",
         )
     return None
+
+
+def _connect_arguments(url: str) -> dict[str, Any]:
+    """A bound on connecting to a PostgreSQL server (10 s, unless the URL sets ``connect_timeout``): a host
+    that drops packets would otherwise hang every command until the operating system's TCP timeout."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return {}  # create_engine names the fault
+    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def _safe(url: str) -> str:
