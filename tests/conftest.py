@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,14 @@ def cli(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on once this returns: for a server a test starts, or for
+    a test that wants a refused connection."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def metric_value(metrics: str, name: str, **labels: str) -> float:

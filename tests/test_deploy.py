@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from fastapi.testclient import TestClient
 from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import ROOT, train_into
+from tests.conftest import ROOT, free_port, train_into
 from tests.test_serve import live_server, wait_ready
 
 DEPLOY = ROOT / "deploy"
@@ -91,18 +90,12 @@ def test_promtool_accepts_the_rules_and_the_metrics(metrics_text: str) -> None:
     assert metrics.returncode == 0, metrics.stdout + metrics.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus (Debian: prometheus) missing")
-    port = _free_port()
+    port = free_port()
     return Path(binary), port
 
 

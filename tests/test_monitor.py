@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import training_split
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
-from tests.conftest import EXAMPLES, metric_value, train_into
+from tests.conftest import EXAMPLES, free_port, metric_value, train_into
 from tests.test_serve import wait_ready
 
 pytest_plugins = ["tests.store_backends"]  # store_location: the tests that take it run on each backend
@@ -502,9 +501,7 @@ def _real_server(
     config.write_text(
         (EXAMPLES / "breast-cancer-mlp.yaml").read_text() + f"\nmonitor:\n  store: {tmp_path / 'm.db'}\n"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "modelcycle", "serve", "breast-cancer-mlp@1", "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--config", str(config), *options],

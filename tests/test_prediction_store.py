@@ -9,7 +9,6 @@ import io
 import logging
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from modelcycle.monitor.predictions import (
     Traffic,
 )
 from modelcycle.monitor.store import PredictionRecord, PredictionStore
+from tests.conftest import free_port
 
 pytest_plugins = ["tests.store_backends"]  # store_location: every test that takes it runs on each backend
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelcycle"
@@ -318,9 +318,7 @@ def test_a_store_location_is_a_postgres_url_or_a_file_and_never_shows_the_passwo
 
 
 def test_an_unreachable_postgres_store_is_a_database_error_naming_it_without_the_password() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens on it
     url = f"postgresql+psycopg://ann:s3cret@127.0.0.1:{port}/store"
     with pytest.raises(DatabaseError, match=rf"ann:\*\*\*@127\.0\.0\.1:{port}/store: open: ") as raised:
         open_database(url)

@@ -14,17 +14,14 @@ import sqlalchemy
 from modelcycle.errors import RegistryError
 from modelcycle.registry import Registry
 from modelcycle.testing import tiny_bundle
-from tests.conftest import CliResult
+from tests.conftest import CliResult, free_port
 
 
 @pytest.fixture
 def unreachable_url() -> str:
     """A PostgreSQL URL with a password, on a local port where nothing listens."""
     pytest.importorskip("psycopg")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"postgresql+psycopg://modelcycle:s3cret@127.0.0.1:{port}/registry"
+    return f"postgresql+psycopg://modelcycle:s3cret@127.0.0.1:{free_port()}/registry"
 
 
 def test_an_unreachable_server_is_a_registry_error_naming_the_url_without_its_password(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from modelcycle.predictor import Predictor, generate, model_tensors, predict, tr
 from modelcycle.registry import Registry
 from modelcycle.update import AdminClient
 from modelcycle.update.loop import UpdateResult, canary
-from tests.conftest import EXAMPLES, ROOT, TINY_GPT, train_into
+from tests.conftest import EXAMPLES, ROOT, TINY_GPT, free_port, train_into
 
 pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'modelcycle[ray]')")
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -41,12 +40,6 @@ TOKEN = "ray-admin-token"
 MODEL = "breast-cancer-mlp"
 RAY = Path(sys.executable).with_name("ray")
 FAST = UpdateConfig(canary_min_samples=12, canary_percent=50, poll_s=0.2, canary_timeout_s=60)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

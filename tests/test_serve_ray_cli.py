@@ -3,17 +3,12 @@ flag, exit 2, no traceback, and no minutes-long wait on an address where no Ray 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # nothing listens once the probe is closed
+from tests.conftest import free_port
 
 
 @pytest.mark.parametrize(
@@ -31,7 +26,7 @@ def _closed_port() -> int:
 def test_cluster_options_that_cannot_work_fail_at_once_naming_the_flag(
     cli: Callable[..., Any], arguments: list[str], message: str
 ) -> None:
-    closed = _closed_port()
+    closed = free_port()
     result = cli("serve", "any-model", *[argument.format(closed=closed) for argument in arguments])
     assert result.exit_code == 2
     assert message.format(closed=closed) in result.stderr
