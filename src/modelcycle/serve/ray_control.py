@@ -36,14 +36,22 @@ def _client() -> ServeControllerClient:
     return client
 
 
-def _submit(spec: ClusterSpec, lineups: dict[str, Lineup], *, wait: bool) -> None:
+def _submit(spec: ClusterSpec, lineups: dict[str, Lineup], *, wait: bool, update: bool = False) -> None:
     """Submit our application with ``lineups``, the other applications and the settings as deployed; with
-    ``wait``, return once every application runs it (Ray's own wait: a ``TimeoutError`` after 60 s)."""
+    ``update``, ``lineups`` change those of our deployed application (the others stay as they are). With
+    ``wait``, return once every application runs it (Ray's own wait: a ``TimeoutError`` after 60 s). One
+    read of the cluster's details serves all of it."""
     client = _client()
     details = client.get_serve_details()
+    applications = details.get("applications", {})
+    if update:
+        deployed = _lineups_of(applications.get(APPLICATION))
+        if deployed is None:
+            raise RuntimeError(f"the application '{APPLICATION}' is not deployed on this cluster")
+        lineups = deployed | lineups
     others = [
         app["deployed_app_config"]
-        for name, app in details.get("applications", {}).items()
+        for name, app in applications.items()
         if name != APPLICATION and app.get("deployed_app_config")
     ]
     settings = {key: details[key] for key in KEPT_SETTINGS if details.get(key) is not None}
@@ -51,21 +59,22 @@ def _submit(spec: ClusterSpec, lineups: dict[str, Lineup], *, wait: bool) -> Non
     client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=wait)
 
 
-def running_lineups() -> dict[str, Lineup] | None:
-    """The line-ups of our application as deployed on the cluster; None when it does not run there."""
-    application = _client().get_serve_details().get("applications", {}).get(APPLICATION)
+def _lineups_of(application: dict[str, Any] | None) -> dict[str, Lineup] | None:
+    """The line-ups in our application's details as deployed; None when it is not deployed."""
     if application is None or not application.get("deployed_app_config"):
         return None
     return deployed_lineups(application["deployed_app_config"])
 
 
+def running_lineups() -> dict[str, Lineup] | None:
+    """The line-ups of our application as deployed on the cluster; None when it does not run there."""
+    return _lineups_of(_client().get_serve_details().get("applications", {}).get(APPLICATION))
+
+
 def publish(spec: ClusterSpec, changed: dict[str, Lineup]) -> None:
     """Give every replica the ``changed`` line-ups (the others as deployed); returns once every replica has
     them. The caller holds ``LINEUP_LOCK``."""
-    lineups = running_lineups()
-    if lineups is None:
-        raise RuntimeError(f"the application '{APPLICATION}' is not deployed on this cluster")
-    _submit(spec, lineups | changed, wait=True)
+    _submit(spec, changed, wait=True, update=True)
 
 
 def deploy(spec: ClusterSpec, registry: Registry, *, start_timeout_s: float) -> None:
