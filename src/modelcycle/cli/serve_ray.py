@@ -154,14 +154,14 @@ def _cluster_spec(
     """What every replica starts with: files as absolute paths (the same on every node), the admin token as
     its digest; and a word on what a cluster of several machines cannot use (SQLite files) or should not be
     given (a password inside a URL: the cluster's configuration shows it to whoever reads it)."""
-    from modelcycle.monitor.location import is_postgres_url
+    from modelcycle.monitor.live import store_path
     from modelcycle.serve.ray_config import ClusterSpec
     from modelcycle.serve.transport import token_digest
 
-    store, encryption = monitoring.store, monitoring.encryption
+    store, encryption = store_path(monitoring, registry), monitoring.encryption
     changes: dict[str, Any] = {}
-    if store is not None and not is_postgres_url(store):
-        changes["store"] = str(Path(store).resolve())
+    if store.path is not None:  # a file: the same absolute path on every node
+        changes["store"] = str(store.path.resolve())
     if encryption.key_file is not None:
         changes["encryption"] = encryption.model_copy(
             update={"key_file": str(Path(encryption.key_file).resolve())}
@@ -171,7 +171,7 @@ def _cluster_spec(
         what
         for what, on_file in (
             ("the registry (MODELCYCLE_DATABASE_URL)", registry.url.startswith("sqlite")),
-            ("the prediction store (monitor.store)", monitoring.enabled and not is_postgres_url(store or "")),
+            ("the prediction store (monitor.store)", monitoring.enabled and store.path is not None),
         )
         if on_file
     ]
@@ -182,8 +182,8 @@ def _cluster_spec(
             "need PostgreSQL",
             style="yellow",
         )
-    with_password = [url for url in (registry.url, store or "") if "://" in url and make_url(url).password]
-    if with_password:
+    urls = [url for url in (registry.url, store.url) if url is not None and "://" in url]
+    if any(make_url(url).password for url in urls):
         say(
             "a database URL holds a password, which the cluster's Serve configuration shows to whoever reads "
             "it: give it to the nodes as PGPASSWORD or ~/.pgpass instead",
