@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from modelcycle.pipeline import train
 from modelcycle.predictor import Predictor, held_out_split, model_tensors
 from modelcycle.registry import Registry
 from modelcycle.runtime import load_model
+from modelcycle.testing.ray_cluster import local_ray_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ROOT / "benchmarks" / "servers"
@@ -359,25 +359,6 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-@contextlib.contextmanager
-def ray_cluster() -> Iterator[str]:
-    """A local two-node Ray cluster on 127.0.0.1, one CPU each (the head, and a worker); yields the head's
-    address and always ends with ``ray stop --force``."""
-    ray = str(Path(PYTHON).parent / "ray")
-    address = f"127.0.0.1:{free_port()}"
-    head = address.rsplit(":", 1)[1]
-    try:
-        node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-        for command in (
-            [ray, "start", "--head", "--port", head, "--include-dashboard", "false", *node],
-            [ray, "start", "--address", address, *node],
-        ):
-            subprocess.run(command, check=True, timeout=180, capture_output=True)
-        yield address
-    finally:
-        subprocess.run([ray, "stop", "--force"], timeout=180, capture_output=True, check=False)
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -518,7 +499,7 @@ def measure_ray(registry: Registry, ref: str, rounds: int) -> list[str]:
         "",
     ]
     cpu: dict[str, dict[str, float]] = {}
-    with ray_cluster() as address, tempfile.TemporaryDirectory() as logs:
+    with local_ray_cluster(nodes=2, cpus_per_node=1) as address, tempfile.TemporaryDirectory() as logs:
         proxy, direct = free_port(), free_port()
         servers = [
             Server("ours direct (no Ray)", [*ours, "--port", str(direct)], direct, False, home),

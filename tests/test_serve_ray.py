@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from modelcycle.config import UpdateConfig
 from modelcycle.predictor import Predictor, generate, model_tensors, predict, training_split
 from modelcycle.registry import Registry
+from modelcycle.testing.ray_cluster import local_ray_cluster, wait_for_line
 from modelcycle.update import AdminClient
 from modelcycle.update.loop import UpdateResult, canary
 from tests.conftest import EXAMPLES, ROOT, TINY_GPT, free_port, train_into
@@ -38,33 +39,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TOKEN = "ray-admin-token"
 MODEL = "breast-cancer-mlp"
-RAY = Path(sys.executable).with_name("ray")
 FAST = UpdateConfig(canary_min_samples=12, canary_percent=50, poll_s=0.2, canary_timeout_s=60)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """Two Ray nodes on 127.0.0.1, one CPU each, each a ``ray start --block`` in the foreground: SIGTERM ends
-    that node's processes and nothing else (``ray stop`` would end every Ray process of the user)."""
-    port = free_port()
-    head = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1"]
-    head += ["--include-dashboard", "false", "--disable-usage-stats", "--block"]
-    second = [RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"]
-    second += ["--num-cpus", "1", "--block"]
-    nodes: list[subprocess.Popen[str]] = []
-    try:
-        for command in (head, second):
-            node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            nodes.append(node)
-            _wait_for_line(node, [], "block forever", timeout_s=180)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for node in reversed(nodes):
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
+    """Two Ray nodes on 127.0.0.1, one CPU each."""
+    with local_ray_cluster(nodes=2, cpus_per_node=1) as address:
+        yield address
 
 
 @dataclass
@@ -109,7 +91,7 @@ def deployment(
     )
     output: list[str] = []
     try:
-        _wait_for_line(server, output, "serving on", timeout_s=300)
+        wait_for_line(server, "serving on", timeout_s=300, output=output)
         yield Deployment(f"http://127.0.0.1:{port}", home, database_url)
     finally:
         server.send_signal(signal.SIGINT)
@@ -130,25 +112,6 @@ def _new_database(server_url: str) -> str:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _wait_for_line(
-    process: subprocess.Popen[str], output: list[str], wanted: str, *, timeout_s: float
-) -> None:
-    """Read the command's output until a line contains ``wanted`` (bounded in time)."""
-    assert process.stdout is not None
-    found = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:  # type: ignore[union-attr]
-            output.append(line)
-            if wanted in line:
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(timeout_s):
-        process.kill()
-        raise AssertionError(f"'{wanted}' never printed:\n{''.join(output)}")
 
 
 @dataclass
