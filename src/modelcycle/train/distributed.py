@@ -71,9 +71,11 @@ class Distributed:
 
 
 def from_environment(device: torch.device) -> tuple[Distributed, torch.device]:
-    """The process group torchrun describes in the environment (or a single process), initialised once, and
-    this rank's device: on CUDA each rank takes the GPU of its local rank."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    """The process group torchrun describes in the environment, or one a launcher has already initialised
+    (Ray Train), or a single process; initialised once, and this rank's device: on CUDA each rank takes the
+    GPU of its local rank."""
+    started = dist.is_available() and dist.is_initialized()
+    world_size = dist.get_world_size() if started else int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
