@@ -6,10 +6,8 @@ the application from the cluster and leaves the cluster running."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
+from modelcycle.cli.ray_head import check_head, join_cluster
 from modelcycle.cli.render import say
 from modelcycle.config import MonitorConfig, ServeConfig
 from modelcycle.errors import ConfigError, MissingDependencyError
@@ -27,7 +26,6 @@ from modelcycle.serve.transport import check_exposure
 if TYPE_CHECKING:
     from modelcycle.serve.ray_config import ClusterSpec
 
-REACH_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 600.0  # loading a language model on every replica takes minutes on a small machine
 
 
@@ -60,9 +58,6 @@ def cluster_options(
         raise ConfigError("--workers is for one machine; with --ray give --replicas", parameter="--workers")
     if replicas is not None and autoscale is not None:
         raise ConfigError("give --replicas or --autoscale, not both", parameter="--autoscale")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"'{address}' is not HOST:PORT of a Ray head node", parameter="--ray")
     bounds = None
     if autoscale is not None:
         match = re.fullmatch(r"(\d+):(\d+)", autoscale.strip())
@@ -71,7 +66,7 @@ def cluster_options(
                 f"'{autoscale}' is not MIN:MAX replicas with 1 <= MIN <= MAX", parameter="--autoscale"
             )
         bounds = int(match[1]), int(match[2])
-    _check_reachable(address)
+    check_head(address)
     return ClusterOptions(address, replicas or 1, bounds, cpus_per_replica or 1.0)
 
 
@@ -97,10 +92,7 @@ def serve_on_ray(
     spec = _cluster_spec(cluster, refs, settings, monitoring, registry, token)
     address = cluster.address
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ConfigError(f"cannot join the Ray cluster at '{address}': {error}", parameter="--ray") from None
+    join_cluster(address)
     try:
         http: dict[str, Any] = {"host": settings.host, "port": settings.port}
         if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
@@ -200,19 +192,6 @@ def _cluster_spec(
         autoscale=cluster.autoscale,
         cpus_per_replica=cluster.cpus_per_replica,
     )
-
-
-def _check_reachable(address: str) -> None:
-    """A clear error at once when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes)."""
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
-    except OSError as error:
-        raise ConfigError(
-            f"nothing answers at '{address}' ({error.strerror or error})",
-            hint="start the cluster with `ray start --head --port PORT` and give that address",
-            parameter="--ray",
-        ) from None
 
 
 def _wait_for_interrupt() -> None:
