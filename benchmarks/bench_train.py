@@ -1,13 +1,22 @@
-"""Trainer overhead: samples/s of modelcycle's Trainer vs a minimal hand-written PyTorch loop, on the same
-model (digits-cnn), data, optimizer, batch size and seed, in the same run. Goal: overhead <= 5 %.
+"""Training benchmarks, each measured side by side in one run.
 
-Run: .venv/bin/python benchmarks/bench_train.py  → benchmarks/results/train.md
+- Trainer overhead: samples/s of modelcycle's Trainer vs a minimal hand-written PyTorch loop, on the same
+  model (digits-cnn), data, optimizer, batch size and seed. Goal: overhead <= 5 %.
+  Run: .venv/bin/python benchmarks/bench_train.py  → benchmarks/results/train.md
+- Strategies: a full fine-tune of SmolLM2-135M-Instruct on Hamlet in one process, data-parallel on two
+  (DDP) and sharded on two (FSDP, with and without activation checkpointing), the same global batch:
+  samples/s, training state and peak resident memory per rank.
+  Run: .venv/bin/python benchmarks/bench_train.py strategies  → benchmarks/results/train-strategies.md
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +30,9 @@ from modelcycle.config import load_config  # noqa: E402
 from modelcycle.data import load_dataset  # noqa: E402
 from modelcycle.pipeline import prepare_data  # noqa: E402
 from modelcycle.pipeline.resolve import validate  # noqa: E402
+from modelcycle.registry import Registry  # noqa: E402
 from modelcycle.tasks.classification import Classification  # noqa: E402
+from modelcycle.testing.pretrained import causal_lm_folder  # noqa: E402
 from modelcycle.train import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,5 +113,87 @@ def main() -> None:
     print("\n".join(lines))
 
 
+GLOBAL_BATCH = 8
+STRATEGIES = {  # name: (processes, overrides)
+    "one process": (1, []),
+    "DDP, 2 processes": (2, ["train.strategy=ddp"]),
+    "FSDP, 2 processes": (2, ["train.strategy=fsdp"]),
+    "FSDP + activation checkpointing, 2 processes": (
+        2,
+        ["train.strategy=fsdp", "train.activation_checkpointing=true"],
+    ),
+}
+
+
+def train_once(folder: Path, processes: int, extra: list[str]) -> dict[str, float]:
+    """One training in a fresh registry; what its epoch recorded, plus the command's wall time."""
+    sets = [
+        "data.max_rows=400",
+        "data.preprocess.text.max_length=64",
+        f"data.preprocess.text.tokenizer={folder}",
+        f"model.params.checkpoint={folder}",
+        "model.params.lora=null",
+        "train.epochs=1",
+        f"train.batch_size={GLOBAL_BATCH // processes}",
+        *extra,
+    ]
+    with tempfile.TemporaryDirectory() as home:
+        command = [sys.executable, "-m", "modelcycle", "train", str(ROOT / "examples" / "smollm2-lora.yaml")]
+        command += [f"--set={item}" for item in sets] + ["--json", "--nproc", str(processes)]
+        started = time.perf_counter()
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "MODELCYCLE_HOME": home}, check=False
+        )
+        wall = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        (epoch,) = (
+            Registry(Path(home)).open(json.loads(done.stdout)["ref"]).read_json("history.json")["epochs"]
+        )
+    # the epoch's samples/s is one rank's; every rank trains as many rows
+    return {**epoch, "samples_per_second": epoch["samples_per_second"] * processes, "wall": wall}
+
+
+def strategies(repeats: int = 2) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = causal_lm_folder("builtin:smollm2", Path(scratch))
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in STRATEGIES}
+        for _ in range(repeats):  # interleaved, so every strategy sees the same machine noise
+            for name, (processes, extra) in STRATEGIES.items():
+                runs[name].append(train_once(folder, processes, extra))
+    baseline = statistics.median(run["samples_per_second"] for run in runs["one process"])
+    whole = statistics.median(run["state_bytes_per_rank"] for run in runs["one process"])
+    rows = []
+    for name, measured in runs.items():
+        speed = statistics.median(run["samples_per_second"] for run in measured)
+        state = statistics.median(run["state_bytes_per_rank"] for run in measured)
+        rss = statistics.median(run["peak_rss_bytes_per_rank"] for run in measured)
+        rows.append(
+            f"| {name} | {speed:.2f} | {speed / baseline:.2f}× | {state / 2**20:.0f} MiB "
+            f"({state / whole:.2f}×) | {rss / 2**20:.0f} MiB "
+            f"| {statistics.median(run['wall'] for run in measured):.0f} s |"
+        )
+    lines = [
+        "# Training strategies: one process, DDP, FSDP",
+        "",
+        f"Machine: {describe_machine()}",
+        "",
+        "SmolLM2-135M-Instruct (134.5M parameters), full fine-tune (no LoRA), fp32, AdamW, 1 epoch of "
+        f"Hamlet blocks of 64 tokens, global batch {GLOBAL_BATCH} in every strategy; gloo on CPU; median of "
+        f"{repeats} "
+        "interleaved repetitions. Samples/s counts every rank's rows; training state = parameters + "
+        "gradients + AdamW moments that one rank holds; peak RSS is the process's (mean over ranks), which "
+        "includes loading the model whole before sharding it and the Python / torch runtime.",
+        "",
+        "| strategy | samples/s | vs one process | training state per rank | peak RSS per rank | wall |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    output = ROOT / "benchmarks" / "results" / "train-strategies.md"
+    output.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    strategies() if sys.argv[1:] == ["strategies"] else main()

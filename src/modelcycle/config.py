@@ -155,6 +155,13 @@ class TrainConfig(Section):
     # fp32 by default: on AVX2 CPUs without AMX a bf16 matmul measured ~50x slower than fp32
     # (docs/architecture.md §7)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # How ranks share the model: ``ddp`` keeps it whole on every rank; ``fsdp`` shards parameters,
+    # gradients and optimizer state across the ranks (FSDP2, one unit per transformer block), for models
+    # that do not fit one rank. A single process trains the whole model either way.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # Recompute each transformer block's activations in the backward pass instead of keeping them: memory
+    # for sequence length, paid in compute (architectures with transformer blocks: gpt, hf, hf_causal_lm).
+    activation_checkpointing: bool = False
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every_steps: PositiveInt | None = None
     log_every_steps: PositiveInt = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
@@ -14,6 +14,24 @@ from modelcycle.errors import ConfigError
 from modelcycle.plugins import PluginRegistry
 from modelcycle.schema import DataKind, InputSchema
 from modelcycle.tasks import TASKS
+
+
+@runtime_checkable
+class TransformerBlocks(Protocol):
+    """A network built of repeated blocks: the units training shards one by one (FSDP) and recomputes in
+    the backward pass instead of keeping their activations (``train.activation_checkpointing``)."""
+
+    def transformer_blocks(self) -> list[nn.Module]: ...
+
+
+def hf_blocks(network: Any) -> list[nn.Module]:
+    """The layer stack of a transformers model, wrapped by PEFT or not: the ``nn.ModuleList`` holding its
+    ``config.num_hidden_layers`` blocks (BERT's ``encoder.layer``, Llama's ``model.layers``)."""
+    count = int(network.config.num_hidden_layers)
+    for module in network.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return list(module)
+    return []
 
 
 class Params(BaseModel):

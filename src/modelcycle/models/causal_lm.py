@@ -14,7 +14,7 @@ from pydantic import model_validator
 from torch import nn
 
 from modelcycle.errors import ConfigError
-from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
+from modelcycle.models.base import ArchitectureEntry, Params, hf_blocks, register_architecture
 from modelcycle.models.hf import LoraParams, merge_adapters, with_lora
 from modelcycle.models.kv_cache import KVCache
 from modelcycle.models.sampling import sample_next
@@ -77,6 +77,9 @@ class CausalLM(nn.Module):
 
     def decode_layers(self) -> int:
         return int(self.network.config.num_hidden_layers)
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        return hf_blocks(self.network)
 
     def context_limit(self) -> int:
         return int(getattr(self.network.config, "max_position_embeddings", 2048))

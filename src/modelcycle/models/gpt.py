@@ -129,6 +129,9 @@ class GPT(nn.Module):
     def decode_layers(self) -> int:
         return len(self.blocks)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        return list(self.blocks)
+
     def context_limit(self) -> int:
         return self.context_length
 

@@ -13,7 +13,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from modelcycle.errors import ConfigError
-from modelcycle.models.base import ArchitectureEntry, Params, register_architecture
+from modelcycle.models.base import ArchitectureEntry, Params, hf_blocks, register_architecture
 from modelcycle.models.sequence import masked_mean
 from modelcycle.packages import model_directory
 from modelcycle.schema import InputSchema
@@ -65,6 +65,9 @@ class PretrainedEncoder(nn.Module):
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = states[:, 0] if self.pooling == "cls" else masked_mean(states, attention_mask)
         return nn.functional.normalize(pooled, dim=-1) if self.embedding else self.head(pooled)
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        return hf_blocks(self.encoder)
 
 
 def build(inputs: InputSchema, output_dim: int, params: HFParams) -> nn.Module:

@@ -1,6 +1,8 @@
 """``train(config)``: validate → load → prepare → (resume) → fit → evaluate → register, recording the run.
-With torchrun every rank trains; only rank 0 touches the registry and writes checkpoints (on resume every
-rank reads the one rank 0 picked)."""
+With torchrun (one machine or several) or Ray Train every rank trains; only rank 0 touches the registry and
+writes checkpoints, except the shards of a sharded (fsdp) run, which every rank writes into the run's
+folder (so on several machines that folder must be shared). On resume every rank reads the checkpoint rank
+0 picked. Ranks started with different configs fail together at the start."""
 
 from __future__ import annotations
 
@@ -67,6 +69,11 @@ def train(
     return None."""
     resolved = validate(config)
     distributed, device = from_environment(pick_device(config.train.device))
+    distributed.require_same(
+        config.config_hash(),
+        "config",
+        hint="start every node with the same config file, overrides and package version",
+    )
     dataset = load_dataset(config.data, seed=config.seed)
     if dataset.task is None:
         raise ConfigError(
@@ -77,9 +84,10 @@ def train(
     data = prepare_data(config, dataset, dataset.task)
     data_fingerprint = fingerprint(dataset)
     root = checkpoint_root(registry, config)
+    sharded = config.train.strategy == "fsdp" and distributed.active
     with ExitStack() as held:  # the run's checkpoint folder, let go of (checkpoints kept) if the run fails
-        folder, snapshot, run_id = (
-            _resume_point(root, config, distributed, held) if resume else (None, None, "")
+        folder, snapshot, run_id, name = (
+            _resume_point(root, config, distributed, held) if resume else (None, None, "", "")
         )
         fit = partial(
             _fit_and_register,
@@ -95,7 +103,11 @@ def train(
             teacher=teacher,
         )
         if not distributed.is_main:
-            return fit(None, None)
+            if not sharded:
+                return fit(None, None)
+            name = name or distributed.broadcast_text("")  # a fresh run's folder, once rank 0 made it
+            _require_shared(root / name, distributed)
+            return fit(None, root / name)
         if snapshot is None:
             recorded = registry.runs.recording(
                 config.name,
@@ -106,17 +118,33 @@ def train(
         else:
             recorded = registry.runs.resuming(run_id, after_step=snapshot.progress.global_step)
         with recorded as run:
-            folder = folder or held.enter_context(checkpoints.begin(root, run.id))
+            if folder is None:
+                folder = held.enter_context(checkpoints.begin(root, run.id))
+                if sharded:
+                    distributed.broadcast_text(folder.directory.name)
+            if sharded:
+                _require_shared(folder.directory, distributed)
             result = fit(run, folder.directory)
         folder.discard()
         return result
 
 
+def _require_shared(directory: Path, distributed: Distributed) -> None:
+    """Every rank must see the run's checkpoint folder, which rank 0 made, to write its shards into it."""
+    distributed.require_all(
+        directory.is_dir(),
+        f"cannot see the checkpoint folder {directory}",
+        hint="sharded training writes every rank's shards there: "
+        "put MODELCYCLE_HOME on a folder all nodes share",
+    )
+
+
 def _resume_point(
     root: Path, config: PipelineConfig, distributed: Distributed, held: ExitStack
-) -> tuple[RunFolder | None, Snapshot, str]:
+) -> tuple[RunFolder | None, Snapshot, str, str]:
     """The interrupted run that ``resume`` continues: rank 0 claims its folder (held in ``held``) and tells
-    the other ranks which it is; every rank loads its newest checkpoint and run id."""
+    the other ranks which it is; every rank loads its newest checkpoint and run id, and learns the folder's
+    name."""
     folder = None
     if distributed.is_main:
         try:
@@ -130,7 +158,7 @@ def _resume_point(
         if not name:
             raise ConfigError("rank 0 found no interrupted run of this config to resume", parameter="resume")
     snapshot, run_id = checkpoints.load(root / name)
-    return folder, snapshot, run_id
+    return folder, snapshot, run_id, name
 
 
 def fit_model(
@@ -157,7 +185,8 @@ def fit_model(
 
     hooks.validate = validate_model if "valid" in data.tensors else None
     trainer = Trainer(model, task, config.train, device=device, distributed=distributed, hooks=hooks)
-    return task, model, trainer.fit(train_set, generator, resume=resume)
+    outcome = trainer.fit(train_set, generator, resume=resume)
+    return task, trainer.model, outcome
 
 
 def _fit_and_register(
@@ -176,7 +205,8 @@ def _fit_and_register(
     teacher: Teacher | None,
 ) -> TrainResult | None:
     """Fit, then evaluate and register with the metrics recorded into ``run`` and the checkpoints written
-    into ``checkpoint_directory``; ranks other than 0 (``run`` is None) only fit."""
+    into ``checkpoint_directory``; ranks other than 0 (``run`` is None) only fit, and write their shards
+    into ``checkpoint_directory`` when they are given one."""
 
     def log(step: int, record: dict[str, float]) -> None:
         if run is not None:
@@ -188,14 +218,20 @@ def _fit_and_register(
             on_epoch(int(record["epoch"]), record)
 
     def save_checkpoint(state: Snapshot) -> None:
-        if run is not None and checkpoint_directory is not None:
-            checkpoints.save(checkpoint_directory, state, config_hash=config.config_hash(), run_id=run.id)
+        if checkpoint_directory is not None:
+            checkpoints.save(
+                checkpoint_directory,
+                state,
+                config_hash=config.config_hash(),
+                run_id=run.id if run is not None else "",
+                group=distributed,
+            )
 
     main = run is not None
     hooks = Hooks(
         on_epoch=log_epoch if main else None,
         on_step=log if main else None,
-        checkpoint=save_checkpoint if main else None,
+        checkpoint=save_checkpoint if checkpoint_directory is not None else None,
     )
     task, model, outcome = fit_model(
         config,

@@ -1,6 +1,9 @@
 """Training checkpoints for exact resume, without pickle: every tensor (weights, best weights, optimizer
-moments, RNG states) in one safetensors file, everything else (counters, history, optimizer hyper-parameters,
+moments, RNG states) in safetensors, everything else (counters, history, optimizer hyper-parameters,
 scheduler, scaler, Python / NumPy RNG) in JSON. Written atomically; ``latest.json`` points at the newest.
+A whole model's checkpoint is one safetensors file that rank 0 writes; a sharded one (FSDP) is written by
+every rank together through ``torch.distributed.checkpoint``, a safetensors file of each rank's shards, and
+read back into any sharding of the same model.
 
 Each run writes into its own folder, ``<root>/<run id>``, which it holds locked (flock) for as long as its
 process lives, so that runs of one config can train at once. The system frees the lock of a process that
@@ -25,9 +28,19 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
-from modelcycle.bundle.files import atomic_directory, remove_tree, sweep_stale_temporaries, write_json_atomic
+from modelcycle.bundle.files import (
+    TEMP_PREFIX,
+    atomic_directory,
+    fsync_tree,
+    publish,
+    remove_tree,
+    sweep_stale_temporaries,
+    write_json_atomic,
+)
 from modelcycle.errors import ConfigError, TrainingError
+from modelcycle.train.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +84,10 @@ class Snapshot:
     scaler: dict[str, Any]
     epoch_order_state: torch.Tensor  # the data-order generator as it was when the current epoch began
     rng: dict[str, Any]
+    # model, best_model and the optimizer's state are keyed by parameter name and hold this rank's shards
+    sharded: bool = False
+    # a sharded checkpoint as loaded: its tensors are read by ``read_sharded`` into the live model's shapes
+    folder: Path | None = None
 
 
 def capture_rng() -> dict[str, Any]:
@@ -98,9 +115,13 @@ def restore_rng(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) -> Path:
-    """Write a checkpoint under ``directory`` and point ``latest.json`` at it; older ones are removed."""
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in snapshot.model.items()}
+def save(
+    directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str, group: Distributed | None = None
+) -> Path:
+    """Write a checkpoint under ``directory`` and point ``latest.json`` at it; older ones are removed. A
+    sharded snapshot is saved by every rank of ``group`` together (each calls this), the rest by rank 0."""
+    group = group or Distributed()
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in _distinct(snapshot.model).items()}
     if snapshot.best_model is not None:
         tensors.update({f"best.{k}": v for k, v in snapshot.best_model.items()})
     optimizer_scalars: dict[str, dict[str, Any]] = {}
@@ -122,6 +143,8 @@ def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) 
         "scheduler": snapshot.scheduler,
         "scaler": snapshot.scaler,
         "rng": {"python": snapshot.rng["python"], "numpy": snapshot.rng["numpy"]},
+        "sharded": snapshot.sharded,
+        "has_best": snapshot.best_model is not None,
     }
     name = f"step-{snapshot.progress.global_step:09d}-epoch-{snapshot.progress.epoch:04d}"
     target = directory / name
@@ -129,15 +152,95 @@ def save(directory: Path, snapshot: Snapshot, *, config_hash: str, run_id: str) 
         text = json.dumps(state)
     except TypeError as error:
         raise TrainingError(f"cannot checkpoint the training state as JSON ({error})") from None
-    with atomic_directory(target) as temp:
-        save_file(
-            {key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(temp / TENSORS)
-        )
-        (temp / STATE).write_text(text, encoding="utf-8")
+    if snapshot.sharded:
+        _save_sharded(target, tensors, text, group)
+        if not group.is_main:
+            return target
+    else:
+        with atomic_directory(target) as temp:
+            save_file(
+                {key: value.detach().cpu().contiguous() for key, value in tensors.items()},
+                str(temp / TENSORS),
+            )
+            (temp / STATE).write_text(text, encoding="utf-8")
     write_json_atomic(directory / LATEST, {"checkpoint": name, "config_hash": config_hash, "run_id": run_id})
     for old in sorted(directory.glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _save_sharded(target: Path, tensors: dict[str, torch.Tensor], state: str, group: Distributed) -> None:
+    """Every rank writes its shards into a temporary folder (one safetensors file each, no pickled
+    metadata: torch's Hugging Face storage writer); rank 0 then adds the JSON state and publishes the
+    folder. The temporary name is the same on every rank, so no rank has to be told it."""
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict_saver import save as save_shards
+
+    temp = target.parent / f"{TEMP_PREFIX}{target.name}"
+    if group.is_main:
+        shutil.rmtree(temp, ignore_errors=True)  # left by a run killed while saving this same step
+        temp.mkdir()
+    group.barrier()
+    save_shards(tensors, storage_writer=HuggingFaceStorageWriter(str(temp), save_distributed=True))
+    if group.is_main:
+        (temp / STATE).write_text(state, encoding="utf-8")
+        fsync_tree(temp)
+        publish(temp, target)
+
+
+def read_sharded(snapshot: Snapshot, model: dict[str, Any], optimizer: dict[str, Any]) -> None:
+    """Fill a loaded sharded ``snapshot``'s tensors from its folder, read into the shapes of this rank's
+    ``model`` and ``optimizer`` state (``sharding.sharded_state`` of the live model: any number of ranks
+    reads the same checkpoint); every rank calls it."""
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict_loader import load as load_shards
+
+    if snapshot.folder is None:
+        raise TrainingError("the checkpoint was not loaded from a folder")
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in _distinct(model).items()}
+    has_best = snapshot.best_model is not None
+    if has_best:
+        tensors.update({f"best.{k}": torch.zeros_like(v) for k, v in model.items()})
+    for key, values in optimizer["state"].items():
+        tensors.update({f"optimizer.{key}.{n}": v for n, v in values.items() if isinstance(v, torch.Tensor)})
+        values.update(snapshot.optimizer["state"].get(key, {}))  # its values that are not tensors
+    tensors["rng.torch"] = torch.empty_like(torch.get_rng_state())
+    tensors["rng.epoch_order"] = torch.empty_like(torch.get_rng_state())
+    cuda = [torch.empty_like(state) for state in capture_rng().get("cuda", [])]
+    tensors.update({f"rng.cuda.{device}": state for device, state in enumerate(cuda)})
+    try:
+        load_shards(tensors, storage_reader=HuggingFaceStorageReader(str(snapshot.folder)))
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
+        raise TrainingError(
+            f"the checkpoint {snapshot.folder} does not fit this model ({error})",
+            hint=_FRESH,
+            parameter="resume",
+        ) from None
+    snapshot.model = model
+    snapshot.best_model = (
+        {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+        if has_best
+        else None
+    )
+    snapshot.optimizer = {**optimizer, "param_groups": snapshot.optimizer["param_groups"]}
+    snapshot.epoch_order_state = tensors["rng.epoch_order"]
+    snapshot.rng["torch"] = tensors["rng.torch"]
+    if cuda:
+        snapshot.rng["cuda"] = [tensors[f"rng.cuda.{device}"] for device in range(len(cuda))]
+
+
+def _distinct(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the names of a tensor already named (tied weights: the input embedding that is
+    also the output head), which safetensors refuses to store twice; loading one fills both."""
+    seen: set[int] = set()
+    distinct = {}
+    for name, value in state.items():
+        local = value.to_local() if isinstance(value, DTensor) else value
+        pointer = local.untyped_storage().data_ptr()
+        if local.numel() == 0 or pointer not in seen:  # an empty shard has no storage of its own
+            seen.add(pointer)
+            distinct[name] = value
+    return distinct
 
 
 def load(directory: Path) -> tuple[Snapshot, str]:
@@ -146,18 +249,20 @@ def load(directory: Path) -> tuple[Snapshot, str]:
     folder = directory / latest["checkpoint"]
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / TENSORS))
+        sharded = bool(state.get("sharded", False))
+        tensors = {} if sharded else load_file(str(folder / TENSORS))
     except (OSError, json.JSONDecodeError, SafetensorError) as error:
         raise TrainingError(
             f"the checkpoint {folder} is damaged ({error})", hint=_FRESH, parameter="resume"
         ) from None
-    optimizer_state: dict[int, dict[str, Any]] = {}
+    # the optimizer's state is keyed by parameter position, or by parameter name when sharded
+    optimizer_state: dict[int | str, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
+            index, name = key.removeprefix("optimizer.").rsplit(".", 1)
             optimizer_state.setdefault(int(index), {})[name] = value
     for index, values in state["optimizer"]["scalars"].items():
-        optimizer_state.setdefault(int(index), {}).update(values)
+        optimizer_state.setdefault(index if sharded else int(index), {}).update(values)
     groups = [
         {**group, "betas": tuple(group["betas"])} if "betas" in group else group
         for group in state["optimizer"]["param_groups"]
@@ -167,12 +272,14 @@ def load(directory: Path) -> tuple[Snapshot, str]:
     snapshot = Snapshot(
         progress=Progress(**state["progress"]),
         model={k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
-        best_model=best or None,
+        best_model=best or ({} if state.get("has_best") and sharded else None),
         optimizer={"state": optimizer_state, "param_groups": groups},
         scheduler=state["scheduler"],
         scaler=state["scaler"],
-        epoch_order_state=tensors["rng.epoch_order"],
-        rng={**state["rng"], "torch": tensors["rng.torch"], **({"cuda": cuda} if cuda else {})},
+        epoch_order_state=tensors.get("rng.epoch_order", torch.empty(0, dtype=torch.uint8)),
+        rng={**state["rng"], "torch": tensors.get("rng.torch"), **({"cuda": cuda} if cuda else {})},
+        sharded=sharded,
+        folder=folder if sharded else None,
     )
     return snapshot, str(latest["run_id"])
 

@@ -56,6 +56,36 @@ class Distributed:
         dist.all_reduce(tensor)
         return float(tensor.item())
 
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks (every rank must call it)."""
+        return self.sum(value) / self.world_size
+
+    def require_same(self, value: str, what: str, *, hint: str) -> None:
+        """Fail every rank together unless all of them hold rank 0's ``value`` (a config hash, say): a node
+        started with another config would otherwise train something else into the same model."""
+        if not self.active:
+            return
+        expected = self.broadcast_text(value)
+        differing = int(self.sum(0.0 if value == expected else 1.0))
+        if differing:
+            mine = "" if value == expected else f"; this rank (rank {self.rank}) has {value[:12]}"
+            raise ConfigError(
+                f"{differing} of {self.world_size} ranks have a different {what} than rank 0 "
+                f"({expected[:12]}{mine})",
+                hint=hint,
+            )
+
+    def require_all(self, ok: bool, message: str, *, hint: str) -> None:
+        """Fail every rank together when ``ok`` is false on any of them (each says whether it is)."""
+        failing = int(self.sum(0.0 if ok else 1.0))
+        if failing:
+            where = "" if ok else f" (rank {self.rank} among them)"
+            raise ConfigError(f"{failing} of {self.world_size} ranks: {message}{where}", hint=hint)
+
     def broadcast_text(self, text: str) -> str:
         """Rank 0's ``text`` on every rank (each passes its own; only rank 0's is read). Bytes in a tensor,
         not ``broadcast_object_list``, which pickles."""

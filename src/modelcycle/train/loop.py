@@ -19,12 +19,22 @@ from modelcycle.config import TrainConfig
 from modelcycle.errors import TrainingError
 from modelcycle.inference import to_tensors
 from modelcycle.tasks import Task
-from modelcycle.train.checkpoint import Progress, Snapshot, capture_rng, restore_rng
+from modelcycle.train.checkpoint import Progress, Snapshot, capture_rng, read_sharded, restore_rng
 from modelcycle.train.distributed import Distributed
 from modelcycle.train.monitor import Selection
 from modelcycle.train.optimizers import OPTIMIZERS
 from modelcycle.train.precision import autocast, check_precision, grad_scaler
 from modelcycle.train.schedules import build_scheduler
+from modelcycle.train.sharding import (
+    checkpoint_activations,
+    gather_full_model,
+    load_sharded_state,
+    peak_rss_bytes,
+    shard,
+    sharded_state,
+    skeleton,
+    state_bytes,
+)
 
 logger = logging.getLogger(__name__)
 Record = dict[str, float]
@@ -65,7 +75,9 @@ class Hooks:
 
 
 class Trainer:
-    """Trains one model in place on one device (or one rank of a data-parallel group)."""
+    """Trains one model on one device, or as one rank of a group: data-parallel (``ddp``: the whole model
+    on every rank) or sharded (``fsdp``: each rank holds a shard). ``model`` is the trained model
+    afterwards; after sharded training it is a plain module gathered on rank 0."""
 
     def __init__(
         self,
@@ -78,13 +90,21 @@ class Trainer:
         hooks: Hooks | None = None,
     ) -> None:
         check_precision(config.precision, device)
-        self.model = model.to(device)
         self.task = task
         self.config = config
         self.device = device
         self.distributed = distributed or Distributed()
         self.hooks = hooks or Hooks()
-        self.network = self.distributed.wrap(self.model, device)
+        self.sharded = config.strategy == "fsdp" and self.distributed.active
+        if config.activation_checkpointing:
+            checkpoint_activations(model, type(model).__name__)
+        self._plain = skeleton(model) if self.sharded else None
+        self.model = model.to(device)
+        if self.sharded:
+            shard(self.model, config.precision, device, self.distributed.world_size)
+            self.network = self.model
+        else:
+            self.network = self.distributed.wrap(self.model, device)
         self.optimizer = OPTIMIZERS.get(config.optimizer.name, field="train.optimizer.name")(
             self.model.parameters(), config.optimizer
         )
@@ -126,6 +146,8 @@ class Trainer:
             self._checkpoint(progress, best_state, generator.get_state())
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        if self._plain is not None:
+            self.model = gather_full_model(self.model, self._plain, is_main=self.distributed.is_main)
         speed = progress.rows_seen / progress.busy_seconds if progress.busy_seconds else 0.0
         return FitResult(
             progress.best_epoch, progress.history, speed, progress.stopped_early, progress.global_step
@@ -144,7 +166,7 @@ class Trainer:
         """Forward and backward one micro-batch of an accumulation ``group`` of that many micro-batches (its
         gradient is the group's mean); step the optimizer at the group's end."""
         started = time.perf_counter()
-        with autocast(self.config.precision, self.device):
+        with autocast("fp32" if self.sharded else self.config.precision, self.device):  # FSDP: its policy
             outputs = self.network(*to_tensors(train.inputs, rows, self.device))
             loss = self.task.loss(outputs.float(), targets[rows].to(self.device))
         finite = bool(torch.isfinite(loss))
@@ -171,12 +193,10 @@ class Trainer:
             progress.global_step += 1
         progress.busy_seconds += time.perf_counter() - started
         progress.rows_seen += len(rows)
-        if (
-            boundary
-            and self.hooks.on_step is not None
-            and progress.global_step % self.config.log_every_steps == 0
-        ):
-            self.hooks.on_step(progress.global_step, {"train_loss_step": loss.item(), "lr": self._lr()})
+        if boundary and progress.global_step % self.config.log_every_steps == 0:
+            step_loss = self.distributed.mean(loss.item())  # every rank: the group's loss, not rank 0's
+            if self.hooks.on_step is not None:
+                self.hooks.on_step(progress.global_step, {"train_loss_step": step_loss, "lr": self._lr()})
 
     def _end_epoch(
         self, progress: Progress, best_state: dict[str, torch.Tensor] | None
@@ -189,6 +209,9 @@ class Trainer:
             "samples_per_second": progress.rows_seen / progress.busy_seconds
             if progress.busy_seconds
             else 0.0,
+            # what one rank holds (the mean over ranks): with fsdp about 1/N of the whole state
+            "state_bytes_per_rank": self.distributed.mean(float(state_bytes(self.model, self.optimizer))),
+            "peak_rss_bytes_per_rank": self.distributed.mean(float(peak_rss_bytes())),
         }
         if self.hooks.validate is not None:
             record.update({f"valid_{key}": value for key, value in self.hooks.validate(self.model).items()})
@@ -199,9 +222,7 @@ class Trainer:
             progress.stale_epochs += 1
         if list(key) > progress.best_key:
             progress.best_key, progress.best_epoch = list(key), progress.epoch + 1
-            best_state = {
-                name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
-            }
+            best_state = self._copy_weights()
         progress.history.append(record)
         progress.epoch += 1
         progress.batch_in_epoch, progress.epoch_loss_sum, progress.epoch_rows = 0, 0.0, 0
@@ -232,28 +253,46 @@ class Trainer:
         if self.hooks.checkpoint is not None:
             self.hooks.checkpoint(self._snapshot(saved, best_state, epoch_order_state))
 
+    def _copy_weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights as they are now: this rank's shards when sharded, else on the CPU."""
+        state = self.model.state_dict().items()
+        if self.sharded:
+            return {name: value.detach().clone() for name, value in state}
+        return {name: value.detach().cpu().clone() for name, value in state}
+
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _snapshot(
         self, progress: Progress, best_state: dict[str, torch.Tensor] | None, epoch_order_state: torch.Tensor
     ) -> Snapshot:
+        model, optimizer = (
+            sharded_state(self.model, self.optimizer)
+            if self.sharded
+            else (self._copy_weights(), self.optimizer.state_dict())
+        )
         return Snapshot(
             progress=copy.deepcopy(progress),
-            model={name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()},
+            model=model,
             best_model=best_state,
-            optimizer=self.optimizer.state_dict(),
+            optimizer=optimizer,
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             epoch_order_state=epoch_order_state,
             rng=capture_rng(),
+            sharded=self.sharded,
         )
 
     def _restore(
         self, snapshot: Snapshot, generator: torch.Generator
     ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
-        self.model.load_state_dict(snapshot.model)
-        self.optimizer.load_state_dict(snapshot.optimizer)
+        if snapshot.sharded:
+            model, optimizer = sharded_state(self.model, self.optimizer)  # the shapes to read into
+            read_sharded(snapshot, model, optimizer)
+            load_sharded_state(self.model, self.optimizer, snapshot.model, snapshot.optimizer)
+        else:
+            self.model.load_state_dict(snapshot.model)
+            self.optimizer.load_state_dict(snapshot.optimizer)
         self.scheduler.load_state_dict(snapshot.scheduler)
         self.scaler.load_state_dict(snapshot.scaler)
         generator.set_state(snapshot.epoch_order_state)
