@@ -13,12 +13,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from modelcycle.config import PipelineConfig
 from modelcycle.data import fingerprint, load_dataset
 from modelcycle.devices import pick_device
-from modelcycle.errors import ConfigError, ModelcycleError
+from modelcycle.errors import ConfigError, ModelcycleError, RegistryError, TrainingError
 from modelcycle.pipeline.prepare import PreparedData, Teacher, prepare_data, task_and_training_rows
 from modelcycle.pipeline.publish import register_model
 from modelcycle.pipeline.resolve import ResolvedPipeline, validate
@@ -69,11 +70,38 @@ def train(
     return None."""
     resolved = validate(config)
     distributed, device = from_environment(pick_device(config.train.device))
+    try:
+        return _train(config, resolved, registry, distributed, device, resume, on_epoch, teacher)
+    except RuntimeError as error:  # gloo and NCCL report a rank that died as a broken connection
+        if not distributed.active or not _lost_a_peer(error):
+            raise
+        raise TrainingError(
+            f"rank {distributed.rank}: another rank of the group stopped "
+            f"({str(error).splitlines()[0][:200]})",
+            hint="that rank's own error says why",
+        ) from None
+
+
+def _lost_a_peer(error: RuntimeError) -> bool:
+    return isinstance(error, dist.DistError) or "by peer" in str(error)
+
+
+def _train(
+    config: PipelineConfig,
+    resolved: ResolvedPipeline,
+    registry: Registry,
+    distributed: Distributed,
+    device: torch.device,
+    resume: bool,
+    on_epoch: EpochCallback | None,
+    teacher: Teacher | None,
+) -> TrainResult | None:
     distributed.require_same(
         config.config_hash(),
         "config",
         hint="start every node with the same config file, overrides and package version",
     )
+    _require_registry(registry, distributed)
     dataset = load_dataset(config.data, seed=config.seed)
     if dataset.task is None:
         raise ConfigError(
@@ -127,6 +155,22 @@ def train(
             result = fit(run, folder.directory)
         folder.discard()
         return result
+
+
+def _require_registry(registry: Registry, distributed: Distributed) -> None:
+    """Rank 0 opens the registry (connects, migrates) before any rank trains: one it cannot use fails every
+    rank at once with rank 0's reason, rather than after the training, or as a broken connection."""
+    failure: ModelcycleError | None = None
+    if distributed.is_main:
+        try:
+            registry.engine  # noqa: B018 - opened for its errors
+        except ModelcycleError as error:
+            failure = error
+    reason = distributed.broadcast_text(str(failure) if failure is not None else "")
+    if failure is not None:
+        raise failure
+    if reason:
+        raise RegistryError(f"rank 0 cannot use the registry: {reason}")
 
 
 def _require_shared(directory: Path, distributed: Distributed) -> None:
