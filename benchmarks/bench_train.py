@@ -114,22 +114,37 @@ def main() -> None:
 
 
 GLOBAL_BATCH = 8
-STRATEGIES = {  # name: (processes, overrides)
-    "one process": (1, []),
-    "DDP, 2 processes": (2, ["train.strategy=ddp"]),
-    "FSDP, 2 processes": (2, ["train.strategy=fsdp"]),
-    "FSDP + activation checkpointing, 2 processes": (
-        2,
-        ["train.strategy=fsdp", "train.activation_checkpointing=true"],
+Variants = dict[str, tuple[int, list[str]]]  # name: (processes, overrides)
+COMPARISONS: dict[str, tuple[int, int, Variants]] = {  # title: (Hamlet lines, tokens per block, variants)
+    "Strategies": (
+        400,
+        64,
+        {
+            "one process": (1, []),
+            "DDP, 2 processes": (2, ["train.strategy=ddp"]),
+            "FSDP, 2 processes": (2, ["train.strategy=fsdp"]),
+            "FSDP + activation checkpointing, 2 processes": (
+                2,
+                ["train.strategy=fsdp", "train.activation_checkpointing=true"],
+            ),
+        },
+    ),
+    "Activation checkpointing, longer sequences": (
+        1000,
+        256,
+        {
+            "one process": (1, []),
+            "one process + activation checkpointing": (1, ["train.activation_checkpointing=true"]),
+        },
     ),
 }
 
 
-def train_once(folder: Path, processes: int, extra: list[str]) -> dict[str, float]:
+def train_once(folder: Path, lines: int, tokens: int, processes: int, extra: list[str]) -> dict[str, float]:
     """One training in a fresh registry; what its epoch recorded, plus the command's wall time."""
     sets = [
-        "data.max_rows=400",
-        "data.preprocess.text.max_length=64",
+        f"data.max_rows={lines}",
+        f"data.preprocess.text.max_length={tokens}",
         f"data.preprocess.text.tokenizer={folder}",
         f"model.params.checkpoint={folder}",
         "model.params.lora=null",
@@ -154,42 +169,49 @@ def train_once(folder: Path, processes: int, extra: list[str]) -> dict[str, floa
     return {**epoch, "samples_per_second": epoch["samples_per_second"] * processes, "wall": wall}
 
 
-def strategies(repeats: int = 2) -> None:
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = causal_lm_folder("builtin:smollm2", Path(scratch))
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in STRATEGIES}
-        for _ in range(repeats):  # interleaved, so every strategy sees the same machine noise
-            for name, (processes, extra) in STRATEGIES.items():
-                runs[name].append(train_once(folder, processes, extra))
-    baseline = statistics.median(run["samples_per_second"] for run in runs["one process"])
-    whole = statistics.median(run["state_bytes_per_rank"] for run in runs["one process"])
-    rows = []
+def comparison_table(runs: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Medians per variant, each against the first variant."""
+    first = next(iter(runs.values()))
+    baseline = statistics.median(run["samples_per_second"] for run in first)
+    whole = statistics.median(run["state_bytes_per_rank"] for run in first)
+    base_rss = statistics.median(run["peak_rss_bytes_per_rank"] for run in first)
+    rows = [
+        "| variant | samples/s | vs first | training state per rank | peak RSS per rank | wall |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, measured in runs.items():
         speed = statistics.median(run["samples_per_second"] for run in measured)
         state = statistics.median(run["state_bytes_per_rank"] for run in measured)
         rss = statistics.median(run["peak_rss_bytes_per_rank"] for run in measured)
         rows.append(
             f"| {name} | {speed:.2f} | {speed / baseline:.2f}× | {state / 2**20:.0f} MiB "
-            f"({state / whole:.2f}×) | {rss / 2**20:.0f} MiB "
+            f"({state / whole:.2f}×) | {rss / 2**20:.0f} MiB ({rss / base_rss:.2f}×) "
             f"| {statistics.median(run['wall'] for run in measured):.0f} s |"
         )
+    return rows
+
+
+def strategies(repeats: int = 2) -> None:
     lines = [
-        "# Training strategies: one process, DDP, FSDP",
+        "# Training strategies: one process, DDP, FSDP; activation checkpointing",
         "",
         f"Machine: {describe_machine()}",
         "",
         "SmolLM2-135M-Instruct (134.5M parameters), full fine-tune (no LoRA), fp32, AdamW, 1 epoch of "
-        f"Hamlet blocks of 64 tokens, global batch {GLOBAL_BATCH} in every strategy; gloo on CPU; median of "
-        f"{repeats} "
+        f"Hamlet blocks, global batch {GLOBAL_BATCH} in every variant; gloo on CPU; median of {repeats} "
         "interleaved repetitions. Samples/s counts every rank's rows; training state = parameters + "
         "gradients + AdamW moments that one rank holds; peak RSS is the process's (mean over ranks), which "
         "includes loading the model whole before sharding it and the Python / torch runtime.",
-        "",
-        "| strategy | samples/s | vs one process | training state per rank | peak RSS per rank | wall |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
     ]
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = causal_lm_folder("builtin:smollm2", Path(scratch))
+        for title, (rows, tokens, variants) in COMPARISONS.items():
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+            for _ in range(repeats):  # interleaved, so every variant sees the same machine noise
+                for name, (processes, extra) in variants.items():
+                    runs[name].append(train_once(folder, rows, tokens, processes, extra))
+            lines += ["", f"## {title} ({tokens} tokens per block)", "", *comparison_table(runs)]
+    lines.append("")
     output = ROOT / "benchmarks" / "results" / "train-strategies.md"
     output.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

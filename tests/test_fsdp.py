@@ -31,9 +31,9 @@ SHARED = [
     "data.preprocess.text.tokenizer={folder}",
     "train.optimizer.lr=0.00005",
     "train.log_every_steps=1",
-    "train.checkpoint_every_steps=2",
+    "train.checkpoint_every_steps=3",
 ]
-KILLED_AFTER_STEP = 3  # mid-epoch; the newest checkpoint is then step 2's
+KILLED_AFTER_STEP = 4  # mid-epoch; the newest checkpoint is then step 3's
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -41,6 +41,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return causal_lm_folder("builtin:smollm2", tmp_path_factory.mktemp("smollm2"))
+
+
+def sharded_overrides(folder: Path) -> list[str]:
+    """Two ranks of half the batch, sharded, recomputing activations (which must change no number)."""
+    return overrides(
+        folder,
+        f"train.batch_size={PER_RANK_BATCH}",
+        "train.strategy=fsdp",
+        "train.activation_checkpointing=true",
+    )
 
 
 def overrides(folder: Path, *extra: str) -> list[str]:
@@ -83,8 +93,7 @@ train(load_config(sys.argv[1], sys.argv[4:]), Registry(sys.argv[2]))
 def sharded_run(smollm2_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """An uninterrupted sharded run on two ranks: its registry folder and its JSON output."""
     home = tmp_path_factory.mktemp("sharded")
-    arguments = overrides(smollm2_folder, f"train.batch_size={PER_RANK_BATCH}", "train.strategy=fsdp")
-    result = train_sharded(home, arguments)
+    result = train_sharded(home, sharded_overrides(smollm2_folder))
     assert result.returncode == 0, result.stderr[-3000:]
     return home, json.loads(result.stdout)
 
@@ -118,7 +127,7 @@ def test_sharded_training_matches_one_process_with_half_the_state_per_rank(
 def test_a_killed_rank_resumes_to_the_weights_of_an_uninterrupted_run(
     smollm2_folder: Path, sharded_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    arguments = overrides(smollm2_folder, f"train.batch_size={PER_RANK_BATCH}", "train.strategy=fsdp")
+    arguments = sharded_overrides(smollm2_folder)
     script = tmp_path / "killing.py"
     script.write_text(textwrap.dedent(KILLING_TRAINER))
     home = tmp_path / "killed"
@@ -126,7 +135,7 @@ def test_a_killed_rank_resumes_to_the_weights_of_an_uninterrupted_run(
     assert killed.returncode != 0
     assert f"exitcode  : -{signal.SIGKILL.value}" in killed.stderr
     (folder,) = (home / "checkpoints" / "smollm2-lora").glob("[!.]*")
-    assert json.loads((folder / "latest.json").read_text())["checkpoint"].startswith("step-000000002")
+    assert json.loads((folder / "latest.json").read_text())["checkpoint"].startswith("step-000000003")
     resumed = train_sharded(home, arguments, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     output = json.loads(resumed.stdout)
@@ -135,3 +144,40 @@ def test_a_killed_rank_resumes_to_the_weights_of_an_uninterrupted_run(
     expected = Registry(straight_home).open(straight["ref"]).state_dict()
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
     assert output["metrics"] == straight["metrics"]
+
+
+def test_a_sharded_run_killed_after_its_best_epoch_resumes_only_on_as_many_ranks(tmp_path: Path) -> None:
+    """Sharded checkpoints carry the best epoch's weights too (a small GPT with dropout, two epochs, killed
+    in the second); one process cannot take over a sharded checkpoint."""
+    config = ROOT / "examples" / "tiny-gpt.yaml"
+    arguments = [
+        *("data.max_rows=300", "model.params.num_layers=2", "model.params.dropout=0.1"),
+        *("train.epochs=2", "train.batch_size=8", "train.checkpoint_every_steps=2", "train.strategy=fsdp"),
+    ]
+    sets = [f"--set={item}" for item in arguments]
+    straight_home = tmp_path / "straight"
+    straight = torchrun(["-m", "modelcycle", "train", str(config), *sets, "--json"], straight_home)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    expected = json.loads(straight.stdout)
+    registry = Registry(straight_home)
+    steps_per_epoch = int(registry.runs.history(expected["run_id"], "epoch")[0][0])
+    script = tmp_path / "killing.py"
+    script.write_text(textwrap.dedent(KILLING_TRAINER))
+    home = tmp_path / "killed"
+    killed = torchrun([str(script), str(config), str(home), str(steps_per_epoch + 3), *arguments], home)
+    assert killed.returncode != 0
+    alone = subprocess.run(
+        [sys.executable, "-m", "modelcycle", "train", str(config), *sets, "--resume"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MODELCYCLE_HOME": str(home)},
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert alone.returncode != 0
+    assert "the checkpoint was written sharded by several processes" in alone.stderr
+    resumed = torchrun(["-m", "modelcycle", "train", str(config), *sets, "--resume", "--json"], home)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights = Registry(home).open(json.loads(resumed.stdout)["ref"]).state_dict()
+    reference = registry.open(expected["ref"]).state_dict()
+    assert all(torch.equal(weights[name], reference[name]) for name in reference)

@@ -37,13 +37,14 @@ def start_node(
 
 
 def run_nodes(
-    home: Path, first: list[str], second: list[str], **environment: str
+    home: Path, first: list[str], second: list[str], *, second_home: Path | None = None, **environment: str
 ) -> list[tuple[int, str, str]]:
-    """Both nodes to the end: (exit code, stdout, stderr) of each."""
+    """Both nodes to the end: (exit code, stdout, stderr) of each; the second node's registry folder is
+    ``second_home`` when given (a folder the first node does not share)."""
     port = free_port()
     nodes = [
         start_node(0, port, home, first, **environment),
-        start_node(1, port, home, second, **environment),
+        start_node(1, port, second_home or home, second, **environment),
     ]
     finished = []
     try:
@@ -105,4 +106,13 @@ def test_nodes_that_cannot_reach_the_registry_fail_clearly(tmp_path: Path) -> No
     assert [code != 0 for code, _, _ in nodes] == [True, True]
     for _, _, stderr in nodes:
         assert f"127.0.0.1:{unreachable.split(':')[-1].split('/')[0]}" in stderr
+        assert_one_line_error(stderr)
+
+
+def test_sharded_nodes_without_a_shared_folder_fail_together(tmp_path: Path) -> None:
+    arguments = ["train", str(CANCER), *OVERRIDES, "--set=train.strategy=fsdp"]
+    nodes = run_nodes(tmp_path / "first", arguments, arguments, second_home=tmp_path / "second")
+    assert [code != 0 for code, _, _ in nodes] == [True, True]
+    for _, _, stderr in nodes:
+        assert "1 of 2 ranks: cannot see the checkpoint folder" in stderr
         assert_one_line_error(stderr)

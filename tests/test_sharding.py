@@ -13,9 +13,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from modelcycle.config import load_config
 from modelcycle.errors import ConfigError
 from modelcycle.models.gpt import GPT, GPTParams
 from modelcycle.models.mlp import MLP, MLPParams
+from modelcycle.pipeline.resolve import validate
 from modelcycle.train.sharding import (
     checkpoint_activations,
     gather_full_model,
@@ -23,6 +25,7 @@ from modelcycle.train.sharding import (
     skeleton,
     state_bytes,
 )
+from tests.test_trainer import CANCER
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
@@ -42,7 +45,7 @@ def loss_and_gradients(model: nn.Module) -> tuple[float, dict[str, torch.Tensor]
 
 def test_activation_checkpointing_recomputes_to_the_same_gradients() -> None:
     plain, recomputed = tiny_gpt(), tiny_gpt()
-    checkpoint_activations(recomputed, "gpt")
+    checkpoint_activations(recomputed)
     assert recomputed.state_dict().keys() == plain.state_dict().keys()  # bundles and checkpoints unchanged
     loss, gradients = loss_and_gradients(plain)
     recomputed_loss, recomputed_gradients = loss_and_gradients(recomputed)
@@ -53,12 +56,19 @@ def test_activation_checkpointing_recomputes_to_the_same_gradients() -> None:
 
 def test_activation_checkpointing_needs_transformer_blocks() -> None:
     with pytest.raises(ConfigError, match="'mlp' has no transformer blocks"):
-        checkpoint_activations(MLP(4, 2, MLPParams(hidden=[8])), "mlp")
+        validate(load_config(CANCER, ["train.activation_checkpointing=true"]))
+    with pytest.raises(ConfigError, match="the MLP network has no transformer blocks"):
+        checkpoint_activations(MLP(4, 2, MLPParams(hidden=[8])))  # a plugin's network, say
 
 
-def test_fp16_is_refused_for_sharded_training() -> None:
+def test_sharding_refuses_fp16_and_buffers_it_cannot_keep_in_step() -> None:
+    with pytest.raises(ConfigError, match="train: strategy fsdp offers no loss scaling for fp16"):
+        load_config(CANCER, ["train.strategy=fsdp", "train.precision=fp16"])
     with pytest.raises(ConfigError, match="use bf16"):
         shard(tiny_gpt(), "fp16", torch.device("cpu"), 2)
+    with_statistics = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with pytest.raises(ConfigError, match=r"keeps no buffers in step .* 1\.running_mean"):
+        shard(with_statistics, "fp32", torch.device("cpu"), 2)
 
 
 @pytest.fixture

@@ -167,6 +167,12 @@ class TrainConfig(Section):
     log_every_steps: PositiveInt = 10
     device: str = "auto"
 
+    @model_validator(mode="after")
+    def _sharding_has_no_loss_scaling(self) -> TrainConfig:
+        if self.strategy == "fsdp" and self.precision == "fp16":
+            raise ValueError("strategy fsdp offers no loss scaling for fp16: use precision bf16")
+        return self
+
 
 class SearchDimension(Section):
     """One hyper-parameter to search: a float or int range (``log`` for scales like learning rates, ``step``

@@ -58,6 +58,8 @@ class ArchitectureEntry:
     # The tasks it does; None: every registered task whose model gives one output vector per row
     # (classification, regression, multi-label, a plugin's), so a new task needs no change here.
     tasks: tuple[str, ...] | None = None
+    # Whether its networks are ``TransformerBlocks`` (activation checkpointing and FSDP work per block).
+    transformer_blocks: bool = False
 
     def for_bundle(self, model: nn.Module, params: Params) -> tuple[nn.Module, Params]:
         return self.finalize(model, params) if self.finalize is not None else (model, params)

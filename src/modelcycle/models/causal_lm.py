@@ -152,6 +152,12 @@ def finalize(model: nn.Module, params: CausalLMParams) -> tuple[nn.Module, Causa
 
 ENTRY = register_architecture(
     ArchitectureEntry(
-        "hf_causal_lm", ("corpus",), CausalLMParams, build, finalize=finalize, tasks=("language_modeling",)
+        "hf_causal_lm",
+        ("corpus",),
+        CausalLMParams,
+        build,
+        finalize=finalize,
+        tasks=("language_modeling",),
+        transformer_blocks=True,
     )
 )

@@ -194,5 +194,7 @@ def build(inputs: InputSchema, output_dim: int, params: GPTParams) -> nn.Module:
 
 
 ENTRY = register_architecture(
-    ArchitectureEntry("gpt", ("corpus",), GPTParams, build, tasks=("language_modeling",))
+    ArchitectureEntry(
+        "gpt", ("corpus",), GPTParams, build, tasks=("language_modeling",), transformer_blocks=True
+    )
 )

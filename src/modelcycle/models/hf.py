@@ -132,5 +132,6 @@ ENTRY = register_architecture(
         build,
         finalize=finalize,
         tasks=("classification", "regression", "embedding"),
+        transformer_blocks=True,
     )
 )

@@ -46,6 +46,11 @@ def validate(config: PipelineConfig) -> ResolvedPipeline:
             f"train.early_stopping.metric: '{stopping.metric}' is not an epoch metric",
             hint="use train_loss or valid_<metric>, e.g. valid_accuracy or valid_log_loss",
         )
+    if config.train.activation_checkpointing and not entry.transformer_blocks:
+        raise ConfigError(
+            f"train.activation_checkpointing: '{entry.name}' has no transformer blocks to recompute",
+            hint="use it with gpt, hf or hf_causal_lm",
+        )
     if stopping is not None and stopping.metric.startswith(VALID_PREFIX) and config.data.split.valid == 0:
         raise ConfigError("train.early_stopping.metric: watches validation, but data.split.valid is 0")
     checkpoint = getattr(params, "checkpoint", None)

@@ -83,7 +83,8 @@ def train(
 
 
 def _lost_a_peer(error: RuntimeError) -> bool:
-    return isinstance(error, dist.DistError) or "by peer" in str(error)
+    """torch's own errors of the process group, or gloo's (a plain RuntimeError) when a peer went away."""
+    return isinstance(error, dist.DistError) or "Connection closed by peer" in str(error)
 
 
 def _train(
@@ -133,8 +134,9 @@ def _train(
         if not distributed.is_main:
             if not sharded:
                 return fit(None, None)
-            name = name or distributed.broadcast_text("")  # a fresh run's folder, once rank 0 made it
-            _require_shared(root / name, distributed)
+            if not name:  # a fresh run's folder, once rank 0 has made it
+                name = distributed.broadcast_text("")
+                _require_shared(root / name, distributed)
             return fit(None, root / name)
         if snapshot is None:
             recorded = registry.runs.recording(
@@ -148,10 +150,9 @@ def _train(
         with recorded as run:
             if folder is None:
                 folder = held.enter_context(checkpoints.begin(root, run.id))
-                if sharded:
+                if sharded:  # the other ranks write their shards into it
                     distributed.broadcast_text(folder.directory.name)
-            if sharded:
-                _require_shared(folder.directory, distributed)
+                    _require_shared(folder.directory, distributed)
             result = fit(run, folder.directory)
         folder.discard()
         return result
@@ -201,6 +202,8 @@ def _resume_point(
         name = distributed.broadcast_text("")
         if not name:
             raise ConfigError("rank 0 found no interrupted run of this config to resume", parameter="resume")
+    if distributed.active:  # every rank reads the checkpoint: on several machines, from a shared folder
+        _require_shared(root / name, distributed)
     snapshot, run_id = checkpoints.load(root / name)
     return folder, snapshot, run_id, name
 

@@ -28,6 +28,7 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.tensor import DTensor
 
 from modelcycle.bundle.files import (
@@ -100,8 +101,8 @@ def capture_rng() -> dict[str, Any]:
         "numpy": [name, keys.tolist(), position, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        captured["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # the device this process trains on (each rank its own)
+        captured["cuda"] = [torch.cuda.get_rng_state()]
     return captured
 
 
@@ -112,7 +113,7 @@ def restore_rng(rng: dict[str, Any]) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+        torch.cuda.set_rng_state(rng["cuda"][0])
 
 
 def save(
@@ -121,20 +122,7 @@ def save(
     """Write a checkpoint under ``directory`` and point ``latest.json`` at it; older ones are removed. A
     sharded snapshot is saved by every rank of ``group`` together (each calls this), the rest by rank 0."""
     group = group or Distributed()
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in _distinct(snapshot.model).items()}
-    if snapshot.best_model is not None:
-        tensors.update({f"best.{k}": v for k, v in snapshot.best_model.items()})
-    optimizer_scalars: dict[str, dict[str, Any]] = {}
-    for index, values in snapshot.optimizer["state"].items():
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value
-            else:
-                optimizer_scalars.setdefault(str(index), {})[name] = value
-    tensors["rng.torch"] = snapshot.rng["torch"]
-    tensors["rng.epoch_order"] = snapshot.epoch_order_state
-    for device, state in enumerate(snapshot.rng.get("cuda", [])):
-        tensors[f"rng.cuda.{device}"] = state
+    tensors, optimizer_scalars = _flatten(snapshot)
     state = {
         "config_hash": config_hash,
         "run_id": run_id,
@@ -152,6 +140,9 @@ def save(
         text = json.dumps(state)
     except TypeError as error:
         raise TrainingError(f"cannot checkpoint the training state as JSON ({error})") from None
+    if group.is_main and target.exists():  # published by a run killed before it wrote latest.json
+        logger.warning("replacing %s, which latest.json never pointed at", target)
+        remove_tree(target)
     if snapshot.sharded:
         _save_sharded(target, tensors, text, group)
         if not group.is_main:
@@ -169,6 +160,26 @@ def save(
     return target
 
 
+def _flatten(snapshot: Snapshot) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
+    """The snapshot's tensors under the names a checkpoint stores them by, and the optimizer's values that
+    are not tensors (stored in the JSON state); one scheme for writing and for reading sharded ones."""
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in _distinct(snapshot.model).items()}
+    if snapshot.best_model is not None:
+        tensors.update({f"best.{k}": v for k, v in snapshot.best_model.items()})
+    optimizer_scalars: dict[str, dict[str, Any]] = {}
+    for index, values in snapshot.optimizer["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                optimizer_scalars.setdefault(str(index), {})[name] = value
+    tensors["rng.torch"] = snapshot.rng["torch"]
+    tensors["rng.epoch_order"] = snapshot.epoch_order_state
+    for device, state in enumerate(snapshot.rng.get("cuda", [])):
+        tensors[f"rng.cuda.{device}"] = state
+    return tensors, optimizer_scalars
+
+
 def _save_sharded(target: Path, tensors: dict[str, torch.Tensor], state: str, group: Distributed) -> None:
     """Every rank writes its shards into a temporary folder (one safetensors file each, no pickled
     metadata: torch's Hugging Face storage writer); rank 0 then adds the JSON state and publishes the
@@ -181,7 +192,10 @@ def _save_sharded(target: Path, tensors: dict[str, torch.Tensor], state: str, gr
         shutil.rmtree(temp, ignore_errors=True)  # left by a run killed while saving this same step
         temp.mkdir()
     group.barrier()
-    save_shards(tensors, storage_writer=HuggingFaceStorageWriter(str(temp), save_distributed=True))
+    try:
+        save_shards(tensors, storage_writer=HuggingFaceStorageWriter(str(temp), save_distributed=True))
+    except CheckpointException as error:  # a BaseException: it would pass every `except Exception`
+        raise TrainingError(f"cannot write the checkpoint {target}: {_first_failure(error)}") from None
     if group.is_main:
         (temp / STATE).write_text(state, encoding="utf-8")
         fsync_tree(temp)
@@ -197,36 +211,33 @@ def read_sharded(snapshot: Snapshot, model: dict[str, Any], optimizer: dict[str,
 
     if snapshot.folder is None:
         raise TrainingError("the checkpoint was not loaded from a folder")
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in _distinct(model).items()}
     has_best = snapshot.best_model is not None
-    if has_best:
-        tensors.update({f"best.{k}": torch.zeros_like(v) for k, v in model.items()})
+    scalars = snapshot.optimizer["state"]
     for key, values in optimizer["state"].items():
-        tensors.update({f"optimizer.{key}.{n}": v for n, v in values.items() if isinstance(v, torch.Tensor)})
-        values.update(snapshot.optimizer["state"].get(key, {}))  # its values that are not tensors
-    tensors["rng.torch"] = torch.empty_like(torch.get_rng_state())
-    tensors["rng.epoch_order"] = torch.empty_like(torch.get_rng_state())
-    cuda = [torch.empty_like(state) for state in capture_rng().get("cuda", [])]
-    tensors.update({f"rng.cuda.{device}": state for device, state in enumerate(cuda)})
+        values.update(scalars.get(key, {}))  # its values that are not tensors, from the JSON state
+    snapshot.model = model
+    snapshot.best_model = {k: torch.zeros_like(v) for k, v in model.items()} if has_best else None
+    snapshot.optimizer = {**optimizer, "param_groups": snapshot.optimizer["param_groups"]}
+    snapshot.epoch_order_state = torch.empty_like(torch.get_rng_state())
+    snapshot.rng["torch"] = torch.empty_like(torch.get_rng_state())
+    if torch.cuda.is_available():
+        snapshot.rng["cuda"] = [torch.empty_like(torch.cuda.get_rng_state())]
+    tensors, _ = _flatten(snapshot)  # the snapshot's own tensors, filled in place
     try:
         load_shards(tensors, storage_reader=HuggingFaceStorageReader(str(snapshot.folder)))
-    except (OSError, RuntimeError, ValueError, KeyError) as error:
+    except CheckpointException as error:
         raise TrainingError(
-            f"the checkpoint {snapshot.folder} does not fit this model ({error})",
+            f"the checkpoint {snapshot.folder} does not fit this model ({_first_failure(error)})",
             hint=_FRESH,
             parameter="resume",
         ) from None
-    snapshot.model = model
-    snapshot.best_model = (
-        {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
-        if has_best
-        else None
-    )
-    snapshot.optimizer = {**optimizer, "param_groups": snapshot.optimizer["param_groups"]}
-    snapshot.epoch_order_state = tensors["rng.epoch_order"]
-    snapshot.rng["torch"] = tensors["rng.torch"]
-    if cuda:
-        snapshot.rng["cuda"] = [tensors[f"rng.cuda.{device}"] for device in range(len(cuda))]
+
+
+def _first_failure(error: CheckpointException) -> str:
+    """One line for what failed on the ranks (torch.distributed.checkpoint gathers each rank's error)."""
+    for rank, (exception, _) in error.failures.items():
+        return f"rank {rank}: {type(exception).__name__}: {exception}".splitlines()[0][:300]
+    return str(error)
 
 
 def _distinct(state: dict[str, Any]) -> dict[str, Any]:

@@ -97,13 +97,13 @@ class Trainer:
         self.hooks = hooks or Hooks()
         self.sharded = config.strategy == "fsdp" and self.distributed.active
         if config.activation_checkpointing:
-            checkpoint_activations(model, type(model).__name__)
+            checkpoint_activations(model)
         self._plain = skeleton(model) if self.sharded else None
-        self.model = model.to(device)
-        if self.sharded:
-            shard(self.model, config.precision, device, self.distributed.world_size)
-            self.network = self.model
+        if self.sharded:  # each unit moves to the device as it is sharded: never the whole model at once
+            shard(model, config.precision, device, self.distributed.world_size)
+            self.model = self.network = model
         else:
+            self.model = model.to(device)
             self.network = self.distributed.wrap(self.model, device)
         self.optimizer = OPTIMIZERS.get(config.optimizer.name, field="train.optimizer.name")(
             self.model.parameters(), config.optimizer
@@ -147,7 +147,8 @@ class Trainer:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         if self._plain is not None:
-            self.model = gather_full_model(self.model, self._plain, is_main=self.distributed.is_main)
+            gathered = gather_full_model(self.model, self._plain, is_main=self.distributed.is_main)
+            self.model = gathered.to(self.device) if self.distributed.is_main else gathered
         speed = progress.rows_seen / progress.busy_seconds if progress.busy_seconds else 0.0
         return FitResult(
             progress.best_epoch, progress.history, speed, progress.stopped_early, progress.global_step
@@ -220,7 +221,10 @@ class Trainer:
             progress.stale_epochs, progress.patience_reference = 0, list(key)
         else:
             progress.stale_epochs += 1
-        if list(key) > progress.best_key:
+        better = list(key) > progress.best_key
+        if self.sharded:  # each rank keeps its shards of the best weights: all must pick the same epoch
+            better = self.distributed.sum(1.0 if better and self.distributed.is_main else 0.0) > 0
+        if better:
             progress.best_key, progress.best_epoch = list(key), progress.epoch + 1
             best_state = self._copy_weights()
         progress.history.append(record)
@@ -286,6 +290,13 @@ class Trainer:
     def _restore(
         self, snapshot: Snapshot, generator: torch.Generator
     ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
+        if snapshot.sharded != self.sharded:
+            written = "sharded by several processes" if snapshot.sharded else "whole, by one model"
+            raise TrainingError(
+                f"the checkpoint was written {written}; this run is "
+                f"{'sharded' if self.sharded else 'not sharded'}",
+                hint="resume with the processes and train.strategy that wrote it, or train afresh",
+            )
         if snapshot.sharded:
             model, optimizer = sharded_state(self.model, self.optimizer)  # the shapes to read into
             read_sharded(snapshot, model, optimizer)

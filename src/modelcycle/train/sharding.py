@@ -27,14 +27,14 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return model.transformer_blocks() if isinstance(model, TransformerBlocks) else []
 
 
-def checkpoint_activations(model: nn.Module, architecture: str) -> None:
+def checkpoint_activations(model: nn.Module) -> None:
     """Recompute each block's activations in the backward pass (torch.utils.checkpoint, non-reentrant, the
     RNG state replayed so dropout draws the same masks). The block's ``forward`` is wrapped in place, so
     parameter names, and with them checkpoints and bundles, do not change."""
     blocks = transformer_blocks(model)
-    if not blocks:
+    if not blocks:  # config validation refuses such architectures; a plugin's network may still lack them
         raise ConfigError(
-            f"train.activation_checkpointing: '{architecture}' has no transformer blocks to recompute",
+            f"train.activation_checkpointing: the {type(model).__name__} network has no transformer blocks",
             hint="use it with gpt, hf or hf_causal_lm",
         )
     for block in blocks:
@@ -65,6 +65,14 @@ def shard(model: nn.Module, precision: str, device: torch.device, world_size: in
         raise ConfigError(
             "train.precision: fp16 needs loss scaling, which sharded training does not offer here",
             hint="use bf16 with train.strategy: fsdp",
+        )
+    state = model.state_dict()
+    buffers = [name for name, _ in model.named_buffers() if name in state]
+    if buffers:
+        raise ConfigError(
+            f"train.strategy: fsdp keeps no buffers in step across ranks, and this model has "
+            f"{', '.join(buffers[:3])}{' …' if len(buffers) > 3 else ''}",
+            hint="train models with running statistics (BatchNorm) with train.strategy: ddp",
         )
     mesh = init_device_mesh(device.type, (world_size,))
     policy = MixedPrecisionPolicy(param_dtype=_PARAM_DTYPES.get(precision), reduce_dtype=torch.float32)
