@@ -98,6 +98,7 @@ def report(
         out=out or Path(f"{name}-monitor.html"),
         events=registry.history(name),
         keys=store_keys(monitor.encryption),
+        alpha=monitor.drift_alpha,
     )
     say(f"wrote {path}")
 

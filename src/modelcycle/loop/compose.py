@@ -220,6 +220,7 @@ def _canary(
             out=registry.home / f"{name}-monitor.html",
             events=registry.history(name),
             keys=keys,
+            alpha=config.monitor.drift_alpha,
         )
     )
 

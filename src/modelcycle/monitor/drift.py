@@ -278,4 +278,9 @@ def corrected(features: list[FeatureDrift], *, alpha: float = ALPHA) -> list[Fea
     return result
 
 
-TESTS = ("ks", "chi2", "mmd")
+TESTS = ("ks", "chi2", "mmd")  # their score is a p-value: drifted below alpha
+# the distances' scores: drifted above these (the monitoring report draws them as the line to cross)
+DISTANCE_THRESHOLDS = {
+    "wasserstein": NORMED_WASSERSTEIN_THRESHOLD,
+    "jensen_shannon": JENSEN_SHANNON_THRESHOLD,
+}

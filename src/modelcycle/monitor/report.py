@@ -9,16 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from modelcycle.bundle.files import write_text_atomic
+from modelcycle.monitor.charts import monitor_figures
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.drift import ALPHA
 from modelcycle.monitor.encryption import Keyring
 from modelcycle.monitor.location import StoreLocation
-from modelcycle.monitor.predictions import DriftRow, QualityRow, Traffic
-from modelcycle.plots import png_base64
+from modelcycle.plots import figure_base64
 from modelcycle.registry.events import EventRecord
 
 TEMPLATE = """<!doctype html>
@@ -78,10 +78,11 @@ def monitor_report(
     events: Sequence[EventRecord] = (),
     now: float | None = None,
     keys: Keyring | None = None,
+    alpha: float = ALPHA,
 ) -> Path:
     """Write the report for ``model`` over the last ``since_seconds`` to ``out`` (atomically); ``events``
     (the model's registry history) give the timeline of alerts, updates, canaries and promotions; ``keys``
-    read an encrypted store."""
+    read an encrypted store; ``alpha``: the monitor's ``drift_alpha``, the line drift tests had to cross."""
     import jinja2
 
     now = time.time() if now is None else now
@@ -93,12 +94,8 @@ def monitor_report(
         drift = database.latest_drift(model, since=since)
     latencies = np.array([row.latency_ms for row in traffic]) if traffic else np.zeros(1)
     summary = Summary(len(traffic), labelled, *np.percentile(latencies, [50, 95]).tolist())
-    figures = [(title, png_base64(draw)) for title, draw in _figures(traffic, quality, now)]
-    if drift:
-        height = 0.28 * len(drift) + 1.4
-        figures.append(
-            ("Drift per feature (latest check)", png_base64(_drift_plot(drift), size=(10, height)))
-        )
+    charts = monitor_figures(traffic, quality, drift, alpha=alpha)
+    figures = [(title, figure_base64(figure)) for title, figure in charts]
     page = (
         jinja2.Environment(autoescape=True)
         .from_string(TEMPLATE)
@@ -135,70 +132,3 @@ TIMELINE = (
 
 def _epoch(at: str) -> float:
     return datetime.fromisoformat(at).timestamp()
-
-
-def _drift_plot(drift: list[DriftRow]) -> Any:
-    """Each feature's deciding score against its threshold; red where it drifted."""
-
-    def draw(axes: Any) -> None:
-        names = [f"{row.feature} ({row.method})" for row in drift]
-        colours = ["#b00020" if row.drifted else "#4472c4" for row in drift]
-        axes.barh(names, [row.score for row in drift], color=colours)
-        axes.set_xscale("symlog", linthresh=1e-3)
-        axes.set_xlabel("score (p-value for tests, distance otherwise); red: drifted")
-
-    return draw
-
-
-def _figures(traffic: list[Traffic], quality: list[QualityRow], now: float) -> list[tuple[str, Any]]:
-    figures: list[tuple[str, Any]] = []
-    if traffic:
-        created = np.array([row.created for row in traffic])
-        latency = np.array([row.latency_ms for row in traffic])
-        edges = np.linspace(created.min(), max(created.max(), created.min() + 1), 41)
-        minutes = (edges[:-1] - now) / 60
-
-        def traffic_plot(axes: Any) -> None:
-            counts = np.histogram(created, edges)[0]
-            axes.bar(minutes, counts / np.diff(edges), width=np.diff(edges) / 60, align="edge")
-            axes.set_xlabel("minutes before now")
-            axes.set_ylabel("predictions / s")
-
-        def latency_plot(axes: Any) -> None:
-            slot = np.clip(np.searchsorted(edges, created, side="right") - 1, 0, len(minutes) - 1)
-            for percentile in (50, 95, 99):
-                values = [
-                    np.percentile(latency[slot == index], percentile) if np.any(slot == index) else np.nan
-                    for index in range(len(minutes))
-                ]
-                axes.plot(minutes, values, label=f"p{percentile}")
-            axes.set_xlabel("minutes before now")
-            axes.set_ylabel("ms")
-            axes.legend()
-
-        def classes_plot(axes: Any) -> None:
-            labels, counts = np.unique(
-                [str(row.predicted_class) for row in traffic if row.predicted_class is not None],
-                return_counts=True,
-            )
-            axes.bar(labels, counts)
-            axes.set_ylabel("predictions")
-
-        figures += [("Traffic", traffic_plot), ("Latency", latency_plot)]
-        if any(row.predicted_class is not None for row in traffic):
-            figures.append(("Predicted classes", classes_plot))
-    if quality:
-
-        def quality_plot(axes: Any) -> None:
-            series: dict[tuple[int | None, str, str], list[tuple[float, float]]] = {}
-            for row in quality:
-                key = (row.version, row.window, row.metric)
-                series.setdefault(key, []).append(((row.created - now) / 60, row.value))
-            for (version, window, metric), points in sorted(series.items()):
-                xs, ys = zip(*points, strict=True)
-                axes.plot(xs, ys, marker=".", label=f"v{version} {metric} ({window})")
-            axes.set_xlabel("minutes before now")
-            axes.legend(fontsize="small", ncol=2)
-
-        figures.append(("Live quality (from feedback)", quality_plot))
-    return figures
