@@ -200,8 +200,9 @@ def strategies(repeats: int = 2) -> None:
         "SmolLM2-135M-Instruct (134.5M parameters), full fine-tune (no LoRA), fp32, AdamW, 1 epoch of "
         f"Hamlet blocks, global batch {GLOBAL_BATCH} in every variant; gloo on CPU; median of {repeats} "
         "interleaved repetitions. Samples/s counts every rank's rows; training state = parameters + "
-        "gradients + AdamW moments that one rank holds; peak RSS is the process's (mean over ranks), which "
-        "includes loading the model whole before sharding it and the Python / torch runtime.",
+        "gradients + AdamW moments that one rank holds; peak RSS is the process's (mean over ranks); it "
+        "counts from the start of training (Linux VmHWM, reset then), so loading the model whole before "
+        "sharding it is not in it; it includes the Python / torch runtime and the data.",
     ]
     with tempfile.TemporaryDirectory() as scratch:
         folder = causal_lm_folder("builtin:smollm2", Path(scratch))

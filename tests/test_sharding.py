@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +22,8 @@ from modelcycle.pipeline.resolve import validate
 from modelcycle.train.sharding import (
     checkpoint_activations,
     gather_full_model,
+    peak_rss_bytes,
+    reset_peak_rss,
     shard,
     skeleton,
     state_bytes,
@@ -101,3 +104,12 @@ def test_a_sharded_model_is_gathered_into_a_plain_one_with_its_ties() -> None:
     assert gathered.state_dict().keys() == expected.keys()
     for name, value in gathered.state_dict().items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux resets the peak this way")
+def test_the_peak_resident_memory_counts_from_its_reset() -> None:
+    block = np.ones(300 * 2**20, dtype=np.uint8)  # 300 MiB, touched, then given back
+    del block
+    before = peak_rss_bytes()
+    reset_peak_rss()
+    assert before - peak_rss_bytes() > 250 * 2**20

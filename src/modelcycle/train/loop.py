@@ -30,6 +30,7 @@ from modelcycle.train.sharding import (
     gather_full_model,
     load_sharded_state,
     peak_rss_bytes,
+    reset_peak_rss,
     shard,
     sharded_state,
     skeleton,
@@ -124,6 +125,7 @@ class Trainer:
         if resume is not None:
             progress, best_state = self._restore(resume, generator)
         targets = torch.from_numpy(train.targets)
+        reset_peak_rss()  # the epochs' own peak, not the model's loading
         while progress.epoch < config.epochs and not progress.stopped_early:
             epoch_start = generator.get_state()
             order = self.distributed.shard(torch.randperm(len(train), generator=generator).numpy())
@@ -210,7 +212,8 @@ class Trainer:
             "samples_per_second": progress.rows_seen / progress.busy_seconds
             if progress.busy_seconds
             else 0.0,
-            # what one rank holds (the mean over ranks): with fsdp about 1/N of the whole state
+            # what one rank holds (the mean over ranks): with fsdp about 1/N of the whole state; the peak
+            # resident memory since training started
             "state_bytes_per_rank": self.distributed.mean(float(state_bytes(self.model, self.optimizer))),
             "peak_rss_bytes_per_rank": self.distributed.mean(float(peak_rss_bytes())),
         }
