@@ -97,6 +97,7 @@ def _train(
     on_epoch: EpochCallback | None,
     teacher: Teacher | None,
 ) -> TrainResult | None:
+    """``train`` once the process group is known: its failures on a lost peer are translated above."""
     distributed.require_same(
         config.config_hash(),
         "config",
@@ -175,11 +176,12 @@ def _require_registry(registry: Registry, distributed: Distributed) -> None:
 
 
 def _require_shared(directory: Path, distributed: Distributed) -> None:
-    """Every rank must see the run's checkpoint folder, which rank 0 made, to write its shards into it."""
+    """Every rank must see the run's checkpoint folder, which rank 0 made or picked: to write its shards
+    into it (fsdp), or to read the checkpoint it resumes from."""
     distributed.require_all(
         directory.is_dir(),
         f"cannot see the checkpoint folder {directory}",
-        hint="sharded training writes every rank's shards there: "
+        hint="every rank writes its shards (fsdp) or reads the checkpoint (--resume) there: "
         "put MODELCYCLE_HOME on a folder all nodes share",
     )
 

@@ -294,10 +294,12 @@ class Trainer:
         self, snapshot: Snapshot, generator: torch.Generator
     ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
         if snapshot.sharded != self.sharded:
-            written = "sharded by several processes" if snapshot.sharded else "whole, by one model"
+
+            def how(sharded: bool) -> str:
+                return "sharded (train.strategy: fsdp, several processes)" if sharded else "not sharded"
+
             raise TrainingError(
-                f"the checkpoint was written {written}; this run is "
-                f"{'sharded' if self.sharded else 'not sharded'}",
+                f"the checkpoint was written {how(snapshot.sharded)}; this run is {how(self.sharded)}",
                 hint="resume with the processes and train.strategy that wrote it, or train afresh",
             )
         if snapshot.sharded:
