@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from modelcycle.errors import ConfigError
 from modelcycle.models.base import TransformerBlocks
 
-_PARAM_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_PARAM_DTYPES = {"bf16": torch.bfloat16}  # fp16 is refused: FSDP2 offers it no loss scaling
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
