@@ -16,14 +16,13 @@ from torch.distributed.tensor import DTensor
 
 from modelcycle.config import load_config
 from modelcycle.errors import ConfigError
+from modelcycle.memory import peak_rss_bytes, reset_peak_rss
 from modelcycle.models.gpt import GPT, GPTParams
 from modelcycle.models.mlp import MLP, MLPParams
 from modelcycle.pipeline.resolve import validate
 from modelcycle.train.sharding import (
     checkpoint_activations,
     gather_full_model,
-    peak_rss_bytes,
-    reset_peak_rss,
     shard,
     skeleton,
     state_bytes,

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,23 +18,12 @@ import torch
 from modelcycle.bench.timing import latency_ms, throughput, tokens_per_second
 from modelcycle.bundle import Bundle
 from modelcycle.errors import ModelcycleError
+from modelcycle.memory import peak_rss_bytes
 from modelcycle.models.kv_cache import BatchDecoder
 from modelcycle.predictor import training_split
 from modelcycle.runtime import load_predictor
 
-STATUS = Path("/proc/self/status")
 MAX_GENERATION_BATCH = 32  # sequences decoding together, at most, when a language model's generation is timed
-
-
-def peak_rss_mb() -> float:
-    """The most resident memory this process has held so far, in MiB. On Linux from ``VmHWM``: ru_maxrss
-    survives exec, so a worker started by a big parent would report the parent's peak."""
-    with contextlib.suppress(OSError):
-        for line in STATUS.read_text(encoding="utf-8").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10  # kB
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +49,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(model, BatchDecoder)
         else None
     )
-    peak = peak_rss_mb()
+    peak = peak_rss_bytes() / 2**20  # MiB
     split = job["split"]
     metrics = predictor.measure(training_split(bundle, split)) if split is not None else None
     return {

@@ -18,6 +18,7 @@ from torch import nn
 from modelcycle.config import TrainConfig
 from modelcycle.errors import TrainingError
 from modelcycle.inference import to_tensors
+from modelcycle.memory import peak_rss_bytes, reset_peak_rss
 from modelcycle.tasks import Task
 from modelcycle.train.checkpoint import Progress, Snapshot, capture_rng, read_sharded, restore_rng
 from modelcycle.train.distributed import Distributed
@@ -29,8 +30,6 @@ from modelcycle.train.sharding import (
     checkpoint_activations,
     gather_full_model,
     load_sharded_state,
-    peak_rss_bytes,
-    reset_peak_rss,
     shard,
     sharded_state,
     skeleton,

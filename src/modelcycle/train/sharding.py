@@ -6,12 +6,8 @@ state as ``torch.distributed.checkpoint`` reads and writes it, and the trained m
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import resource
-import sys
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -142,23 +138,6 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     for values in optimizer.state.values():
         total += sum(_local_bytes(v) for v in values.values() if isinstance(v, torch.Tensor))
     return total
-
-
-def reset_peak_rss() -> None:
-    """Start measuring peak resident memory afresh (Linux: writing 5 to clear_refs resets VmHWM), so that
-    what training needs is not hidden by loading the model whole before it was sharded. Elsewhere a no-op:
-    the peak then counts from the process's start."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory since ``reset_peak_rss`` (VmHWM), or since it started."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _local_bytes(tensor: torch.Tensor) -> int:
