@@ -105,10 +105,12 @@ def test_a_sharded_model_is_gathered_into_a_plain_one_with_its_ties() -> None:
         assert torch.allclose(value, expected[name], atol=1e-6), name
 
 
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux resets the peak this way")
-def test_the_peak_resident_memory_counts_from_its_reset() -> None:
+def test_the_peak_resident_memory_counts_from_a_reset_where_the_kernel_allows_it() -> None:
     block = np.ones(300 * 2**20, dtype=np.uint8)  # 300 MiB, touched, then given back
     del block
     before = peak_rss_bytes()
-    reset_peak_rss()
-    assert before - peak_rss_bytes() > 250 * 2**20
+    assert before > 300 * 2**20
+    if reset_peak_rss():
+        assert before - peak_rss_bytes() > 250 * 2**20
+    else:  # refused or ignored (a sandboxed /proc, no /proc): the peak still counts from the start
+        assert peak_rss_bytes() >= before

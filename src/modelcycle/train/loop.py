@@ -124,7 +124,8 @@ class Trainer:
         if resume is not None:
             progress, best_state = self._restore(resume, generator)
         targets = torch.from_numpy(train.targets)
-        reset_peak_rss()  # the epochs' own peak, not the model's loading
+        if not reset_peak_rss():  # the epochs' own peak, not the model's loading
+            logger.info("the kernel keeps the peak RSS from the process's start; records count it")
         while progress.epoch < config.epochs and not progress.stopped_early:
             epoch_start = generator.get_state()
             order = self.distributed.shard(torch.randperm(len(train), generator=generator).numpy())
