@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelcycle.cli.main import main
 from modelcycle.cli.state import STATE
+from modelcycle.demo import DemoResult
 from modelcycle.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,24 @@ def train_into(home: Path, *runs: tuple[str, list[str]]) -> Path:
     finally:
         registry.close()
     return home
+
+
+@dataclass
+class DemoRun:
+    home: Path
+    result: DemoResult
+    lines: list[str]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The demo run once for the session (about a minute): its result, and the registry and store it left
+    behind, which the dashboard's tests look at."""
+    from modelcycle.demo import run_demo
+
+    home = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    return DemoRun(home, run_demo(home, say=lines.append), lines)
 
 
 @pytest.fixture

@@ -3,18 +3,16 @@ shifted traffic than the old one, it is promoted, and no request fails."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from modelcycle.bundle import Bundle
-from modelcycle.demo import SHIFTED, run_demo
+from modelcycle.demo import SHIFTED
+from tests.conftest import DemoRun
 
 
 @pytest.mark.slow
-def test_the_demo_closes_the_loop(tmp_path: Path) -> None:
-    lines: list[str] = []
-    result = run_demo(tmp_path, say=lines.append)
+def test_the_demo_closes_the_loop(demo_run: DemoRun) -> None:
+    result, lines = demo_run.result, demo_run.lines
     assert [stage.name for stage in result.stages] == [
         "train",
         "optimize + export",

@@ -31,6 +31,7 @@ from modelcycle.cli import (
     serve_cmd,
     train_cmd,
     tune_cmd,
+    ui_cmd,
     update_cmd,
 )
 from modelcycle.cli.render import print_error
@@ -53,6 +54,7 @@ app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("generate")(generate_cmd.generate)
 app.command("tune")(tune_cmd.tune)
+app.command("ui")(ui_cmd.ui)
 app.command("tune-worker", hidden=True)(tune_cmd.tune_worker)
 app.command("import")(import_cmd.import_checkpoint)
 app.command("export")(export_cmd.export)

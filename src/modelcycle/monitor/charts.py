@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -142,24 +142,40 @@ def _version_order(version: int | None) -> tuple[bool, int]:
     return version is None, version or 0
 
 
-def drift_figure(drift: Sequence[DriftRow], *, alpha: float = ALPHA) -> Figure:
+class DriftPanel(NamedTuple):
+    """The features whose drift was decided on one scale: its axis label, the threshold line (None: no
+    fixed line) and (row, bar length) pairs, drifted first, then longest first."""
+
+    label: str
+    threshold: float | None
+    bars: list[tuple[DriftRow, float]]
+
+
+def drift_panels(drift: Sequence[DriftRow], *, alpha: float = ALPHA) -> list[DriftPanel]:
     """Each feature's drift on the scale its decision was made on, bigger meaning more drift: −log10 of
     the adjusted p-value for tests (line at −log10 ``alpha``), the distance otherwise (line at its
-    threshold). One panel per scale; in each, drifted features first (at the top) and red."""
-    panels: dict[str, list[tuple[DriftRow, float]]] = {}
+    threshold); one panel per scale. The static report and the dashboard both draw these."""
+    bars: dict[str, list[tuple[DriftRow, float]]] = {}
     thresholds: dict[str, float | None] = {}
     for row in drift:
         label, value, threshold = _drift_measure(row, alpha)
-        panels.setdefault(label, []).append((row, value))
+        bars.setdefault(label, []).append((row, value))
         thresholds[label] = threshold
+    return [
+        DriftPanel(label, thresholds[label], sorted(rows, key=lambda item: (not item[0].drifted, -item[1])))
+        for label, rows in bars.items()
+    ]
+
+
+def drift_figure(drift: Sequence[DriftRow], *, alpha: float = ALPHA) -> Figure:
+    """The drift panels stacked, in each the drifted features first (at the top) and red."""
+    panels = drift_panels(drift, alpha=alpha)
     figure = new_figure((10, 0.28 * len(drift) + 1.4 * len(panels)))
     grid = figure.subplots(
-        len(panels), 1, squeeze=False, height_ratios=[len(rows) + 3 for rows in panels.values()]
+        len(panels), 1, squeeze=False, height_ratios=[len(panel.bars) + 3 for panel in panels]
     )
-    for axes, (label, rows) in zip(grid.ravel(), panels.items(), strict=True):
-        _draw_drift(
-            axes, sorted(rows, key=lambda item: (not item[0].drifted, -item[1])), label, thresholds[label]
-        )
+    for axes, panel in zip(grid.ravel(), panels, strict=True):
+        _draw_drift(axes, panel.bars, panel.label, panel.threshold)
     return figure
 
 
@@ -168,7 +184,7 @@ def _drift_measure(row: DriftRow, alpha: float) -> tuple[str, float, float | Non
     if row.method in TESTS:
         # a p-value of 0 (underflow) is the smallest positive float, so its bar is long and finite
         p_value = max(row.score, float(np.finfo(np.float64).tiny))
-        return P_VALUE_LABEL, -np.log10(p_value), -np.log10(alpha)
+        return P_VALUE_LABEL, float(-np.log10(p_value)), float(-np.log10(alpha))
     return f"{row.method.replace('_', '-')} distance", row.score, DISTANCE_THRESHOLDS.get(row.method)
 
 

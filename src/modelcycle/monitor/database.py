@@ -45,6 +45,7 @@ from modelcycle.monitor.predictions import (
 )
 from modelcycle.monitor.tables import (
     COUNT_LABELLED,
+    COUNT_PREDICTIONS,
     FEEDBACK_OF,
     FIND,
     INSERT_DRIFT,
@@ -53,6 +54,7 @@ from modelcycle.monitor.tables import (
     LABELLED_INPUTS,
     LABELLED_OF_VERSION,
     LATEST_DRIFT,
+    NEWEST_TRAFFIC,
     QUALITY,
     RECENT_INPUTS,
     RESEAL_PAGE,
@@ -185,8 +187,15 @@ class SQLiteDatabase:
         return tables.stored_inputs(self.keys, rows)
 
     @_translated
-    def traffic(self, model: str, *, since: float) -> list[Traffic]:
-        return tables.traffic(self.keys, self._connection.execute(TRAFFIC, (model, since)))
+    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
+        if limit is None:
+            return tables.traffic(self.keys, self._connection.execute(TRAFFIC, (model, since)))
+        newest = self._connection.execute(NEWEST_TRAFFIC, (model, since, limit))
+        return tables.traffic(self.keys, reversed(newest.fetchall()))
+
+    @_translated
+    def count_predictions(self, model: str, *, since: float) -> int:
+        return int(self._connection.execute(COUNT_PREDICTIONS, (model, since)).fetchone()[0])
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:

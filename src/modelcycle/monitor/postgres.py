@@ -40,6 +40,7 @@ from modelcycle.monitor.predictions import (
 )
 from modelcycle.monitor.tables import (
     COUNT_LABELLED,
+    COUNT_PREDICTIONS,
     FEEDBACK_OF,
     FIND,
     INSERT_DRIFT,
@@ -48,6 +49,7 @@ from modelcycle.monitor.tables import (
     LABELLED_INPUTS,
     LABELLED_OF_VERSION,
     LATEST_DRIFT,
+    NEWEST_TRAFFIC,
     QUALITY,
     RECENT_INPUTS,
     RESEAL_PAGE,
@@ -228,8 +230,16 @@ class PostgresDatabase:
         return tables.stored_inputs(self.keys, rows)
 
     @_translated
-    def traffic(self, model: str, *, since: float) -> list[Traffic]:
-        return tables.traffic(self.keys, self._connection.execute(postgres(TRAFFIC), (model, since)))
+    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
+        if limit is None:
+            return tables.traffic(self.keys, self._connection.execute(postgres(TRAFFIC), (model, since)))
+        newest = self._connection.execute(postgres(NEWEST_TRAFFIC), (model, since, limit))
+        return tables.traffic(self.keys, reversed(newest.fetchall()))
+
+    @_translated
+    def count_predictions(self, model: str, *, since: float) -> int:
+        counted = self._connection.execute(postgres(COUNT_PREDICTIONS), (model, since)).fetchone()
+        return 0 if counted is None else int(counted[0])
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:

@@ -138,8 +138,12 @@ class PredictionDatabase(Protocol):
     def recent_inputs(self, model: str, *, since: float, limit: int) -> list[StoredInput]:
         """The newest ``limit`` predictions of ``model`` made since ``since``, newest first."""
 
-    def traffic(self, model: str, *, since: float) -> list[Traffic]:
-        """Every prediction of ``model`` made since ``since``, oldest first."""
+    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
+        """Every prediction of ``model`` made since ``since`` (only the newest ``limit`` when given), oldest
+        first."""
+
+    def count_predictions(self, model: str, *, since: float) -> int:
+        """How many predictions of ``model`` were made since ``since`` (read from the time index alone)."""
 
     def count_labelled(self, model: str, *, since: float) -> int:
         """How many of ``model``'s predictions made since ``since`` have feedback."""

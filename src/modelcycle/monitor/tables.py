@@ -68,6 +68,13 @@ TRAFFIC = (
     "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
     "FROM predictions WHERE model = ? AND created >= ? ORDER BY created"
 )
+# the newest rows of a window, so a page answers quickly whatever the traffic (the caller reverses them)
+NEWEST_TRAFFIC = (
+    "SELECT request_id, row, created, latency_ms, version, "
+    "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
+    "FROM predictions WHERE model = ? AND created >= ? ORDER BY created DESC LIMIT ?"
+)
+COUNT_PREDICTIONS = "SELECT COUNT(*) FROM predictions WHERE model = ? AND created >= ?"
 QUALITY = (
     'SELECT model, version, "window", metric, value, samples, created FROM quality '
     "WHERE model = ? AND created >= ? ORDER BY created"

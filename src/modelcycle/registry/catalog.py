@@ -24,7 +24,7 @@ from modelcycle.bundle.files import remove_tree, sweep_stale_temporaries
 from modelcycle.bundle.io import manifest_text
 from modelcycle.errors import ConfigError, NotFoundError, RegistryError
 from modelcycle.registry import db
-from modelcycle.registry.events import EventRecord, list_events, record_event
+from modelcycle.registry.events import EventRecord, list_events, recent_events, record_event
 from modelcycle.registry.lookup import (
     PREVIOUS,
     PRODUCTION,
@@ -235,6 +235,21 @@ class Registry:
         with self.engine.connect() as connection:
             require_model(connection, name)
         return list_events(self.engine, name, limit=limit)
+
+    def events(
+        self,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        kinds: tuple[str, ...] = (),
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """The audit log of every model, or of ``name`` (and its ``version``), newest first; ``before_id``
+        pages back."""
+        return recent_events(
+            self.engine, name=name, version=version, kinds=kinds, before_id=before_id, limit=limit
+        )
 
     # -- aliases and removal -------------------------------------------------------------------------
 

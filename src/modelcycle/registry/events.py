@@ -64,3 +64,28 @@ def list_events(engine: Engine, name: str, *, limit: int | None = None) -> list[
         rows = connection.execute(query).mappings().all()
     records = [EventRecord(**{**row, "details": json.loads(row["details"])}) for row in rows]
     return sorted(records, key=lambda record: record.id)
+
+
+def recent_events(
+    engine: Engine,
+    *,
+    name: str | None = None,
+    version: int | None = None,
+    kinds: tuple[str, ...] = (),
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[EventRecord]:
+    """Events of every model (or one), newest first, a page at a time: ``before_id`` continues after the
+    last one of the previous page, so a page costs the same however long the log is."""
+    query = select(db.events).order_by(db.events.c.id.desc()).limit(limit)
+    if name is not None:
+        query = query.where(db.events.c.name == name)
+    if version is not None:
+        query = query.where(db.events.c.version == version)
+    if kinds:
+        query = query.where(db.events.c.kind.in_(kinds))
+    if before_id is not None:
+        query = query.where(db.events.c.id < before_id)
+    with engine.connect() as connection:
+        rows = connection.execute(query).mappings().all()
+    return [EventRecord(**{**row, "details": json.loads(row["details"])}) for row in rows]

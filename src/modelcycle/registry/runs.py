@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
 from modelcycle.errors import NotFoundError
 from modelcycle.plugins import did_you_mean
@@ -176,6 +176,51 @@ class RunStore:
         if name is not None and not rows:
             raise NotFoundError(f"no runs named '{name}'{did_you_mean(name, self.names())}")
         return self._records(rows)
+
+    def search(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        """One page of the runs matching every filter given (``text``: a piece of the id, the parameters'
+        JSON, the model registered or the error), newest first, and how many match in all."""
+        conditions = []
+        if name:
+            conditions.append(db.runs.c.name == name)
+        if status:
+            conditions.append(db.runs.c.status == status)
+        if text:
+            conditions.append(
+                or_(
+                    *(
+                        column.contains(text, autoescape=True)
+                        for column in (db.runs.c.id, db.runs.c.params, db.runs.c.model_ref, db.runs.c.error)
+                    )
+                )
+            )
+        page = select(db.runs).where(*conditions).order_by(db.runs.c.started_at.desc(), db.runs.c.id)
+        counting = select(func.count()).select_from(db.runs).where(*conditions)
+        with self.engine.connect() as connection:
+            rows = connection.execute(page.limit(limit).offset(offset)).mappings().all()
+            total = int(connection.execute(counting).scalar_one())
+        return self._records(rows), total
+
+    def curves(self, run_ids: list[str]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """Every metric of each run as (step, value) pairs in step order: what a comparison overlays."""
+        found: dict[str, dict[str, list[tuple[int, float]]]] = {run_id: {} for run_id in run_ids}
+        query = (
+            select(db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.step, db.metrics.c.value)
+            .where(db.metrics.c.run_id.in_(run_ids))
+            .order_by(db.metrics.c.step, db.metrics.c.id)
+        )
+        with self.engine.connect() as connection:
+            for run_id, key, step, value in connection.execute(query):
+                found[run_id].setdefault(key, []).append((int(step), float(value)))
+        return found
 
     def names(self) -> list[str]:
         with self.engine.connect() as connection:

@@ -1,7 +1,8 @@
 """``create_app``: one FastAPI application serving several models over the Open Inference Protocol v2
 (``/v2``), a simple JSON API (``/v1/models/{name}:predict``), an OpenAI-compatible API (``/v1/completions``,
-``/v1/chat/completions``), feedback, explanations, an admin API (``/admin``) and metrics (``/metrics``).
-It only wires the parts together: each router renders its own errors in its protocol's shape."""
+``/v1/chat/completions``), feedback, explanations, an admin API (``/admin``), metrics (``/metrics``) and
+the dashboard (``/ui``). It only wires the parts together: each router renders its own errors in its
+protocol's shape."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from starlette.exceptions import HTTPException
 
 from modelcycle import __version__
 from modelcycle.config import MonitorConfig, ServeConfig
+from modelcycle.dashboard import Sources, create_dashboard
+from modelcycle.monitor.encryption import store_keys
+from modelcycle.monitor.live import store_path
 from modelcycle.registry import Registry
 from modelcycle.serve import admin, explain, exposition, feedback
 from modelcycle.serve.entry import Entry
@@ -28,6 +32,7 @@ ROUTERS = (
     admin.router,
     exposition.router,
 )
+DASHBOARD = "/ui"  # the web dashboard, on the same registry and store
 
 
 def create_app(
@@ -58,4 +63,16 @@ def create_app(
     )
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(DASHBOARD, create_dashboard(_dashboard_sources(state, monitoring or MonitorConfig())))
     return app
+
+
+def _dashboard_sources(state: ServerState, monitoring: MonitorConfig) -> Sources:
+    """What ``/ui`` shows: this server's registry and store, and its own metrics (time to first token)."""
+    return Sources(
+        state.registry,
+        store=store_path(monitoring, state.registry) if monitoring.enabled else None,
+        keys=store_keys(monitoring.encryption) if monitoring.enabled else None,
+        alpha=monitoring.drift_alpha,
+        exposition=lambda: state.metrics.exposition(),
+    )
