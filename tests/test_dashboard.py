@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from modelcycle.dashboard import Sources, create_dashboard
 from modelcycle.dashboard.standalone import standalone_app
 from modelcycle.dashboard.ttft import first_token_quantiles
 from modelcycle.monitor.database import open_database
+from modelcycle.monitor.encryption import Keyring
 from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import DriftRow
 from modelcycle.registry import Registry
@@ -25,6 +27,7 @@ from modelcycle.serve.background import background_server
 from tests.conftest import train_into
 
 MODEL = "breast-cancer-mlp"
+STUDENT = "student"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,28 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     registry = Registry(home)
     registry.set_alias(f"{MODEL}@1", "production", reason="first release")
+    # another model's versions: one distilled from v1 (a child across models), one whose parent was written
+    # by hand and names no version of this registry
+    for parent in (f"{MODEL}@1", "hf-bert"):
+        _register_copy(registry, f"{MODEL}@1", name=STUDENT, parent=parent)
     registry.close()
     return home
+
+
+def _register_copy(registry: Registry, ref: str, *, name: str, parent: str) -> None:
+    source = registry.open(ref)
+    manifest = source.manifest.model_copy(
+        update={
+            "name": name,
+            "version": None,
+            "lineage": source.manifest.lineage.model_copy(update={"parent": parent}),
+        }
+    )
+    with registry.builder(name) as builder:
+        for path in source.path.iterdir():
+            if path.is_file() and path.name != "bundle.json":
+                shutil.copy2(path, builder.path / path.name)
+        registry.register(builder, manifest, reason="a copy")
 
 
 def _figure(page: str, chart: str) -> dict:
@@ -76,6 +99,12 @@ def test_the_pages_show_the_registry_numbers(trained_home: Path) -> None:
     assert f"/runs/{run_id}" in version
     assert "registered" in version  # its own events
 
+    first = client.get(f"/models/{MODEL}/versions/1").text
+    assert f'href="/models/{STUDENT}/versions/1">{STUDENT}@1</a>' in first  # its child, another model
+    hand_written = client.get(f"/models/{STUDENT}/versions/2")
+    assert hand_written.status_code == 200
+    assert "<td>hf-bert</td>" in hand_written.text  # shown, not linked: no version of this registry
+
     runs, total = registry.runs.search()
     assert total == 2
     compare = client.get(f"/runs/compare?run={runs[0].id}&run={runs[1].id}").text
@@ -86,16 +115,21 @@ def test_the_pages_show_the_registry_numbers(trained_home: Path) -> None:
     curves = _figure(compare, "curve-1")
     assert len(curves["data"]) == 2  # one line per run, overlaid
 
-    timeline = client.get("/timeline").text
-    kinds = re.findall(r'<tr class="event-([a-z_]+)"', timeline)
-    assert kinds[0] == "promoted"
-    assert kinds.count("registered") == 2
+    every = re.findall(r'<tr class="event-([a-z_]+)"', client.get("/timeline").text)
+    assert every == ["registered", "registered", "promoted", "registered", "registered"]  # newest first
+    timeline = client.get(f"/timeline?model={MODEL}").text
+    assert re.findall(r'<tr class="event-([a-z_]+)"', timeline) == ["promoted", "registered", "registered"]
     assert "first release" in timeline
+    assert re.findall(r'<tr class="event-([a-z_]+)"', client.get("/timeline?kind=promoted").text) == [
+        "promoted"
+    ]
     registry.close()
 
 
 @pytest.mark.slow
-def test_the_live_page_reads_the_store_and_puts_the_drifted_features_first(trained_home: Path) -> None:
+def test_the_live_page_reads_the_store_and_puts_the_drifted_features_first(
+    trained_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(trained_home)
     store = StoreLocation(trained_home / "live.db")
     now = time.time()
@@ -129,7 +163,7 @@ def test_the_live_page_reads_the_store_and_puts_the_drifted_features_first(train
 
     page = client.get(f"/models/{MODEL}/monitor?window=1h").text
     assert "1000 predictions in the last 1h" in page
-    assert "p50 <b>5.5</b> ms" in page  # latencies 1..10 ms, evenly
+    assert "p50 <b>5</b> ms, p95 <b>10</b> ms, p99 <b>10</b> ms" in page  # 1..10 ms, 100 predictions each
     order = re.findall(r"<tr class=\"(drifted|)\"><td>([^<]+)</td>", page)
     assert [feature for _, feature in order] == [
         "mean area",
@@ -147,6 +181,26 @@ def test_the_live_page_reads_the_store_and_puts_the_drifted_features_first(train
     assert {trace["name"] for trace in traffic["data"]} == {"v1", "v2"}
     classes = _figure(page, "classes")
     assert sum(sum(trace["y"]) for trace in classes["data"]) == 1000
+    # each slice drawn from a sample of 5: the counts stay whole, the shares are estimated from the samples
+    monkeypatch.setattr("modelcycle.dashboard.views.SAMPLE_PER_SLICE", 5)
+    sampled = client.get(f"/models/{MODEL}/monitor?window=1h").text
+    assert "1000 predictions in the last 1h (charts from a sample of 100:" in sampled
+    rates = _figure(sampled, "traffic")["data"]
+    assert sum(sum(trace["y"]) for trace in rates) == pytest.approx(1000 * 60 / (3000 / 60), rel=0.05)
+    assert sum(sum(trace["y"]) for trace in _figure(sampled, "classes")["data"]) == pytest.approx(
+        1000, abs=10
+    )
+    # an encrypted store read without its keys: what is stored in plain (drift, quality) is still shown
+    sealed = StoreLocation(trained_home / "sealed.db")
+    with open_database(sealed, Keyring({"k1": bytes(range(32))}, "k1")) as database:
+        database.append(rows[:10])
+        database.add_drift(drift)
+    without_keys = TestClient(create_dashboard(Sources(registry, store=sealed))).get(
+        f"/models/{MODEL}/monitor"
+    )
+    assert without_keys.status_code == 200
+    assert "Traffic not shown:" in without_keys.text
+    assert _figure(without_keys.text, "drift")["data"][0]["y"][0] == "mean area (ks)"
     quiet = client.get(f"/models/{MODEL}/monitor?window=15m").text  # every prediction is older
     assert "No predictions in this window" in quiet
     registry.close()
@@ -244,4 +298,97 @@ def test_actions_reach_the_admin_api_only_with_its_token(trained_home: Path, tmp
     )
     gone = TestClient(standalone_app(Sources(registry), server="http://127.0.0.1:9"))
     assert gone.post(f"/admin/models/{MODEL}/rollback").status_code == 502
+    registry.close()
+
+
+def test_bounds_on_numbers_are_a_400_not_a_database_overflow(registry: Registry) -> None:
+    client = TestClient(create_dashboard(Sources(registry)))
+    for url in (
+        "/runs?page=100000000000000000000",
+        "/timeline?before=100000000000000000000",
+        "/models/m/versions/99999999999",
+    ):
+        answer = client.get(url)
+        assert answer.status_code == 400, url
+        assert "less than or equal to 2147483647" in answer.json()["error"]
+
+
+def test_the_forwarding_to_a_server_takes_only_admin_calls_from_the_dashboards_own_pages(
+    registry: Registry,
+) -> None:
+    seen: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={"ok": True})
+
+    client = TestClient(standalone_app(Sources(registry), server="http://127.0.0.1:1"))
+    mounted = httpx.MockTransport(server)
+    original = httpx.AsyncClient.__init__
+
+    def through_mock(self: httpx.AsyncClient, **options: object) -> None:
+        original(self, transport=mounted, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx.AsyncClient, "__init__", through_mock)
+        assert client.post(f"/admin/models/{MODEL}/promote", json={"version": 1}).status_code == 200
+        assert client.get(f"/admin/models/{MODEL}").status_code == 200
+        walked = client.post("/admin/models/..%2F..%2Fv1%2Ffeedback", content=b"{}")
+        assert walked.status_code == 404
+        assert "not an admin call" in walked.json()["error"]
+        other_site = client.post(
+            f"/admin/models/{MODEL}/promote", json={"version": 1}, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert other_site.status_code == 403
+        assert (
+            client.post(
+                f"/admin/models/{MODEL}/promote", json={}, headers={"Origin": "http://evil.example"}
+            ).status_code
+            == 403
+        )
+        form = client.post(
+            f"/admin/models/{MODEL}/promote", content=b"version=1", headers={"Content-Type": "text/plain"}
+        )
+        assert form.status_code == 415
+        huge = client.post(
+            f"/admin/models/{MODEL}/canary",
+            content=b"x" * 70_000,
+            headers={"Content-Type": "application/json"},
+        )
+        assert huge.status_code == 413
+    assert seen == [f"POST /admin/models/{MODEL}/promote", f"GET /admin/models/{MODEL}"]
+    hosts = TestClient(standalone_app(Sources(registry), hosts=["127.0.0.1"]))
+    assert hosts.get("/ui/").status_code == 400  # the test client's Host, "testserver", is not taken
+
+
+def test_beyond_this_machine_the_servers_pages_ask_for_the_admin_token(registry: Registry) -> None:
+    from modelcycle.config import ServeConfig
+
+    app = create_app(registry, [], ServeConfig(host="0.0.0.0", allow_plain_http=True), admin_token="t0ken")
+    client = TestClient(app)  # not started: the pages need no loaded model
+    refused = client.get("/ui/")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Basic")
+    assert "admin token" in refused.json()["error"]
+    assert client.get("/ui/", auth=("anyone", "wrong")).status_code == 401
+    assert client.get("/ui/", auth=("anyone", "t0ken")).status_code == 200
+    assert TestClient(create_app(registry, [])).get("/ui/").status_code == 200  # on 127.0.0.1: open
+
+
+@pytest.mark.slow
+def test_importance_that_cannot_be_kept_is_reported_not_asked_for_forever(
+    trained_home: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    (home / "dashboard").write_text("a file where the cache folder would go")
+    registry = Registry(home)
+    client = TestClient(create_dashboard(Sources(registry)))
+    url = f"/api/models/{MODEL}/versions/1/importance"
+    deadline = time.monotonic() + 120
+    while (answer := client.get(url)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "unavailable"
+    assert "NotADirectoryError" in answer.json()["reason"] or "FileExistsError" in answer.json()["reason"]
     registry.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from modelcycle.config import PipelineConfig
 from modelcycle.demo import CONFIG, SHIFTED
+from modelcycle.monitor.database import open_database
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from modelcycle.serve.background import background_server
@@ -156,4 +158,24 @@ def test_a_promotion_in_the_page_needs_the_token_then_moves_the_alias_and_shows_
     assert newest.get_attribute("class") == "event-promoted"
     assert f"v{other}" in newest.inner_text()
     assert f"from_version={production}" in newest.inner_text()
+    assert browser_page.problems == []
+
+
+def test_a_page_left_open_draws_the_traffic_that_arrives_after_it_loaded(
+    served: tuple[str, Registry], browser_page: Watched, demo_run: DemoRun
+) -> None:
+    url, _ = served
+    quiet = "breast-cancer-wide"  # trained beside the demo, never served
+    browser_page.visit(f"{url}/ui/models/{quiet}/monitor", "monitor-empty", ready="#chart-traffic .pending")
+    assert "No predictions in this window." in browser_page.page.inner_text("#summary")
+    now = time.time()
+    with open_database(demo_run.home / "monitor.db") as database:
+        database.append(
+            (f"late-{index}", 0, quiet, 1, "v2", now - index, 1.0 + index, None, "benign", 0.9, None)
+            for index in range(50)
+        )
+    browser_page.page.wait_for_selector("#chart-traffic .main-svg", timeout=30_000)  # the next refresh
+    assert "50 predictions in the last 1h" in browser_page.page.inner_text("#summary")
+    assert browser_page.page.locator("#chart-traffic .pending").count() == 0
+    browser_page.page.screenshot(path=str(browser_page.shots / "monitor-refreshed.png"), full_page=True)
     assert browser_page.problems == []

@@ -95,6 +95,26 @@ def test_appended_predictions_are_found_and_read_back_decoded(database: Predicti
     assert database.recent_inputs("m", since=250.0, limit=10) == []
 
 
+def test_traffic_in_slices_counts_every_prediction_and_keeps_the_newest_of_each(
+    database: PredictionDatabase,
+) -> None:
+    database.append([_row(f"r{second}", 100.0 + second, version=1 + second % 2) for second in range(30)])
+    database.append([_row("elsewhere", 105.0, model="other")])
+    assert database.first_prediction("m", since=0.0) == 100.0
+    assert database.first_prediction("m", since=120.0) == 120.0
+    assert database.first_prediction("m", since=500.0) is None
+    slices = database.traffic_slices("m", edges=[100.0, 110.0, 120.0, 140.0, 150.0], per_slice=3)
+    assert [(piece.start, piece.end, piece.predictions) for piece in slices] == [
+        (100.0, 110.0, 10),
+        (110.0, 120.0, 10),
+        (120.0, 140.0, 10),
+        (140.0, 150.0, 0),
+    ]
+    assert [row.created for row in slices[0].sample] == [107.0, 108.0, 109.0]  # the newest, oldest first
+    assert slices[0].sample[-1] == Traffic(109.0, 2.0, 2, "yes")
+    assert slices[3].sample == []
+
+
 def test_a_replayed_request_replaces_its_rows(database: PredictionDatabase) -> None:
     database.append([_row("a", 100.0)])
     database.append([_row("a", 150.0, version=3)])

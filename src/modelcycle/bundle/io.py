@@ -170,6 +170,14 @@ class Bundle:
             raise NotFoundError(f"{self.ref}: no variant '{name}'", hint=f"variants: {known}")
         return Variant(path)
 
+    def variant_manifests(self) -> list[VariantManifest]:
+        """Every variant's manifest as it stands, its files not re-hashed: what a page shows of them (their
+        gate verdict and bench figures), never what loads one (``variant`` checks the files)."""
+        root = self.path / VARIANTS_DIR
+        return [
+            _read_manifest(root / name / VARIANT_MANIFEST, VariantManifest) for name in self.variant_names()
+        ]
+
     @contextmanager
     def add_variant(self, manifest: VariantManifest) -> Iterator[Path]:
         """Yield a temp directory for the variant's files; on exit ``variant.json`` (with their hashes and

@@ -12,6 +12,8 @@ import typer
 from modelcycle.cli.render import say
 from modelcycle.cli.state import open_registry
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
 
 def ui(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
@@ -44,8 +46,8 @@ def ui(
             "`modelcycle serve` with TLS",
             parameter="host",
         )
-    if server is not None and not server.startswith(("http://", "https://")):
-        raise ConfigError(f"--server {server}: give the server's URL, e.g. http://127.0.0.1:8000")
+    if server is not None:
+        _check_server(server)
     monitor = load_config(config_file).monitor if config_file is not None else MonitorConfig()
     registry = open_registry()
     sources = Sources(
@@ -54,6 +56,23 @@ def ui(
         keys=store_keys(monitor.encryption),
         alpha=monitor.drift_alpha,
     )
-    app = standalone_app(sources, server=server)
+    app = standalone_app(sources, server=server, hosts=sorted({host, *LOOPBACK_NAMES}))
     say(f"dashboard on http://{host}:{port}/ui/" + (f" (actions on {server})" if server else " (read-only)"))
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_server(server: str) -> None:
+    """The server's URL; plain HTTP only to this machine (the admin token goes there with each action)."""
+    from urllib.parse import urlsplit
+
+    from modelcycle.errors import ConfigError
+    from modelcycle.serve.transport import is_loopback
+
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--server {server}: give the server's URL, e.g. http://127.0.0.1:8000")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"--server {server}: the admin token would cross the network in clear",
+            hint="use https:// (modelcycle serve --ssl-certfile ...), or a server on this machine",
+        )

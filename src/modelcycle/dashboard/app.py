@@ -10,10 +10,14 @@ Every URL is a deep link: ``/models/NAME``, ``/models/NAME/versions/N``, ``/mode
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import jinja2
 from fastapi import FastAPI, Query, Request
@@ -22,7 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelcycle.dashboard import charts, views
 from modelcycle.dashboard.importance import importance_of
@@ -35,26 +41,37 @@ HERE = Path(__file__).parent
 PLOTLY = ("plotly", "package_data/plotly.min.js")  # plotly.js as the plotly package on PyPI ships it
 REFRESH_SECONDS = {"monitor": 5, "timeline": 10, "model": 10, "models": 15}
 ASSET_CACHE = "public, max-age=86400"
+MAX_NUMBER = 2**31 - 1  # a page, version or event number beyond any the databases hold (and can take)
+PageNumber = Annotated[int, Query(ge=1, le=MAX_NUMBER)]
 
 
-def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAPI:
-    """The dashboard over ``sources``. ``admin_path``: where, from the browser, the serving admin API is
-    (``""``: on this origin at ``/admin``); None when there is no server to act on, so the pages say so."""
+def create_dashboard(
+    sources: Sources, *, admin_path: str | None = "", login: Callable[[str], bool] | None = None
+) -> FastAPI:
+    """The dashboard over ``sources``. ``admin_path``: where the serving admin API is from the browser,
+    relative to the path the dashboard is mounted under (``""``: ``/admin`` beside ``/ui``); None when there
+    is no server to act on, so the pages say so. ``login``: when given, every request needs HTTP Basic
+    credentials whose password it accepts (the admin token, on a server reachable beyond this machine)."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     templates.filters["when"] = _when
     templates.filters["number"] = _number
+    templates.filters["version_path"] = _version_path
     app = FastAPI(title="modelcycle dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(GZipMiddleware, minimum_size=2048)  # plotly.js: 4.8 MB, 1.4 MB compressed
+    # plotly.js: 4.8 MB, 1.6 MB compressed; level 1: a week's live page (380 kB) compresses in 8 ms, not 90
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)
+    if login is not None:
+        app.add_middleware(BasicLogin, accepts=login)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def render(
         request: Request, template: str, *, refresh: int | None = None, **context: Any
     ) -> HTMLResponse:
+        base = request.scope.get("root_path", "")
         page = templates.get_template(template).render(
-            base=request.scope.get("root_path", ""),
-            admin=admin_path,
+            base=base,
+            admin=None if admin_path is None else base.rpartition("/")[0] + admin_path,
             refresh=refresh,
             query=request.url.query,
             **context,
@@ -82,14 +99,14 @@ def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAP
         return render(request, "models.html", refresh=REFRESH_SECONDS["models"], **views.models_view(sources))
 
     @app.get("/models/{name}", response_class=HTMLResponse)
-    def model(
-        request: Request, name: str, page: Annotated[int, Query(ge=1)] = 1, split: str | None = None
-    ) -> HTMLResponse:
+    def model(request: Request, name: str, page: PageNumber = 1, split: str | None = None) -> HTMLResponse:
         context = views.model_view(sources, name, page=page, split=split or None)
         return render(request, "model.html", refresh=REFRESH_SECONDS["model"], **context)
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
-    def version(request: Request, name: str, version: Annotated[int, PathParam(ge=1)]) -> HTMLResponse:
+    def version(
+        request: Request, name: str, version: Annotated[int, PathParam(ge=1, le=MAX_NUMBER)]
+    ) -> HTMLResponse:
         return render(request, "version.html", **views.version_view(sources, name, version))
 
     @app.get("/models/{name}/monitor", response_class=HTMLResponse)
@@ -103,7 +120,7 @@ def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAP
         name: str | None = None,
         status: str | None = None,
         text: str | None = None,
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: PageNumber = 1,
     ) -> HTMLResponse:
         context = views.runs_view(
             sources, name=name or None, status=status or None, text=text or None, page=page
@@ -123,7 +140,7 @@ def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAP
         request: Request,
         model: str | None = None,
         kind: str | None = None,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
     ) -> HTMLResponse:
         context = views.timeline_view(sources, name=model, kind=kind, before=before)
         return render(
@@ -134,7 +151,7 @@ def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAP
         )
 
     @app.get("/api/models/{name}/versions/{version}/importance")
-    def importance(name: str, version: Annotated[int, PathParam(ge=1)]) -> JSONResponse:
+    def importance(name: str, version: Annotated[int, PathParam(ge=1, le=MAX_NUMBER)]) -> JSONResponse:
         record = sources.registry.resolve(f"{parse_ref(name).name}@{version}")
         answer = importance_of(sources, record)
         if answer["status"] == "ready":
@@ -150,6 +167,47 @@ def create_dashboard(sources: Sources, *, admin_path: str | None = "") -> FastAP
     return app
 
 
+class BasicLogin:
+    """Every request must carry HTTP Basic credentials whose password ``accepts`` takes (any user name): a
+    browser asks for them itself, so the pages stay plain links. Refused: 401 naming what is needed."""
+
+    def __init__(self, app: ASGIApp, *, accepts: Callable[[str], bool]) -> None:
+        self.app, self.accepts = app, accepts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.accepts(_basic_password(Headers(scope=scope))):
+            refused = JSONResponse(
+                {"error": "the dashboard needs the admin token: sign in with it as the password"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="modelcycle dashboard", charset="UTF-8"'},
+            )
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _basic_password(headers: Headers) -> str:
+    scheme, _, encoded = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def _version_path(ref: str) -> str:
+    """The dashboard path of a version reference (``name@3``), or "" for one that names no number here (a
+    parent written by hand, from another registry)."""
+    try:
+        parsed = parse_ref(ref)
+    except ModelcycleError:
+        return ""
+    return (
+        "" if parsed.version is None else f"/models/{quote(parsed.name, safe='')}/versions/{parsed.version}"
+    )
+
+
 def _status(error: ModelcycleError) -> int:
     """The error's own status; one it gives as the server's fault (a damaged bundle, a missing package) is
     a 422 naming what could not be read. A store that is busy stays 503, as the server answers it."""
@@ -159,6 +217,7 @@ def _status(error: ModelcycleError) -> int:
 
 
 def _error(request: Request, status: int, message: str) -> Response:
+    """The error as JSON ``{"error": ...}``, or as a page for a browser that asks for HTML."""
     if "text/html" in request.headers.get("accept", ""):
         page = (
             "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>modelcycle — error</title>"
@@ -179,6 +238,7 @@ def _when(at: str | float | None) -> str:
 
 
 def _number(value: Any) -> str:
+    """A figure as the tables show it: floats to 4 significant digits, nothing for None."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from modelcycle.monitor.charts import DRIFTED_COLOUR, STEADY_COLOUR, drift_panels
-from modelcycle.monitor.predictions import DriftRow, QualityRow, Traffic
+from modelcycle.monitor.predictions import DriftRow, QualityRow, TrafficSlice
 from modelcycle.registry import VersionRecord
 
 Figure = dict[str, Any]
-TIME_BINS = 60
-MIN_SPAN_S = 60.0
+TIME_SLICES = 60
+CURVE_POINTS = 2000
 TIME_AXIS = {"type": "date", "title": {"text": "time (UTC)"}}
 MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 
@@ -28,25 +28,15 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
 
 
 def live_figures(
-    traffic: Sequence[Traffic],
-    quality: Sequence[QualityRow],
-    drift: Sequence[DriftRow],
-    *,
-    alpha: float,
-    since: float,
-    until: float,
+    slices: Sequence[TrafficSlice], quality: Sequence[QualityRow], drift: Sequence[DriftRow], *, alpha: float
 ) -> dict[str, Figure]:
     """The monitoring page's charts by id, those without data left out."""
     figures: dict[str, Figure] = {}
-    if traffic:
-        # the window's slices, narrowed to the traffic there is (at least a minute), so that a few minutes
-        # of traffic in a day's window are not one bar
-        start = min(max(since, min(row.created for row in traffic)), until - MIN_SPAN_S)
-        edges = np.linspace(start, until, TIME_BINS + 1)
-        figures["traffic"] = _traffic(traffic, edges)
-        figures["latency"] = _latency(traffic, edges)
-        if any(row.predicted_class is not None for row in traffic):
-            figures["classes"] = _classes(traffic)
+    if any(piece.predictions for piece in slices):
+        figures["traffic"] = _traffic(slices)
+        figures["latency"] = _latency(slices)
+        if any(row.predicted_class is not None for piece in slices for row in piece.sample):
+            figures["classes"] = _classes(slices)
     if quality:
         figures["quality"] = _quality(quality)
     if drift:
@@ -54,43 +44,66 @@ def live_figures(
     return figures
 
 
-def _milliseconds(seconds: np.ndarray) -> list[float]:
-    return (seconds * 1000.0).round().tolist()
+def latency_summary(slices: Sequence[TrafficSlice]) -> dict[str, float | None]:
+    """p50 / p95 / p99 of the window's latency (ms): each slice's sample weighted by the predictions it
+    stands for, so a busy slice counts as much as it should."""
+    latencies, weights = [], []
+    for piece in slices:
+        for row in piece.sample:
+            latencies.append(row.latency_ms)
+            weights.append(piece.predictions / len(piece.sample))
+    if not latencies:
+        return {"p50": None, "p95": None, "p99": None}
+    order = np.argsort(latencies)
+    ranked, cumulative = np.asarray(latencies)[order], np.cumsum(np.asarray(weights)[order])
+    found: dict[str, float | None] = {}
+    for quantile in (50, 95, 99):
+        index = int(np.searchsorted(cumulative, quantile / 100 * cumulative[-1]))
+        found[f"p{quantile}"] = float(ranked[min(index, len(ranked) - 1)])
+    return found
 
 
-def _traffic(traffic: Sequence[Traffic], edges: np.ndarray) -> Figure:
-    created = np.array([row.created for row in traffic])
-    versions = np.array([row.version for row in traffic])
-    width = float(edges[1] - edges[0])
-    data = [
-        {
-            "type": "bar",
-            "name": f"v{version}",
-            "x": _milliseconds(edges[:-1] + width / 2),
-            "y": (np.histogram(created[versions == version], edges)[0] * 60.0 / width).round(3).tolist(),
-            "hovertemplate": "%{x}<br>%{y:.3g} / min<extra>v" + str(version) + "</extra>",
-        }
-        for version in sorted(set(versions.tolist()))
-    ]
+def _centres(slices: Sequence[TrafficSlice]) -> list[float]:
+    return [(piece.start + piece.end) * 500.0 for piece in slices]  # ms since the epoch
+
+
+def _traffic(slices: Sequence[TrafficSlice]) -> Figure:
+    """Predictions per minute and version: each slice's count, shared out as its sample's versions are."""
+    versions = sorted({row.version for piece in slices for row in piece.sample})
+    data = []
+    for version in versions:
+        rates = []
+        for piece in slices:
+            share = (
+                sum(row.version == version for row in piece.sample) / len(piece.sample) if piece.sample else 0
+            )
+            rates.append(round(piece.predictions * share * 60.0 / (piece.end - piece.start), 3))
+        data.append(
+            {
+                "type": "bar",
+                "name": f"v{version}",
+                "x": _centres(slices),
+                "y": rates,
+                "hovertemplate": "%{x}<br>%{y:.3g} / min<extra>v" + str(version) + "</extra>",
+            }
+        )
     return {"data": data, "layout": _layout("Predictions per minute", barmode="stack", xaxis=TIME_AXIS)}
 
 
-def _latency(traffic: Sequence[Traffic], edges: np.ndarray) -> Figure:
-    created = np.array([row.created for row in traffic])
-    latency = np.array([row.latency_ms for row in traffic])
-    slot = np.clip(np.searchsorted(edges, created, side="right") - 1, 0, len(edges) - 2)
-    centres = edges[:-1] + (edges[1] - edges[0]) / 2
-    used = sorted(set(slot.tolist()))
+def _latency(slices: Sequence[TrafficSlice]) -> Figure:
+    used = [piece for piece in slices if piece.sample]
     data = []
     for quantile in (50, 95, 99):
-        values = [float(np.percentile(latency[slot == index], quantile)) for index in used]
         data.append(
             {
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": f"p{quantile}",
-                "x": _milliseconds(centres[used]),
-                "y": [round(value, 3) for value in values],
+                "x": _centres(used),
+                "y": [
+                    round(float(np.percentile([row.latency_ms for row in piece.sample], quantile)), 3)
+                    for piece in used
+                ],
                 "hovertemplate": "%{x}<br>%{y:.3g} ms<extra>p" + str(quantile) + "</extra>",
             }
         )
@@ -98,19 +111,22 @@ def _latency(traffic: Sequence[Traffic], edges: np.ndarray) -> Figure:
     return {"data": data, "layout": layout}
 
 
-def _classes(traffic: Sequence[Traffic]) -> Figure:
-    counts: dict[int, dict[str, int]] = {}
-    for row in traffic:
-        if row.predicted_class is not None:
-            by_class = counts.setdefault(row.version, {})
-            by_class[row.predicted_class] = by_class.get(row.predicted_class, 0) + 1
+def _classes(slices: Sequence[TrafficSlice]) -> Figure:
+    """Predicted classes per version over the window (each slice's sample scaled to its count)."""
+    counts: dict[int, dict[str, float]] = {}
+    for piece in slices:
+        weight = piece.predictions / len(piece.sample) if piece.sample else 0.0
+        for row in piece.sample:
+            if row.predicted_class is not None:
+                by_class = counts.setdefault(row.version, {})
+                by_class[row.predicted_class] = by_class.get(row.predicted_class, 0.0) + weight
     classes = sorted({name for by_class in counts.values() for name in by_class})
     data = [
         {
             "type": "bar",
             "name": f"v{version}",
             "x": classes,
-            "y": [by_class.get(name, 0) for name in classes],
+            "y": [round(by_class.get(name, 0.0)) for name in classes],
         }
         for version, by_class in sorted(counts.items())
     ]
@@ -128,7 +144,7 @@ def _quality(quality: Sequence[QualityRow]) -> Figure:
             "type": "scatter",
             "mode": "lines+markers",
             "name": f"{version} {metric} ({window})",
-            "x": _milliseconds(np.array([row.created for row in rows])),
+            "x": [row.created * 1000.0 for row in rows],
             "y": [row.value for row in rows],
             "customdata": [row.samples for row in rows],
             "hovertemplate": "%{x}<br>%{y:.4g} from %{customdata} labelled<extra>%{fullData.name}</extra>",
@@ -246,14 +262,22 @@ def run_curves(
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": labels[run_id],
-                "x": [step for step, _ in by_key[key]],
-                "y": [value for _, value in by_key[key]],
+                "x": [step for step, _ in _thinned(by_key[key])],
+                "y": [value for _, value in _thinned(by_key[key])],
             }
             for run_id, by_key in curves.items()
             if key in by_key
         ]
         figures[key] = {"data": data, "layout": _layout(key, xaxis={"title": {"text": "step"}})}
     return figures
+
+
+def _thinned(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """At most ``CURVE_POINTS`` evenly spaced points of a curve, its last one kept (a page stays small)."""
+    if len(points) <= CURVE_POINTS:
+        return points
+    stride = -(-len(points) // CURVE_POINTS)
+    return [*points[:-1:stride], points[-1]]
 
 
 def importance_figure(features: Sequence[dict[str, Any]]) -> Figure:

@@ -6,9 +6,10 @@ first time it is shown."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelcycle.bundle import Bundle, BundleManifest
@@ -20,9 +21,6 @@ from modelcycle.monitor.encryption import Keyring
 from modelcycle.monitor.location import StoreLocation
 from modelcycle.monitor.predictions import PredictionDatabase
 from modelcycle.registry import Registry, VersionRecord
-
-VARIANT_MANIFEST = "variant.json"
-VARIANTS = "variants"
 
 
 @dataclass(frozen=True)
@@ -41,32 +39,47 @@ class Sources:
         """Where computed views that outlive a request are kept (global importance per version)."""
         return self.registry.home / "dashboard"
 
+    _opened: _OpenStore = field(default_factory=lambda: _OpenStore(), compare=False, repr=False)
+
     def manifest(self, record: VersionRecord) -> BundleManifest:
-        return _manifest(str(self.registry.folder(record)), record.sha256)
+        """The version's manifest, checked against the hash the registry keeps (read once per version)."""
+        return _bundle(str(self.registry.folder(record)), record.sha256).manifest
 
     def variants(self, record: VersionRecord) -> list[VariantManifest]:
-        """The version's variants as their manifests say (not re-hashed: ``variant.json`` is rewritten when
-        a benchmark adds figures, and the page only shows them)."""
-        root = self.registry.folder(record) / VARIANTS
-        found = []
-        for manifest in sorted(root.glob(f"*/{VARIANT_MANIFEST}")):
-            if not manifest.parent.name.startswith("."):
-                found.append(VariantManifest.model_validate_json(manifest.read_text(encoding="utf-8")))
-        return found
+        """The version's variants as their manifests say now (a benchmark adds figures to them)."""
+        return _bundle(str(self.registry.folder(record)), record.sha256).variant_manifests()
 
     @contextmanager
     def database(self) -> Iterator[PredictionDatabase | None]:
-        """The prediction store, or None when nothing was stored yet."""
-        if self.store is None or not self.store.exists():
-            yield None
-            return
-        with open_database(self.store, self.keys) as database:
-            yield database
+        """The prediction store, or None when nothing was stored yet. One connection serves every page, a
+        page at a time (opening a PostgreSQL store checks its schema under a lock: not once a request)."""
+        with self._opened.lock:
+            if self._opened.database is None:
+                if self.store is None or not self.store.exists():
+                    yield None
+                    return
+                self._opened.database = open_database(self.store, self.keys)
+            yield self._opened.database
+
+    def close(self) -> None:
+        with self._opened.lock:
+            if self._opened.database is not None:
+                self._opened.database.close()
+                self._opened.database = None
+
+
+class _OpenStore:
+    """The store's one open connection and the lock that takes turns on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.database: PredictionDatabase | None = None
 
 
 @functools.lru_cache(maxsize=8192)
-def _manifest(folder: str, sha256: str) -> BundleManifest:
+def _bundle(folder: str, sha256: str) -> Bundle:
+    """A registered version's bundle, its manifest verified, its weights not re-hashed (a page only reads)."""
     try:
-        return Bundle(folder, verify=False, manifest_sha256=sha256).manifest
+        return Bundle(folder, verify=False, manifest_sha256=sha256)
     except NotFoundError:
         raise BundleError(f"{folder}: the registered version's files are missing") from None

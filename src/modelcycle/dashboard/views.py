@@ -1,6 +1,7 @@
 """Each page's content as plain data, read from the registry and the prediction store: what the templates
 show and the charts draw. Every read is bounded (a page of versions, runs or events; the newest
-``LIVE_ROWS`` predictions of a window), so a page costs the same with ten versions or a thousand."""
+``SAMPLE_PER_SLICE`` predictions of each slice of a window), so a page costs the same with ten versions or
+a thousand, a thousand predictions or a million."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import numpy as np
 from modelcycle.dashboard import charts
 from modelcycle.dashboard.sources import Sources
 from modelcycle.dashboard.ttft import first_token_quantiles
-from modelcycle.errors import ConfigError, NotFoundError
+from modelcycle.errors import ConfigError, EncryptionError, NotFoundError
 from modelcycle.monitor.charts import drift_panels
-from modelcycle.monitor.predictions import DriftRow
+from modelcycle.monitor.predictions import DriftRow, PredictionDatabase, QualityRow, TrafficSlice
 from modelcycle.registry import EventRecord, RunRecord, VersionRecord, parse_ref
 
 VERSIONS_PER_PAGE = 50
 RUNS_PER_PAGE = 50
 EVENTS_PER_PAGE = 100
 MODEL_EVENTS = 15
-LIVE_ROWS = 100_000  # the newest predictions of a window that the live charts are drawn from
+SAMPLE_PER_SLICE = 100  # the newest predictions of each slice of a window that the live charts draw
+MIN_SPAN_S = 60.0  # the live charts span the window's traffic, at least this long
+END_MARGIN_S = 1e-3  # the last slice ends just after now, so that a prediction made now is counted
 LINEAGE_DEPTH = 20
 WINDOWS = {"15m": 900, "1h": 3600, "6h": 21_600, "24h": 86_400, "7d": 604_800}
 DEFAULT_WINDOW = "1h"
@@ -49,16 +52,16 @@ class Page:
 
 
 def page_of(number: int, size: int, total: int) -> Page:
+    """Page ``number`` (1 the first) of ``total`` items ``size`` a page."""
     if number < 1:
         raise ConfigError(f"{number} is not a page number (1 is the first)", parameter="page")
     return Page(number, size, total)
 
 
 def models_view(sources: Sources) -> dict[str, Any]:
+    """Every model with its versions, aliases and newest event."""
     registry = sources.registry
-    models = registry.list_models()
-    latest_event = {event.name: event for event in reversed(registry.events(limit=EVENTS_PER_PAGE))}
-    return {"models": models, "latest_event": latest_event}
+    return {"models": registry.list_models(), "latest_event": registry.newest_events()}
 
 
 def model_view(sources: Sources, name: str, *, page: int = 1, split: str | None = None) -> dict[str, Any]:
@@ -100,13 +103,11 @@ def version_view(sources: Sources, name: str, version: int) -> dict[str, Any]:
     registry = sources.registry
     record = registry.resolve(f"{parse_ref(name).name}@{version}")
     manifest = sources.manifest(record)
-    every = registry.list_versions(record.name)
-    children = [other for other in every if other.parent == record.ref]
     return {
         "record": record,
         "manifest": manifest,
         "ancestors": _ancestors(sources, record),
-        "children": children,
+        "children": registry.children(record.ref),
         "variants": sources.variants(record),
         "events": registry.events(name=record.name, version=record.version, limit=EVENTS_PER_PAGE),
         "metric_keys": _keys(key for values in manifest.metrics.values() for key in values),
@@ -130,6 +131,7 @@ def _ancestors(sources: Sources, record: VersionRecord) -> list[str]:
 def runs_view(
     sources: Sources, *, name: str | None, status: str | None, text: str | None, page: int = 1
 ) -> dict[str, Any]:
+    """A page of the runs matching the filters, newest first, with their last metrics."""
     runs = sources.registry.runs
     checked = page_of(page, RUNS_PER_PAGE, 0)
     found, total = runs.search(
@@ -145,12 +147,14 @@ def runs_view(
 
 
 def run_view(sources: Sources, run_id: str) -> dict[str, Any]:
+    """One run: its parameters, last metrics and every metric's curve."""
     run = sources.registry.runs.get(run_id)
-    curves = sources.registry.runs.curves([run.id])[run.id]
-    return {"run": run, "figures": charts.run_curves({run.id: curves}, {run.id: _short(run)})}
+    curves = sources.registry.runs.curves([run.id])
+    return {"run": run, "figures": charts.run_curves(curves, {run.id: _short(run)})}
 
 
 def compare_view(sources: Sources, run_ids: list[str]) -> dict[str, Any]:
+    """Runs side by side: curves overlaid, last metrics and parameters, the differing ones first."""
     if not 2 <= len(run_ids) <= COMPARE_LIMIT:
         raise ConfigError(
             f"compare needs 2 to {COMPARE_LIMIT} runs, got {len(run_ids)}",
@@ -189,37 +193,54 @@ def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def monitor_view(sources: Sources, name: str, *, window: str, now: float | None = None) -> dict[str, Any]:
+    """The live page over the last ``window``: its traffic in ``charts.TIME_SLICES`` slices (from the first
+    prediction of the window, a minute at least), each counted whole and drawn from its newest
+    ``SAMPLE_PER_SLICE`` predictions; live quality, the latest drift check and the firing alerts."""
     if window not in WINDOWS:
         raise ConfigError(f"'{window}' is not one of {', '.join(WINDOWS)}", parameter="window")
     record = sources.registry.resolve(parse_ref(name).name)
     now = time.time() if now is None else now
     since = now - WINDOWS[window]
+    slices: list[TrafficSlice] = []
+    quality: list[QualityRow] = []
+    drift: list[DriftRow] = []
+    labelled = 0
+    unreadable = None
     with sources.database() as database:
-        if database is None:
-            total, traffic, quality, drift, labelled = 0, [], [], [], 0
-        else:
-            total = database.count_predictions(record.name, since=since)
-            traffic = database.traffic(record.name, since=since, limit=LIVE_ROWS)
+        if database is not None:
+            try:
+                slices = _slices(database, record.name, since=since, now=now)
+                labelled = database.count_labelled(record.name, since=since)
+            except EncryptionError as error:  # the figures below are stored in plain: still shown
+                unreadable = error.message
             quality = database.quality(record.name, since=since)
             drift = database.latest_drift(record.name, since=since)
-            labelled = database.count_labelled(record.name, since=since)
-    latencies = np.array([row.latency_ms for row in traffic], dtype=np.float64)
-    percentiles = np.percentile(latencies, [50, 95, 99]).tolist() if len(latencies) else [None] * 3
     ttft = first_token_quantiles(sources.exposition, record.name) if sources.exposition else None
+    total = sum(piece.predictions for piece in slices)
     return {
         "name": record.name,
         "window": window,
         "windows": list(WINDOWS),
         "total": total,
-        "sampled": len(traffic),
+        "sampled": sum(len(piece.sample) for piece in slices),
         "labelled": labelled,
-        "latency": dict(zip(("p50", "p95", "p99"), percentiles, strict=True)),
+        "latency": charts.latency_summary(slices),
         "ttft": ttft,
+        "unreadable": unreadable,
         "drift": _drifted_first(drift, sources.alpha),
         "drifted": [row.feature for row in drift if row.drifted],
         "firing": firing_alerts(sources, record.name),
-        "figures": charts.live_figures(traffic, quality, drift, alpha=sources.alpha, since=since, until=now),
+        "figures": charts.live_figures(slices, quality, drift, alpha=sources.alpha),
     }
+
+
+def _slices(database: PredictionDatabase, model: str, *, since: float, now: float) -> list[TrafficSlice]:
+    first = database.first_prediction(model, since=since)
+    if first is None:
+        return []
+    start = min(max(since, first), now - MIN_SPAN_S)
+    edges = np.linspace(start, now + END_MARGIN_S, charts.TIME_SLICES + 1).tolist()
+    return database.traffic_slices(model, edges=edges, per_slice=SAMPLE_PER_SLICE)
 
 
 def _drifted_first(drift: list[DriftRow], alpha: float) -> list[DriftRow]:
@@ -239,6 +260,7 @@ def firing_alerts(sources: Sources, name: str) -> list[EventRecord]:
 def timeline_view(
     sources: Sources, *, name: str | None, kind: str | None, before: int | None
 ) -> dict[str, Any]:
+    """A page of registry events, newest first (``before``: an event id, to page back)."""
     events = sources.registry.events(
         name=name or None, kinds=(kind,) if kind else (), before_id=before, limit=EVENTS_PER_PAGE
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -42,19 +42,19 @@ from modelcycle.monitor.predictions import (
     Resealed,
     StoredInput,
     Traffic,
+    TrafficSlice,
 )
 from modelcycle.monitor.tables import (
     COUNT_LABELLED,
-    COUNT_PREDICTIONS,
     FEEDBACK_OF,
     FIND,
+    FIRST_PREDICTION,
     INSERT_DRIFT,
     INSERT_QUALITY,
     LABELLED,
     LABELLED_INPUTS,
     LABELLED_OF_VERSION,
     LATEST_DRIFT,
-    NEWEST_TRAFFIC,
     QUALITY,
     RECENT_INPUTS,
     RESEAL_PAGE,
@@ -187,15 +187,17 @@ class SQLiteDatabase:
         return tables.stored_inputs(self.keys, rows)
 
     @_translated
-    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
-        if limit is None:
-            return tables.traffic(self.keys, self._connection.execute(TRAFFIC, (model, since)))
-        newest = self._connection.execute(NEWEST_TRAFFIC, (model, since, limit))
-        return tables.traffic(self.keys, reversed(newest.fetchall()))
+    def traffic(self, model: str, *, since: float) -> list[Traffic]:
+        return tables.traffic(self.keys, self._connection.execute(TRAFFIC, (model, since)))
 
     @_translated
-    def count_predictions(self, model: str, *, since: float) -> int:
-        return int(self._connection.execute(COUNT_PREDICTIONS, (model, since)).fetchone()[0])
+    def first_prediction(self, model: str, *, since: float) -> float | None:
+        first = self._connection.execute(FIRST_PREDICTION, (model, since)).fetchone()
+        return None if first is None or first[0] is None else float(first[0])
+
+    @_translated
+    def traffic_slices(self, model: str, *, edges: Sequence[float], per_slice: int) -> list[TrafficSlice]:
+        return tables.traffic_slices(self.keys, self._connection.execute, model, edges, per_slice)
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:

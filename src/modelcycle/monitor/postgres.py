@@ -17,7 +17,7 @@ retention runs in one process at a time (another that finds it running skips its
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -37,19 +37,19 @@ from modelcycle.monitor.predictions import (
     Resealed,
     StoredInput,
     Traffic,
+    TrafficSlice,
 )
 from modelcycle.monitor.tables import (
     COUNT_LABELLED,
-    COUNT_PREDICTIONS,
     FEEDBACK_OF,
     FIND,
+    FIRST_PREDICTION,
     INSERT_DRIFT,
     INSERT_QUALITY,
     LABELLED,
     LABELLED_INPUTS,
     LABELLED_OF_VERSION,
     LATEST_DRIFT,
-    NEWEST_TRAFFIC,
     QUALITY,
     RECENT_INPUTS,
     RESEAL_PAGE,
@@ -230,16 +230,23 @@ class PostgresDatabase:
         return tables.stored_inputs(self.keys, rows)
 
     @_translated
-    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
-        if limit is None:
-            return tables.traffic(self.keys, self._connection.execute(postgres(TRAFFIC), (model, since)))
-        newest = self._connection.execute(postgres(NEWEST_TRAFFIC), (model, since, limit))
-        return tables.traffic(self.keys, reversed(newest.fetchall()))
+    def traffic(self, model: str, *, since: float) -> list[Traffic]:
+        return tables.traffic(self.keys, self._connection.execute(postgres(TRAFFIC), (model, since)))
 
     @_translated
-    def count_predictions(self, model: str, *, since: float) -> int:
-        counted = self._connection.execute(postgres(COUNT_PREDICTIONS), (model, since)).fetchone()
-        return 0 if counted is None else int(counted[0])
+    def first_prediction(self, model: str, *, since: float) -> float | None:
+        first = self._connection.execute(postgres(FIRST_PREDICTION), (model, since)).fetchone()
+        return None if first is None or first[0] is None else float(first[0])
+
+    @_translated
+    def traffic_slices(self, model: str, *, edges: Sequence[float], per_slice: int) -> list[TrafficSlice]:
+        return tables.traffic_slices(
+            self.keys,
+            lambda sql, args: self._connection.execute(postgres(sql), args),
+            model,
+            edges,
+            per_slice,
+        )
 
     @_translated
     def count_labelled(self, model: str, *, since: float) -> int:

@@ -11,7 +11,7 @@ callers see the same values either way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -70,6 +70,15 @@ class Traffic(NamedTuple):
     latency_ms: float
     version: int
     predicted_class: str | None
+
+
+class TrafficSlice(NamedTuple):
+    """One slice of a window of traffic: every prediction in [start, end) counted, the newest few kept."""
+
+    start: float
+    end: float
+    predictions: int
+    sample: list[Traffic]  # the newest of the slice's predictions, oldest first
 
 
 class QualityRow(NamedTuple):
@@ -138,12 +147,15 @@ class PredictionDatabase(Protocol):
     def recent_inputs(self, model: str, *, since: float, limit: int) -> list[StoredInput]:
         """The newest ``limit`` predictions of ``model`` made since ``since``, newest first."""
 
-    def traffic(self, model: str, *, since: float, limit: int | None = None) -> list[Traffic]:
-        """Every prediction of ``model`` made since ``since`` (only the newest ``limit`` when given), oldest
-        first."""
+    def traffic(self, model: str, *, since: float) -> list[Traffic]:
+        """Every prediction of ``model`` made since ``since``, oldest first."""
 
-    def count_predictions(self, model: str, *, since: float) -> int:
-        """How many predictions of ``model`` were made since ``since`` (read from the time index alone)."""
+    def first_prediction(self, model: str, *, since: float) -> float | None:
+        """When ``model``'s first prediction since ``since`` was made; None when there is none."""
+
+    def traffic_slices(self, model: str, *, edges: Sequence[float], per_slice: int) -> list[TrafficSlice]:
+        """``model``'s traffic in the slices between consecutive ``edges``: each slice's count of predictions
+        and its newest ``per_slice`` (what a live chart draws whatever the traffic)."""
 
     def count_labelled(self, model: str, *, since: float) -> int:
         """How many of ``model``'s predictions made since ``since`` have feedback."""

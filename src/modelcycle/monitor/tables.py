@@ -8,8 +8,9 @@ what it does its own way: the schema, the replacing insert, retention, re-sealin
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from modelcycle.errors import EncryptionError
@@ -22,6 +23,7 @@ from modelcycle.monitor.predictions import (
     LabelledPrediction,
     StoredInput,
     Traffic,
+    TrafficSlice,
 )
 
 P = ParamSpec("P")
@@ -54,9 +56,11 @@ LABELLED_INPUTS = (
     "ON f.request_id = p.request_id AND f.row = p.row WHERE p.model = ? AND p.created >= ? "
     "ORDER BY p.created"
 )
+# driven from feedback, which is never larger than the predictions it labels: a join let SQLite walk every
+# prediction of the window instead (144 ms for a week of a million predictions and no feedback at all)
 COUNT_LABELLED = (
-    "SELECT COUNT(*) FROM feedback f JOIN predictions p "
-    "ON p.request_id = f.request_id AND p.row = f.row WHERE p.model = ? AND p.created >= ?"
+    "SELECT COUNT(*) FROM feedback f WHERE EXISTS (SELECT 1 FROM predictions p "
+    "WHERE p.request_id = f.request_id AND p.row = f.row AND p.model = ? AND p.created >= ?)"
 )
 RECENT_INPUTS = (
     "SELECT request_id, row, inputs, prediction FROM predictions WHERE model = ? AND created >= ? "
@@ -68,13 +72,15 @@ TRAFFIC = (
     "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
     "FROM predictions WHERE model = ? AND created >= ? ORDER BY created"
 )
-# the newest rows of a window, so a page answers quickly whatever the traffic (the caller reverses them)
-NEWEST_TRAFFIC = (
+# the live dashboard's slices of a window: the first prediction, each slice's count (from the index alone)
+# and its newest rows
+FIRST_PREDICTION = "SELECT MIN(created) FROM predictions WHERE model = ? AND created >= ?"
+SLICE_COUNT = "SELECT COUNT(*) FROM predictions WHERE model = ? AND created >= ? AND created < ?"
+SLICE_NEWEST = (
     "SELECT request_id, row, created, latency_ms, version, "
     "CASE WHEN score IS NULL THEN NULL ELSE prediction END "
-    "FROM predictions WHERE model = ? AND created >= ? ORDER BY created DESC LIMIT ?"
+    "FROM predictions WHERE model = ? AND created >= ? AND created < ? ORDER BY created DESC LIMIT ?"
 )
-COUNT_PREDICTIONS = "SELECT COUNT(*) FROM predictions WHERE model = ? AND created >= ?"
 QUALITY = (
     'SELECT model, version, "window", metric, value, samples, created FROM quality '
     "WHERE model = ? AND created >= ? ORDER BY created"
@@ -216,6 +222,24 @@ def traffic(keys: Keyring | None, rows: Iterable[tuple[Any, ...]]) -> list[Traff
         Traffic(created, latency, version, reveal(keys, predicted, "predictions.prediction", request_id, row))
         for request_id, row, created, latency, version, predicted in rows
     ]
+
+
+def traffic_slices(
+    keys: Keyring | None,
+    execute: Callable[[str, tuple[Any, ...]], Any],
+    model: str,
+    edges: Sequence[float],
+    per_slice: int,
+) -> list[TrafficSlice]:
+    """Each slice between consecutive ``edges``: how many predictions it holds and its newest ``per_slice``
+    (oldest first). A query per slice keeps every read on the (model, created) index, so a window of a
+    million predictions costs its count and a bounded sample, not a million rows."""
+    slices = []
+    for start, end in itertools.pairwise(edges):
+        count = int(execute(SLICE_COUNT, (model, start, end)).fetchone()[0])
+        rows = list(execute(SLICE_NEWEST, (model, start, end, per_slice))) if count else []
+        slices.append(TrafficSlice(start, end, count, traffic(keys, reversed(rows))))
+    return slices
 
 
 def drift_rows(rows: Iterable[tuple[Any, ...]]) -> list[DriftRow]:

@@ -24,7 +24,13 @@ from modelcycle.bundle.files import remove_tree, sweep_stale_temporaries
 from modelcycle.bundle.io import manifest_text
 from modelcycle.errors import ConfigError, NotFoundError, RegistryError
 from modelcycle.registry import db
-from modelcycle.registry.events import EventRecord, list_events, recent_events, record_event
+from modelcycle.registry.events import (
+    EventRecord,
+    list_events,
+    newest_event_of_each_model,
+    recent_events,
+    record_event,
+)
 from modelcycle.registry.lookup import (
     PREVIOUS,
     PRODUCTION,
@@ -250,6 +256,22 @@ class Registry:
         return recent_events(
             self.engine, name=name, version=version, kinds=kinds, before_id=before_id, limit=limit
         )
+
+    def newest_events(self) -> dict[str, EventRecord]:
+        """Each model's newest event, by model name."""
+        return newest_event_of_each_model(self.engine)
+
+    def children(self, ref: str) -> list[VersionRecord]:
+        """The versions, of any model, whose parent is ``ref`` (``name@N``): fine-tuned, updated or distilled
+        from it."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(db.versions).where(db.versions.c.parent == ref)).mappings().all()
+            return [
+                VersionRecord(
+                    **row, aliases=tuple(aliases_by_version(connection, row["name"]).get(row["version"], []))
+                )
+                for row in rows
+            ]
 
     # -- aliases and removal -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from modelcycle.registry import db
 
@@ -89,3 +89,12 @@ def recent_events(
     with engine.connect() as connection:
         rows = connection.execute(query).mappings().all()
     return [EventRecord(**{**row, "details": json.loads(row["details"])}) for row in rows]
+
+
+def newest_event_of_each_model(engine: Engine) -> dict[str, EventRecord]:
+    """Each model's newest event (one grouped read of the log's index, however long the log is)."""
+    newest = select(func.max(db.events.c.id)).group_by(db.events.c.name).scalar_subquery()
+    query = select(db.events).where(db.events.c.id.in_(newest))
+    with engine.connect() as connection:
+        rows = connection.execute(query).mappings().all()
+    return {row["name"]: EventRecord(**{**row, "details": json.loads(row["details"])}) for row in rows}

@@ -237,16 +237,21 @@ class RunStore:
             return [(int(step), float(value)) for step, value in connection.execute(query)]
 
     def _records(self, rows: Any) -> list[RunRecord]:
+        """Runs with each metric's last logged value (one grouped read, not every step of every run)."""
         ids = [row["id"] for row in rows]
         final: dict[str, dict[str, float]] = {run_id: {} for run_id in ids}
-        query = (
-            select(db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.value)
+        last = (
+            select(func.max(db.metrics.c.id))
             .where(db.metrics.c.run_id.in_(ids))
-            .order_by(db.metrics.c.step, db.metrics.c.id)
+            .group_by(db.metrics.c.run_id, db.metrics.c.key)
+            .scalar_subquery()
+        )
+        query = select(db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.value).where(
+            db.metrics.c.id.in_(last)
         )
         with self.engine.connect() as connection:
             for run_id, key, value in connection.execute(query):
-                final[run_id][key] = float(value)  # later steps overwrite earlier ones
+                final[run_id][key] = float(value)
         return [
             RunRecord(**{**row, "params": json.loads(row["params"]), "final_metrics": final[row["id"]]})
             for row in rows

@@ -6,6 +6,9 @@ protocol's shape."""
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
@@ -21,7 +24,7 @@ from modelcycle.serve.lifespan import lifespan
 from modelcycle.serve.protocols import openai, simple, v2
 from modelcycle.serve.rendering import plain_http_error
 from modelcycle.serve.state import ServerState
-from modelcycle.serve.transport import token_digest
+from modelcycle.serve.transport import is_loopback, token_digest
 
 ROUTERS = (
     v2.router,
@@ -63,8 +66,22 @@ def create_app(
     )
     for router in ROUTERS:
         app.include_router(router)
-    app.mount(DASHBOARD, create_dashboard(_dashboard_sources(state, monitoring or MonitorConfig())))
+    app.mount(
+        DASHBOARD,
+        create_dashboard(
+            _dashboard_sources(state, monitoring or MonitorConfig()), login=_dashboard_login(state)
+        ),
+    )
     return app
+
+
+def _dashboard_login(state: ServerState) -> Callable[[str], bool] | None:
+    """Open on 127.0.0.1; beyond it the pages show runs' parameters and errors, who did what and why, so
+    they ask for the admin token (as an HTTP Basic password; none configured: refused)."""
+    if is_loopback(state.settings.host):
+        return None
+    digest = state.admin_digest
+    return lambda token: digest is not None and hmac.compare_digest(token_digest(token), digest)
 
 
 def _dashboard_sources(state: ServerState, monitoring: MonitorConfig) -> Sources:

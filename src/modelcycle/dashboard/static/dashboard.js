@@ -13,18 +13,32 @@ function figureOf(element, root) {
 }
 
 function draw(element, figure) {
+  for (const note of element.querySelectorAll(":scope > .pending")) note.remove();
   return Plotly.react(element, figure.data, figure.layout, config);
 }
 
-function drawAll() {
+/* Draw each chart from the figure that `root` (this page, or a fresh copy of it) has for it; a chart whose
+   figure is gone (no data in the window any more) is emptied and shows the fresh page's note instead. */
+function drawAll(root) {
   for (const element of document.querySelectorAll(".chart[data-figure]")) {
-    const figure = figureOf(element, document);
-    if (figure) draw(element, figure);
+    try {
+      const figure = figureOf(element, root);
+      if (figure) {
+        draw(element, figure);
+      } else if (element.data) {
+        Plotly.purge(element);
+        const fresh = root.getElementById(element.id);
+        element.innerHTML = fresh ? fresh.innerHTML : "";
+      }
+    } catch (error) {
+      console.warn(`chart ${element.id} not drawn: ${error.message}`);
+    }
   }
 }
 
 /* Live refresh: fetch this URL again, swap each [data-live] part by id and redraw each chart with its new
-   data (uirevision keeps the reader's zoom). Paused while the tab is hidden. */
+   data (uirevision keeps the reader's zoom). One refresh at a time, the next `seconds` after the last one
+   ended; skipped while the tab is hidden. */
 async function refresh() {
   if (document.hidden) return;
   const status = document.getElementById("live-status");
@@ -36,21 +50,33 @@ async function refresh() {
       const replacement = fresh.getElementById(part.id);
       if (replacement) part.innerHTML = replacement.innerHTML;
     }
-    for (const element of document.querySelectorAll(".chart[data-figure]")) {
-      const figure = figureOf(element, fresh);
-      if (figure) draw(element, figure);
-    }
+    drawAll(fresh);
     if (status) status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     if (status) status.textContent = `live · refresh failed (${error.message})`;
   }
 }
 
+function refreshEvery(seconds) {
+  setTimeout(async () => {
+    await refresh();
+    refreshEvery(seconds);
+  }, seconds * 1000);
+}
+
+async function answerOf(response) {
+  try {
+    return await response.json();
+  } catch (error) {
+    return { error: `HTTP ${response.status}, not JSON` };
+  }
+}
+
 /* Figures computed on demand (a version's global importance): ask until ready. */
 async function loadLazy(element, delay = 1000) {
   const answer = await fetch(element.dataset.source, { headers: { Accept: "application/json" } });
-  const found = await answer.json();
-  if (answer.status === 202) {
+  const found = await answerOf(answer);
+  if (answer.status === 202 || answer.status === 429) {
     setTimeout(() => loadLazy(element, Math.min(delay * 2, 10000)), delay);
   } else if (found.status === "ready") {
     element.innerHTML = "";
@@ -69,7 +95,7 @@ function setUpActions() {
   const panel = document.getElementById("actions");
   if (!panel || body.dataset.admin === undefined) return;
   const model = encodeURIComponent(panel.dataset.model);
-  const root = `${body.dataset.admin}/admin/models/${model}`;
+  const root = `${body.dataset.admin}/admin/models/${model}`;  // the server's admin API
   const tokenInput = document.getElementById("admin-token");
   const result = document.getElementById("action-result");
   tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
@@ -86,7 +112,7 @@ function setUpActions() {
     const target = document.getElementById("serving-status");
     if (!tokenInput.value) { target.textContent = ""; return; }
     const answer = await fetch(root, { headers: headers() });
-    const found = await answer.json();
+    const found = await answerOf(answer);
     target.textContent = answer.ok ? `serving: ${JSON.stringify(found, null, 1)}` : `status refused: ${found.error}`;
   }
   for (const button of panel.querySelectorAll("button[data-action]")) {
@@ -109,7 +135,7 @@ function setUpActions() {
           headers: headers(),
           body: bodies[action] === null ? undefined : JSON.stringify(bodies[action]),
         });
-        const found = await answer.json();
+        const found = await answerOf(answer);
         if (!answer.ok) {
           result.className = "refused";
           result.textContent = `refused (${answer.status}): ${found.error}`;
@@ -141,10 +167,10 @@ function setUpCompare() {
 }
 
 window.addEventListener("DOMContentLoaded", () => {
-  drawAll();
+  drawAll(document);
   for (const element of document.querySelectorAll(".chart.lazy[data-source]")) loadLazy(element);
   setUpActions();
   setUpCompare();
   const seconds = Number(body.dataset.refresh);
-  if (seconds > 0) setInterval(refresh, seconds * 1000);
+  if (seconds > 0) refreshEvery(seconds);
 });
