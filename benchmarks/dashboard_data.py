@@ -90,7 +90,7 @@ def _versions(registry: Registry, count: int, rng: np.random.Generator) -> None:
 
 
 def _runs(registry: Registry, count: int, rng: np.random.Generator) -> None:
-    """Runs written in bulk (the registry's own tables), as ``RunStore`` would have written them one by one."""
+    """Runs written in bulk into the registry's tables, as ``RunStore`` would write them one by one."""
     start = time.time() - 30 * 86400
     with tables.write(registry.engine) as connection:
         for block in range(0, count, 1000):

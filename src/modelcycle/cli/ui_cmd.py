@@ -29,6 +29,8 @@ def ui(
 ) -> None:
     """The dashboard: models and versions, runs and their comparison, live monitoring, the timeline and
     serving actions; it refreshes while a page is open."""
+    import gc
+
     import uvicorn
 
     from modelcycle.config import MonitorConfig, load_config
@@ -57,6 +59,9 @@ def ui(
         alpha=monitor.drift_alpha,
     )
     app = standalone_app(sources, server=server, hosts=sorted({host, *LOOPBACK_NAMES}))
+    # what the imports made (torch, transformers, pydantic models) lives as long as the process: frozen, it
+    # leaves the collector's full passes, which took 165 ms every ~9 live pages of a week's traffic
+    gc.freeze()
     say(f"dashboard on http://{host}:{port}/ui/" + (f" (actions on {server})" if server else " (read-only)"))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
