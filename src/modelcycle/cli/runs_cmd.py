@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from modelcycle.cli.options import JsonFlag
 from modelcycle.cli.render import emit_json, say, table
 from modelcycle.cli.state import open_registry
+from modelcycle.registry.runs import flat_params
 
 # The test metrics a run list shows; `runs show` has them all.
 HEADLINE = ("accuracy", "f1_macro", "rmse", "r2", "perplexity")
@@ -58,7 +59,7 @@ def show(
     if run.error:
         say(f"error: {run.error}", style="red")
     table("final metrics", ["metric", "value"], sorted(run.final_metrics.items()))
-    table("parameters", ["key", "value"], sorted(_flatten(run.params).items()))
+    table("parameters", ["key", "value"], sorted(flat_params(run.params).items()))
     say(f"model: {run.model_ref or '-'}")
 
 
@@ -70,7 +71,7 @@ def compare(
     """Side by side: the parameters that differ and every final metric."""
     registry = open_registry()
     runs = [registry.runs.get(run_id) for run_id in run_ids]
-    params = [_flatten(run.params) for run in runs]
+    params = [flat_params(run.params) for run in runs]
     keys = sorted({key for flat in params for key in flat})
     differing = {
         key: [flat.get(key) for flat in params]
@@ -85,13 +86,3 @@ def compare(
     headers = ["", *(run.id[:8] for run in runs)]
     table("parameters that differ", headers, [[key, *values] for key, values in differing.items()])
     table("metrics", headers, [[key, *values] for key, values in metrics.items()])
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -18,6 +18,7 @@ from modelcycle.errors import ConfigError, EncryptionError, NotFoundError
 from modelcycle.monitor.charts import drift_panels
 from modelcycle.monitor.predictions import DriftRow, PredictionDatabase, QualityRow, TrafficSlice
 from modelcycle.registry import EventRecord, RunRecord, VersionRecord, parse_ref
+from modelcycle.registry.runs import flat_params
 
 VERSIONS_PER_PAGE = 50
 RUNS_PER_PAGE = 50
@@ -165,7 +166,7 @@ def compare_view(sources: Sources, run_ids: list[str]) -> dict[str, Any]:
     curves = sources.registry.runs.curves([run.id for run in runs])
     return {
         "runs": runs,
-        "params": _side_by_side([_flat(run.params) for run in runs]),
+        "params": _side_by_side([flat_params(run.params) for run in runs]),
         "finals": _side_by_side([run.final_metrics for run in runs]),
         "figures": charts.run_curves(curves, {run.id: _short(run) for run in runs}),
     }
@@ -179,17 +180,6 @@ def _side_by_side(values: list[dict[str, Any]]) -> list[tuple[str, list[Any], bo
         for key in keys
     ]
     return sorted(rows, key=lambda row: not row[2])
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameters as dotted keys (``train.lr``), so two runs line up key by key."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def monitor_view(sources: Sources, name: str, *, window: str, now: float | None = None) -> dict[str, Any]:

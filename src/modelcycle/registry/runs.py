@@ -36,6 +36,17 @@ class RunRecord:
     final_metrics: dict[str, float] = field(default_factory=dict)
 
 
+def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as dotted keys (``train.optimizer.lr``), so that two runs line up key by key."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @dataclass
 class ActiveRun:
     """The run a ``with runs.recording(...)`` block records: its id, the metrics it logs, and the model it
