@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,7 @@ from modelcycle.monitor.predictions import DriftRow
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from modelcycle.serve.background import background_server
-from tests.conftest import train_into
+from tests.conftest import CliResult, train_into
 
 MODEL = "breast-cancer-mlp"
 STUDENT = "student"
@@ -392,3 +393,14 @@ def test_importance_that_cannot_be_kept_is_reported_not_asked_for_forever(
     assert answer.json()["status"] == "unavailable"
     assert "NotADirectoryError" in answer.json()["reason"] or "FileExistsError" in answer.json()["reason"]
     registry.close()
+
+
+def test_the_ui_command_refuses_what_would_expose_the_token(cli: Callable[..., CliResult]) -> None:
+    beyond = cli("ui", "--host", "0.0.0.0")
+    assert beyond.exit_code != 0
+    assert "--host 0.0.0.0: the dashboard serves plain HTTP" in beyond.stderr
+    plain = cli("ui", "--server", "http://models.example:8000")
+    assert plain.exit_code != 0
+    assert "the admin token would cross the network in clear" in plain.stderr
+    assert "Traceback" not in beyond.stderr + plain.stderr
+    assert "--server ftp://x: give the server's URL" in cli("ui", "--server", "ftp://x").stderr

@@ -63,7 +63,11 @@ def ui(
     # leaves the collector's full passes, which took 165 ms every ~9 live pages of a week's traffic
     gc.freeze()
     say(f"dashboard on http://{host}:{port}/ui/" + (f" (actions on {server})" if server else " (read-only)"))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        sources.close()
+        registry.close()
 
 
 def _check_server(server: str) -> None:

@@ -73,7 +73,6 @@ def create_dashboard(
             base=base,
             admin=None if admin_path is None else base.rpartition("/")[0] + admin_path,
             refresh=refresh,
-            query=request.url.query,
             **context,
         )
         return HTMLResponse(page)

@@ -33,13 +33,12 @@ class Sources:
     keys: Keyring | None = None
     alpha: float = ALPHA
     exposition: Callable[[], bytes] | None = None
+    _opened: _OpenStore = field(default_factory=lambda: _OpenStore(), compare=False, repr=False)
 
     @property
     def cache(self) -> Path:
         """Where computed views that outlive a request are kept (global importance per version)."""
         return self.registry.home / "dashboard"
-
-    _opened: _OpenStore = field(default_factory=lambda: _OpenStore(), compare=False, repr=False)
 
     def manifest(self, record: VersionRecord) -> BundleManifest:
         """The version's manifest, checked against the hash the registry keeps (read once per version)."""
@@ -62,6 +61,7 @@ class Sources:
             yield self._opened.database
 
     def close(self) -> None:
+        """Release the store's connection (the registry is the caller's to close)."""
         with self._opened.lock:
             if self._opened.database is not None:
                 self._opened.database.close()
