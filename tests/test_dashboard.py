@@ -25,7 +25,7 @@ from modelcycle.monitor.predictions import DriftRow
 from modelcycle.registry import Registry
 from modelcycle.serve import create_app
 from modelcycle.serve.background import background_server
-from tests.conftest import CliResult, train_into
+from tests.conftest import TINY_GPT, CliResult, train_into
 
 MODEL = "breast-cancer-mlp"
 STUDENT = "student"
@@ -404,3 +404,25 @@ def test_the_ui_command_refuses_what_would_expose_the_token(cli: Callable[..., C
     assert "the admin token would cross the network in clear" in plain.stderr
     assert "Traceback" not in beyond.stderr + plain.stderr
     assert "--server ftp://x: give the server's URL" in cli("ui", "--server", "ftp://x").stderr
+
+
+@pytest.mark.slow
+def test_a_language_models_live_page_on_its_server_shows_the_time_to_first_token(tmp_path: Path) -> None:
+    home = train_into(tmp_path / "home", ("tiny-gpt.yaml", TINY_GPT))
+    registry = Registry(home)
+    with background_server(create_app(registry, ["tiny-gpt"])) as server:
+        for prompt in ("to be", "or not"):
+            answer = httpx.post(
+                f"{server}/v1/completions",
+                json={"model": "tiny-gpt", "prompt": prompt, "max_tokens": 4},
+                timeout=60,
+            )
+            assert answer.status_code == 200
+        page = httpx.get(f"{server}/ui/models/tiny-gpt/monitor", timeout=30).text
+    found = re.search(
+        r"Time to first token \(since the server started, (\d+) generations\): p50 <b>([\d.e-]+)</b>", page
+    )
+    assert found is not None
+    assert int(found[1]) == 2
+    assert 0 < float(found[2]) < 10_000  # milliseconds
+    registry.close()
